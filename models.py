@@ -1,0 +1,175 @@
+"""ResNets for 32x32 images: the ImageNet family (18-152) with a CIFAR stem, and the
+paper's 6n+2 CIFAR nets (He et al. 2015, "Deep Residual Learning", section 4.2)."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ResidualBlock", "Bottleneck", "ResNet", "MODEL_NAMES", "modeltype"]
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution with padding, no bias (a BatchNorm follows)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution, no bias (a BatchNorm follows)."""
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A of He et al. 2015: subsample by 2 and zero-pad the new channels.
+
+    It adds no parameters, which is what makes ResNet-20 exactly 0.27M parameters.
+    """
+
+    def __init__(self, extra_channels: int):
+        super().__init__()
+        self.extra_channels = extra_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, ::2, ::2]
+        half = self.extra_channels // 2
+        return F.pad(x, (0, 0, 0, 0, half, self.extra_channels - half))
+
+
+def projection_shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
+    """Option B: a strided 1x1 convolution and BatchNorm."""
+    return nn.Sequential(conv1x1(in_planes, out_planes, stride), nn.BatchNorm2d(out_planes))
+
+
+def make_shortcut(kind: str, in_planes: int, out_planes: int, stride: int) -> nn.Module:
+    if stride == 1 and in_planes == out_planes:
+        return nn.Identity()
+    if kind == "zeropad":
+        return ZeroPadShortcut(out_planes - in_planes)
+    return projection_shortcut(in_planes, out_planes, stride)
+
+
+class ResidualBlock(nn.Module):
+    """The basic block: two 3x3 convolutions and an identity (or shortcut) branch."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "projection"):
+        super().__init__()
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = make_shortcut(shortcut, in_planes, planes * self.expansion, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (x4): the block of ResNet-50/101/152."""
+
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "projection"):
+        super().__init__()
+        self.conv1 = conv1x1(in_planes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.shortcut = make_shortcut(shortcut, in_planes, planes * self.expansion, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+class ResNet(nn.Module):
+    """A ResNet with the CIFAR stem: 3x3 convolution, stride 1, no max-pool.
+
+    `widths` sets the stage widths (64-128-256-512 for ResNet-18..152, 16-32-64 for the
+    6n+2 nets); the first stage keeps the resolution, each later one halves it.
+    """
+
+    def __init__(
+        self,
+        block: type[ResidualBlock] | type[Bottleneck],
+        num_blocks: Sequence[int],
+        widths: Sequence[int],
+        num_classes: int = 10,
+        shortcut: str = "projection",
+    ):
+        super().__init__()
+        if len(num_blocks) != len(widths):
+            raise ValueError("num_blocks and widths must have the same length")
+        self.in_planes = widths[0]
+        self.conv1 = conv3x3(3, widths[0])
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        stages = []
+        for index, (blocks, width) in enumerate(zip(num_blocks, widths)):
+            stride = 1 if index == 0 else 2
+            stages.append(self._make_layer(block, width, blocks, stride, shortcut))
+        self.layers = nn.Sequential(*stages)
+        self.fc = nn.Linear(widths[-1] * block.expansion, num_classes)
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int, shortcut: str) -> nn.Sequential:
+        layers = []
+        for block_stride in [stride] + [1] * (blocks - 1):
+            layers.append(block(self.in_planes, planes, block_stride, shortcut))
+            self.in_planes = planes * block.expansion
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))  # (B, w0, 32, 32)
+        out = self.layers(out)  # (B, w_last * expansion, 32 / 2^(stages-1), ...)
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)  # (B, w_last * expansion)
+        return self.fc(out)
+
+
+def _init_cifar_paper(model: nn.Module) -> nn.Module:
+    # He et al. 2015 train the 6n+2 nets from He (Kaiming) normal initialisation.
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight)
+    return model
+
+
+def _imagenet_family(block, num_blocks) -> Callable[[int], ResNet]:
+    return lambda num_classes: ResNet(block, num_blocks, (64, 128, 256, 512), num_classes)
+
+
+def _cifar_paper(depth: int) -> Callable[[int], ResNet]:
+    n = (depth - 2) // 6
+    return lambda num_classes: _init_cifar_paper(
+        ResNet(ResidualBlock, (n, n, n), (16, 32, 64), num_classes, shortcut="zeropad")
+    )
+
+
+_BUILDERS: dict[str, Callable[[int], ResNet]] = {
+    "resnet18": _imagenet_family(ResidualBlock, (2, 2, 2, 2)),
+    "resnet34": _imagenet_family(ResidualBlock, (3, 4, 6, 3)),
+    "resnet50": _imagenet_family(Bottleneck, (3, 4, 6, 3)),
+    "resnet101": _imagenet_family(Bottleneck, (3, 4, 23, 3)),
+    "resnet152": _imagenet_family(Bottleneck, (3, 8, 36, 3)),
+    **{f"resnet{depth}": _cifar_paper(depth) for depth in (20, 32, 44, 56, 110, 1202)},
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def modeltype(name: str, num_classes: int = 10) -> ResNet:
+    """Build the named ResNet; raises ValueError naming the valid models."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    return _BUILDERS[name](num_classes)
