@@ -1,0 +1,162 @@
+"""Checkpoint files: atomic writes, safe loads, and an integrity check.
+
+A checkpoint is a plain dict that `torch.load(weights_only=True)` accepts: tensors, numbers,
+strings, lists, tuples and dicts only, so loading one never runs code from the file.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from errors import UserError
+
+FORMAT = "resnet-cifar-checkpoint"
+FORMAT_VERSION = 1
+TEMP_MARKER = ".tmp-"
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def _feed(digest: "hashlib._Hash", value: Any) -> None:
+    """Hash a checkpoint value in a canonical order: keys sorted, tensors by dtype, shape and bytes."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"V{value!r}".encode())
+
+
+def checksum(payload: dict) -> str:
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in payload.items() if k != "sha256"})
+    return digest.hexdigest()
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # some file systems (and Windows) cannot open a directory; the rename still happened
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _file_mode(path: Path) -> int:
+    """Keep an existing file's permissions; a new file gets the usual 0o666 less the umask
+    (mkstemp would leave it readable by its owner only)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """Write payload to path atomically: temp file in the same folder, fsync, rename, fsync folder.
+
+    A crash or a full disk at any moment leaves either the old file or the new one, never a mix.
+    """
+    path = Path(path)
+    payload = {**payload, "format": FORMAT, "format_version": FORMAT_VERSION}
+    payload["sha256"] = checksum(payload)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
+    try:
+        os.chmod(tmp_name, _file_mode(path))
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:
+            raise UserError(
+                f"not enough disk space to write {path}; the previous checkpoint is intact"
+            ) from None
+        if isinstance(e, RuntimeError) and "file write failed" in str(e):
+            # torch.save reports a failed write from its C++ zip writer as a RuntimeError
+            raise UserError(
+                f"not enough disk space to write {path}; the previous checkpoint is intact"
+            ) from None
+        raise
+    _fsync_directory(path.parent)
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete temp files left by a writer that was killed mid-write; they are never loadable."""
+    removed = []
+    for candidate in Path(directory).glob(f".*{TEMP_MARKER}*"):
+        try:
+            candidate.unlink()
+            removed.append(candidate)
+        except OSError:
+            pass
+    return removed
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load and verify a checkpoint written by save_checkpoint; every failure is a UserError."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory; give the path of a .pt file")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint {path} is empty")
+    try:
+        # weights_only=True is explicit so that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn it off.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+            raise UserError(
+                f"refusing to load {path}: it holds Python objects that could run code "
+                f"(a legacy full-pickle or foreign file); only tensors and plain data are loaded"
+            ) from None
+        raise UserError(f"checkpoint {path} is corrupted: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # truncated zip, random bytes, wrong magic number
+        first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"checkpoint {path} is not a valid checkpoint (truncated or corrupted: {first_line})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not a checkpoint of this program (no '{FORMAT}' format marker)")
+    if payload.get("sha256") != checksum(payload):
+        raise UserError(f"checkpoint {path} failed its integrity check (SHA-256 mismatch): the file is corrupted")
+    payload["model_state"] = strip_wrapper_prefixes(payload["model_state"])
+    return payload
+
+
+def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove DataParallel/DDP `module.` and torch.compile `_orig_mod.` key prefixes."""
+    cleaned = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+                    changed = True
+        cleaned[key] = value
+    return cleaned

@@ -1,0 +1,75 @@
+"""The training configuration: one frozen dataclass, built by main.py, stored in every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+SCHEDULERS = ("plateau", "step", "multistep", "cosine", "onecycle")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Options a resumed run may change; any other option that differs from the checkpoint is refused,
+# because continuing with it would silently train a different experiment.
+RESUME_OVERRIDABLE = frozenset(
+    {"epochs", "max_steps", "data_dir", "download", "device", "quiet", "run_dir", "compile", "precision",
+     "channels_last"}
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "resnet18"
+    num_classes: int = 10
+    data_dir: str = "./data"
+    download: bool = True
+    run_dir: str | None = None  # None: runs/<model>-<timestamp>
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    scheduler: str = "plateau"
+    milestones: tuple[int, ...] = (100, 150)
+    step_size: int = 30
+    gamma: float = 0.1
+    plateau_patience: int = 5
+    warmup_epochs: float = 0.0
+    val_size: int = 0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool | None = None  # None: chosen with precision, by measurement (see training.py)
+    compile: bool = False
+    max_steps: int | None = None
+    clip_grad_norm: float | None = None
+    deterministic: bool = False
+    threads: int | None = None  # None: torch's default; recorded in checkpoints once resolved
+    quiet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["milestones"] = list(self.milestones)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        if "milestones" in values:
+            values["milestones"] = tuple(values["milestones"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: str
+    data_dir: str | None = None  # None: the data folder recorded in the checkpoint
+    download: bool = True
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool | None = None
+    batch_size: int = 500
+    output: str | None = None
+    quiet: bool = False

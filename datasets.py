@@ -1,0 +1,427 @@
+"""CIFAR-10 loading, normalisation and batch augmentation.
+
+Each split is held as one uint8 tensor (N, 3, 32, 32) on the training device. Random crop and
+flip are drawn per sample but applied to a whole batch at once, as the speed-run trainers
+(airbench, hlb-CIFAR10) do: no per-image PIL work and no worker processes in the loop.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from errors import UserError
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+# Per-channel mean and standard deviation of the 50,000 CIFAR-10 training images (0-1 scale).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+IMAGE_SIZE = 32
+CROP_PADDING = 4
+BATCHES_FOLDER = "cifar-10-batches-py"
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_BATCH = "test_batch"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+CACHE_NAME = ".cifar-cache.npz"
+DOWNLOAD_TIMEOUT_S = 15
+
+
+@dataclass(frozen=True)
+class Split:
+    images: torch.Tensor  # (N, 3, 32, 32) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, indices: torch.Tensor) -> "Split":
+        return Split(self.images[indices], self.labels[indices])
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train: Split
+    test: Split
+    classes: tuple[str, ...]
+    source: str  # where it was read from, for logs and checkpoints
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the official pickled batches
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and plain containers only.
+
+    CIFAR batches are pickles; a plain pickle.load would run whatever code a crafted file names.
+    """
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="bytes").load()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except Exception as e:  # any unpickling failure means the file is not a CIFAR batch
+        raise UserError(f"corrupted CIFAR-10 file {path}: not a readable batch pickle ({e})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"corrupted CIFAR-10 file {path}: expected a dict, found {type(obj).__name__}")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    batch = _read_pickle(path)
+    if "data" not in batch or "labels" not in batch:
+        raise UserError(f"corrupted CIFAR-10 file {path}: missing 'data' or 'labels'")
+    data, labels = batch["data"], batch["labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        kind = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
+        raise UserError(f"corrupted CIFAR-10 file {path}: data must be a uint8 array, found {kind}")
+    if data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE:
+        raise UserError(
+            f"corrupted CIFAR-10 file {path}: data has shape {tuple(data.shape)}, expected (N, 3072)"
+        )
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise UserError(f"corrupted CIFAR-10 file {path}: labels are not integers") from None
+    if labels.shape != (data.shape[0],):
+        raise UserError(
+            f"corrupted CIFAR-10 file {path}: {labels.size} labels for {data.shape[0]} images"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(
+            f"corrupted CIFAR-10 file {path}: labels must be in 0..{num_classes - 1}, "
+            f"found {labels.min()}..{labels.max()}"
+        )
+    return data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE), labels
+
+
+def _read_class_names(folder: Path) -> tuple[str, ...]:
+    meta_path = folder / "batches.meta"
+    if not meta_path.exists():
+        return CIFAR10_CLASSES
+    names = _read_pickle(meta_path).get("label_names")
+    if not isinstance(names, (list, tuple)) or not names:
+        raise UserError(f"corrupted CIFAR-10 file {meta_path}: no label_names list")
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
+
+def _split_from_batches(folder: Path, names: tuple[str, ...], num_classes: int) -> Split:
+    parts = [_read_batch(folder / name, num_classes) for name in names]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return Split(torch.from_numpy(images), torch.from_numpy(labels))
+
+
+def read_batches(folder: Path) -> Dataset:
+    """Read the official `cifar-10-batches-py` layout, validating structure, not MD5 sums.
+
+    Re-packed copies (e.g. made from image folders) have other MD5 sums but the same structure.
+    """
+    folder = Path(folder)
+    missing = [n for n in TRAIN_BATCHES + (TEST_BATCH,) if not (folder / n).is_file()]
+    if missing:
+        raise UserError(f"incomplete CIFAR-10 batches in {folder}: missing {', '.join(missing)}")
+    classes = _read_class_names(folder)
+    train = _split_from_batches(folder, TRAIN_BATCHES, len(classes))
+    test = _split_from_batches(folder, (TEST_BATCH,), len(classes))
+    return Dataset(train, test, classes, source=str(folder))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading an image-folder tree (DIR/train/<class>/*, DIR/test/<class>/*), cached after the first run
+
+
+def _list_split(root: Path, split: str) -> dict[str, list[Path]]:
+    split_dir = root / split
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files = {}
+    for name in classes:
+        images = sorted(
+            p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not images:
+            raise UserError(f"image folder {split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        files[name] = images
+    return files
+
+
+def _decode_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise UserError(f"unreadable image {path}: {e}") from None
+    if rgb.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise UserError(
+            f"image {path} is {rgb.shape[1]}x{rgb.shape[0]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}"
+        )
+    return rgb.transpose(2, 0, 1)
+
+
+def _decode_split(files: dict[str, list[Path]], classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    paths = [p for name in classes for p in files[name]]
+    labels = np.array([i for i, name in enumerate(classes) for _ in files[name]], dtype=np.int64)
+    # PIL releases the GIL while decoding, so threads use every core without worker processes.
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        images = np.stack(list(pool.map(_decode_image, paths, chunksize=256)))
+    return images, labels
+
+
+def _fingerprint(listing: dict[str, dict[str, list[Path]]]) -> str:
+    digest = hashlib.sha256()
+    for split, files in listing.items():
+        for name, paths in files.items():
+            for path in paths:
+                stat = path.stat()
+                digest.update(f"{split}/{name}/{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_path(root: Path) -> Path:
+    """The cache lives beside the images when that folder is writable, else in ~/.cache."""
+    if os.access(root, os.W_OK):
+        return root / CACHE_NAME
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    return Path.home() / ".cache" / "resnet-cifar" / f"{key}.npz"
+
+
+def _load_cache(path: Path, fingerprint: str) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as cache:
+            if str(cache["fingerprint"]) != fingerprint:
+                return None
+            return {k: cache[k] for k in cache.files}
+    except (OSError, KeyError, ValueError):
+        return None  # a missing, stale or damaged cache is rebuilt, never trusted
+
+
+def _save_cache(path: Path, arrays: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the cache only saves time; failing to write it must not fail the run
+
+
+def read_image_folder(root: Path) -> Dataset:
+    """Read DIR/train/<class>/* and DIR/test/<class>/*; class order is the sorted folder names."""
+    root = Path(root)
+    listing = {split: _list_split(root, split) for split in ("train", "test")}
+    classes = tuple(listing["train"])
+    if len(classes) < 2:
+        raise UserError(f"image folder {root / 'train'} needs at least 2 class folders, found {len(classes)}")
+    if tuple(listing["test"]) != classes:
+        missing = sorted(set(classes) ^ set(listing["test"]))
+        raise UserError(
+            f"image folders {root / 'train'} and {root / 'test'} disagree on classes: "
+            f"{', '.join(missing)} missing from one of them"
+        )
+    fingerprint = _fingerprint(listing)
+    cache_path = _cache_path(root)
+    cached = _load_cache(cache_path, fingerprint)
+    if cached is None:
+        train_x, train_y = _decode_split(listing["train"], classes)
+        test_x, test_y = _decode_split(listing["test"], classes)
+        cached = dict(
+            fingerprint=np.array(fingerprint),
+            train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+        )
+        _save_cache(cache_path, cached)
+    return Dataset(
+        Split(torch.from_numpy(cached["train_x"]), torch.from_numpy(cached["train_y"])),
+        Split(torch.from_numpy(cached["test_x"]), torch.from_numpy(cached["test_y"])),
+        classes,
+        source=str(root),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the data
+
+
+def _download(data_dir: Path) -> None:
+    from torchvision.datasets import CIFAR10
+
+    # urllib has no timeout by default: without one, a machine with no network can hang for minutes.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        CIFAR10(str(data_dir), train=True, download=True)
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_cifar10(data_dir: Path, download: bool = True) -> Dataset:
+    """Find CIFAR-10 in data_dir: official batches, then an image-folder tree, then download."""
+    data_dir = Path(data_dir)
+    for folder in (data_dir / BATCHES_FOLDER, data_dir):
+        if (folder / TRAIN_BATCHES[0]).exists():
+            return read_batches(folder)
+    if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
+        return read_image_folder(data_dir)
+    looked_for = (
+        f"looked for {data_dir / BATCHES_FOLDER} and image folders {data_dir}/train/<class>/, "
+        f"{data_dir}/test/<class>/"
+    )
+    if not download:
+        raise UserError(f"CIFAR-10 not found: {looked_for}; point --data-dir at a copy")
+    try:
+        _download(data_dir)
+    except Exception as e:  # no network, a proxy, a full disk: all end the same way for the user
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(
+            f"CIFAR-10 not found and download failed ({reason}): {looked_for}; "
+            f"point --data-dir at a copy"
+        ) from None
+    return read_batches(data_dir / BATCHES_FOLDER)
+
+
+def split_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Split | None]:
+    """Hold out val_size training images, chosen by a permutation seeded with seed."""
+    if val_size == 0:
+        return train, None
+    if not 0 < val_size < len(train):
+        raise UserError(f"--val-size must be between 0 and {len(train) - 1}, got {val_size}")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train), generator=generator)
+    return train.subset(order[val_size:]), train.subset(order[:val_size])
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation and batching
+
+
+def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Pad by 4 with zeros, crop 32x32 at per-sample offsets and flip where flips is true.
+
+    images: (B, C, H, W) uint8; offsets: (B, 2) int64 in [0, 2 * padding]; flips: (B,) bool.
+    """
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (CROP_PADDING,) * 4)  # (B, C, H + 8, W + 8)
+    rows = offsets[:, 0, None] + torch.arange(height, device=images.device)  # (B, H)
+    cols = offsets[:, 1, None] + torch.arange(width, device=images.device)  # (B, W)
+    # A flip is a crop whose columns run backwards, so both happen in one gather.
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    index = torch.arange(batch, device=images.device)
+    crops = padded[index[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return crops.permute(0, 3, 1, 2)  # (B, C, H, W), channels_last strides
+
+
+class Normalizer:
+    """uint8 images to float32, scaled by the per-channel mean and std."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+        std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+        mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = mean_t / std_t
+
+    def __call__(self, images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        return (images.float() * self.scale - self.shift).contiguous(memory_format=layout)
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """Everything random about one training epoch, drawn at once from the loader's generator."""
+
+    order: torch.Tensor  # (N,) permutation
+    offsets: torch.Tensor  # (N, 2) crop offsets
+    flips: torch.Tensor  # (N,) bool
+
+
+class BatchLoader:
+    """Batches from a Split held on the training device.
+
+    For training, each epoch's order, crops and flips come from a generator seeded with
+    (seed, epoch): the loader needs no state beyond its seed, and a run resumed at any step
+    of any epoch replays exactly the batches the uninterrupted run would have seen.
+    The last incomplete batch is dropped in training so every step has the same shape
+    (cudnn autotuning and torch.compile see one shape); evaluation keeps every image.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        device: torch.device,
+        normalizer: Normalizer,
+        channels_last: bool,
+        train: bool,
+        seed: int = 0,
+    ):
+        if batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+        if batch_size > len(split):
+            raise UserError(f"--batch-size {batch_size} is larger than the data set ({len(split)} images)")
+        self.split = split.to(device)
+        self.batch_size = batch_size
+        self.device = device
+        self.normalizer = normalizer
+        self.channels_last = channels_last
+        self.train = train
+        self.seed = seed
+
+    def __len__(self) -> int:
+        if self.train:
+            return len(self.split) // self.batch_size
+        return -(-len(self.split) // self.batch_size)
+
+    def plan(self, epoch: int) -> EpochPlan:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        n = len(self.split)
+        order = torch.randperm(n, generator=generator)
+        offsets = torch.randint(0, 2 * CROP_PADDING + 1, (n, 2), generator=generator)
+        flips = torch.randint(0, 2, (n,), generator=generator).bool()
+        return EpochPlan(order.to(self.device), offsets.to(self.device), flips.to(self.device))
+
+    def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (inputs, targets) for the steps start_step.. of the given epoch."""
+        plan = self.plan(epoch) if self.train else None
+        for step in range(start_step, len(self)):
+            batch = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            if plan is None:
+                images = self.split.images[batch]
+                labels = self.split.labels[batch]
+            else:
+                index = plan.order[batch]
+                images = random_crop_flip(self.split.images[index], plan.offsets[batch], plan.flips[batch])
+                labels = self.split.labels[index]
+            yield self.normalizer(images, self.channels_last), labels

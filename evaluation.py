@@ -1,0 +1,76 @@
+"""Evaluate a saved checkpoint on the CIFAR-10 test set; everything needed comes from the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from checkpoints import load_checkpoint
+from config import EvalConfig
+from datasets import BatchLoader, Normalizer, load_cifar10
+from errors import UserError
+from models import modeltype
+from training import evaluate, resolve_device, resolve_precision
+
+
+def load_model(payload: dict, source: Path) -> torch.nn.Module:
+    """Rebuild the checkpoint's model and load its weights, naming any mismatch."""
+    name, num_classes = payload["model_name"], payload["num_classes"]
+    model = modeltype(name, num_classes)
+    expected = model.state_dict()
+    weights = payload["model_state"]
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise UserError(
+            f"checkpoint {source} does not hold {name} weights: "
+            f"{len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected (e.g. {unexpected[:1]})"
+        )
+    for key, tensor in expected.items():
+        if weights[key].shape != tensor.shape:
+            raise UserError(
+                f"checkpoint {source} does not fit {name} with {num_classes} classes: {key} has shape "
+                f"{tuple(weights[key].shape)} in the file but {tuple(tensor.shape)} in the model"
+            )
+    model.load_state_dict(weights)
+    return model
+
+
+def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None) -> dict:
+    """Test-set loss, accuracy and per-class accuracy of a checkpoint, as a JSON-ready dict."""
+    path = Path(config.checkpoint)
+    payload = load_checkpoint(path)
+    if expected_model is not None and expected_model != payload["model_name"]:
+        raise UserError(
+            f"--model {expected_model} does not match the checkpoint's model {payload['model_name']}"
+        )
+    device = resolve_device(config.device)
+    precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
+    data_dir = config.data_dir or payload["config"].get("data_dir", "./data")
+    data = load_cifar10(Path(data_dir), download=config.download)
+    if len(data.classes) != payload["num_classes"]:
+        raise UserError(
+            f"the data set in {data_dir} has {len(data.classes)} classes but the checkpoint's "
+            f"{payload['model_name']} has {payload['num_classes']}"
+        )
+    model = load_model(payload, path).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    normalizer = Normalizer(tuple(payload["mean"]), tuple(payload["std"]), device)
+    loader = BatchLoader(data.test, min(config.batch_size, len(data.test)), device, normalizer,
+                         channels_last, train=False)
+    result = evaluate(model, loader, device, precision, payload["num_classes"])
+    classes = payload.get("classes") or list(data.classes)
+    return {
+        "checkpoint": str(path),
+        "model": payload["model_name"],
+        "epoch": payload["epoch"],
+        "accuracy": result.accuracy,
+        "loss": result.loss,
+        "n": result.n,
+        "per_class_accuracy": result.per_class_accuracy(classes),
+        "device": str(device),
+        "precision": precision,
+        "seconds": result.seconds,
+        "img_per_s": result.n / max(1e-9, result.seconds),
+    }

@@ -1,0 +1,94 @@
+"""The run directory: config.json, metrics.csv, last.pt and best.pt."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+from errors import UserError
+
+METRIC_COLUMNS = (
+    "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+    "seconds", "img_per_s",
+)
+RUN_MARKERS = ("config.json", "metrics.csv", "last.pt")
+
+
+def default_run_dir(model: str, root: Path = Path("runs")) -> Path:
+    return root / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def holds_run(path: Path) -> bool:
+    return any((path / marker).exists() for marker in RUN_MARKERS)
+
+
+def prepare_new_run_dir(path: Path) -> Path:
+    """Create path for a new run; refuse one that already holds a run or cannot be written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--run-dir {path} is a file, not a directory")
+    if holds_run(path):
+        raise UserError(
+            f"--run-dir {path} already holds a run; resume it with --resume {path / 'last.pt'} "
+            f"or choose another --run-dir"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --run-dir {path}: {e.strerror or e}") from None
+    check_writable(path)
+    return path
+
+
+def check_writable(path: Path) -> None:
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"--run-dir {path} is not writable")
+
+
+def write_config(path: Path, config: dict) -> None:
+    tmp = path / ".config.json.tmp"
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path / "config.json")
+
+
+class MetricsLog:
+    """metrics.csv, one row per finished epoch."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def truncate_after(self, epoch: int) -> None:
+        """Drop rows past `epoch`: a run killed after logging but before its checkpoint landed
+        would otherwise log those epochs twice when resumed."""
+        if not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["epoch"]) <= epoch]
+        self._write(rows, mode="w")
+
+    def append(self, row: dict) -> None:
+        self._write([row], mode="a")
+
+    def _write(self, rows: list[dict], mode: str) -> None:
+        new_file = mode == "w" or not self.path.exists()
+        with open(self.path, mode, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+            if new_file:
+                writer.writeheader()
+            writer.writerows({k: _format(row.get(k)) for k in METRIC_COLUMNS} for row in rows)
+
+    def rows(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
+
+def _format(value) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)

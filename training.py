@@ -1,0 +1,665 @@
+"""The training loop: devices and precision, optimizer and schedule, epochs, evaluation, resume."""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+import checkpoints
+import runs
+from config import TrainConfig
+from datasets import CIFAR10_MEAN, CIFAR10_STD, BatchLoader, Dataset, Normalizer, split_validation
+from errors import UserError
+from interrupts import StopSignals
+from models import modeltype
+
+Log = Callable[[str], None]
+LOG_EVERY_STEPS = 20  # how often the bar, the NaN check and (fp16) overflow count sync with the device
+
+
+# ---------------------------------------------------------------------------------------------
+# Device and precision
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"invalid --device {name!r}; choose auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"invalid --device {name!r}; choose auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0.."
+                f"cuda:{torch.cuda.device_count() - 1})"
+            )
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
+def resolve_precision(device: torch.device, precision: str, channels_last: bool | None) -> tuple[str, bool]:
+    """Choose (precision, channels_last) for 'auto' from measurements (bench/precision_matrix.py).
+
+    CPU with native bf16: bf16 + channels_last trains ResNet-18 ~2.3x faster than fp32 NCHW, but
+    bf16 NCHW and fp32 channels_last are each ~3x *slower* than fp32 NCHW, so the two go together
+    or not at all. CUDA: bf16 where supported (no loss scaling needed), else fp16 with a
+    GradScaler; channels_last lets cuDNN use its NHWC tensor-core kernels.
+    """
+    if device.type == "cuda":
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return precision, True if channels_last is None else channels_last
+    if precision == "auto":
+        precision = "bf16" if cpu_has_fast_bf16() else "fp32"
+    if channels_last is None:
+        channels_last = precision == "bf16"
+    return precision, channels_last
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The one mixed-precision context for every device and precision (disabled for fp32)."""
+    dtype = AUTOCAST_DTYPES.get(precision, torch.float32)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=precision in AUTOCAST_DTYPES)
+
+
+def configure_determinism(device: torch.device, deterministic: bool) -> None:
+    """Set torch's global algorithm flags for this run (called once per run, never at import)."""
+    if deterministic:
+        # cuBLAS needs a fixed workspace for reproducible results (CUDA docs, "Reproducibility").
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: autotuning pays for itself
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer and learning-rate schedule
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.nesterov,
+    )
+
+
+class LRSchedule:
+    """The learning rate as a function of (epoch, step), plus plateau's small state.
+
+    One object for every scheduler, set on the optimizer before each step, so warmup composes
+    with all of them and resume needs only `state_dict()` (plateau's best and patience count).
+    """
+
+    def __init__(self, config: TrainConfig, steps_per_epoch: int):
+        self.kind = config.scheduler
+        self.base_lr = config.lr
+        self.epochs = config.epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+        self.milestones = tuple(config.milestones)
+        self.step_size = config.step_size
+        self.gamma = config.gamma
+        self.patience = config.plateau_patience
+        self.plateau_scale = 1.0
+        self.plateau_best = math.inf
+        self.plateau_bad_epochs = 0
+
+    def lr(self, epoch: int, step: int) -> float:
+        global_step = epoch * self.steps_per_epoch + step
+        if self.kind == "onecycle":
+            return self._onecycle(global_step)
+        if self.kind == "plateau":
+            lr = self.base_lr * self.plateau_scale
+        elif self.kind == "step":
+            lr = self.base_lr * self.gamma ** (epoch // self.step_size)
+        elif self.kind == "multistep":
+            lr = self.base_lr * self.gamma ** sum(epoch >= m for m in self.milestones)
+        else:  # cosine, over the steps after warmup
+            total = max(1, self.epochs * self.steps_per_epoch - self.warmup_steps)
+            progress = min(1.0, max(0, global_step - self.warmup_steps) / total)
+            lr = self.base_lr * 0.5 * (1 + math.cos(math.pi * progress))
+        if global_step < self.warmup_steps:
+            lr *= (global_step + 1) / self.warmup_steps
+        return lr
+
+    def _onecycle(self, global_step: int) -> float:
+        # Smith & Topin 2017, as torch's OneCycleLR: cosine up from lr/25, cosine down to lr/25e4.
+        total = max(1, self.epochs * self.steps_per_epoch)
+        rise = self.warmup_steps if self.warmup_steps > 0 else round(0.3 * total)
+        low, high, final = self.base_lr / 25, self.base_lr, self.base_lr / 25e4
+        if global_step < rise:
+            start, end, progress = low, high, global_step / max(1, rise)
+        else:
+            start, end, progress = high, final, min(1.0, (global_step - rise) / max(1, total - rise))
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def end_epoch(self, monitored_loss: float) -> None:
+        """Plateau: divide the lr by 1/gamma after `patience` epochs without a 0.01% improvement."""
+        if self.kind != "plateau":
+            return
+        if monitored_loss < self.plateau_best * (1 - 1e-4):
+            self.plateau_best = monitored_loss
+            self.plateau_bad_epochs = 0
+            return
+        self.plateau_bad_epochs += 1
+        if self.plateau_bad_epochs > self.patience:
+            self.plateau_scale *= self.gamma
+            self.plateau_bad_epochs = 0
+
+    def state_dict(self) -> dict:
+        return {
+            "plateau_scale": self.plateau_scale,
+            "plateau_best": self.plateau_best,
+            "plateau_bad_epochs": self.plateau_bad_epochs,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau_scale = float(state["plateau_scale"])
+        self.plateau_best = float(state["plateau_best"])
+        self.plateau_bad_epochs = int(state["plateau_bad_epochs"])
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG state, in a form torch.load(weights_only=True) accepts
+
+
+def capture_rng_state() -> dict:
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state((
+        "MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+        numpy_state["has_gauss"], numpy_state["cached_gaussian"],
+    ))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch, one evaluation
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+class Interrupted(Exception):
+    """Raised after a resumable checkpoint was saved because a stop signal arrived."""
+
+    def __init__(self, signum: int, checkpoint: Path):
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class EpochTotals:
+    """Running sums for the epoch in progress; saved in checkpoints so a resumed epoch reports
+    the same figures as an uninterrupted one."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+    skipped_steps: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(loss_sum=self.loss_sum, correct=self.correct, seen=self.seen,
+                    seconds=self.seconds, skipped_steps=self.skipped_steps)
+
+
+@dataclass
+class StepContext:
+    """What one optimizer step needs besides the batch."""
+
+    model: nn.Module  # possibly compiled; the unwrapped module is saved
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: LRSchedule
+    criterion: nn.Module
+    device: torch.device
+    precision: str
+    clip_grad_norm: float | None
+
+
+def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr: float):
+    """One SGD step; returns (summed loss, number correct) as device tensors (no sync)."""
+    for group in ctx.optimizer.param_groups:
+        group["lr"] = lr
+    with autocast(ctx.device, ctx.precision):
+        logits = ctx.model(inputs)
+        loss = ctx.criterion(logits, targets)
+    ctx.optimizer.zero_grad(set_to_none=True)
+    ctx.scaler.scale(loss).backward()
+    if ctx.clip_grad_norm is not None:
+        ctx.scaler.unscale_(ctx.optimizer)
+        nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.clip_grad_norm)
+    ctx.scaler.step(ctx.optimizer)
+    ctx.scaler.update()
+    correct = (logits.argmax(1) == targets).sum()
+    return loss.detach().float() * targets.shape[0], correct
+
+
+@dataclass
+class EpochOutcome:
+    totals: EpochTotals
+    steps_done: int  # steps of this epoch completed, counting those before a resume
+    stop: str | None = None  # None: epoch complete; "signal" or "max_steps"
+
+
+def train_one_epoch(
+    ctx: StepContext,
+    loader: BatchLoader,
+    epoch: int,
+    start_step: int,
+    totals: EpochTotals,
+    step_budget: int | None,
+    should_stop: Callable[[], bool],
+    progress: Callable[..., Iterable],
+) -> EpochOutcome:
+    """Train from start_step to the end of the epoch, a stop request or the step budget."""
+    ctx.model.train()
+    loss_sum = torch.zeros((), device=ctx.device)
+    correct = torch.zeros((), dtype=torch.long, device=ctx.device)
+    first_bad_step = torch.full((), -1, dtype=torch.long, device=ctx.device)
+    step, stop = start_step, None
+    started = time.perf_counter()
+    seen_before = totals.seen
+    bar = progress(total=len(loader), initial=start_step, desc=f"epoch {epoch + 1}")
+
+    def sync(final: bool) -> None:
+        bad = int(first_bad_step)
+        if bad >= 0:
+            raise NonFiniteLoss(
+                f"loss became NaN/Inf at epoch {epoch + 1}, step {bad + 1}; training stopped "
+                f"and the last good checkpoint was kept (try a lower --lr or --clip-grad-norm)"
+            )
+        seen = totals.seen + (step - start_step) * loader.batch_size
+        elapsed = totals.seconds + time.perf_counter() - started
+        bar.set_postfix_str(
+            f"loss {(totals.loss_sum + float(loss_sum)) / max(1, seen):.3f} "
+            f"acc {100 * (totals.correct + int(correct)) / max(1, seen):.1f}% "
+            f"lr {ctx.optimizer.param_groups[0]['lr']:.4g} "
+            f"{(seen - seen_before) / max(1e-9, time.perf_counter() - started):.0f} img/s",
+            refresh=final,
+        )
+
+    for inputs, targets in loader.epoch(epoch, start_step):
+        if should_stop():
+            stop = "signal"
+            break
+        if step_budget is not None and step_budget <= 0:
+            stop = "max_steps"
+            break
+        scale_before = ctx.scaler.get_scale() if ctx.scaler.is_enabled() else None
+        batch_loss, batch_correct = train_step(ctx, inputs, targets, ctx.schedule.lr(epoch, step))
+        if scale_before is not None and ctx.scaler.get_scale() < scale_before:
+            totals.skipped_steps += 1  # fp16 overflow: GradScaler skipped this update
+        first_bad_step = torch.where(
+            (first_bad_step < 0) & ~torch.isfinite(batch_loss), torch.full_like(first_bad_step, step),
+            first_bad_step,
+        )
+        loss_sum += batch_loss
+        correct += batch_correct
+        step += 1
+        if step_budget is not None:
+            step_budget -= 1
+        bar.update(1)
+        if step % LOG_EVERY_STEPS == 0:
+            sync(final=False)
+    if stop is None and step_budget is not None and step_budget <= 0 and step < len(loader):
+        stop = "max_steps"
+    sync(final=True)
+    bar.close()
+    totals = EpochTotals(
+        loss_sum=totals.loss_sum + float(loss_sum),
+        correct=totals.correct + int(correct),
+        seen=totals.seen + (step - start_step) * loader.batch_size,
+        seconds=totals.seconds + time.perf_counter() - started,
+        skipped_steps=totals.skipped_steps,
+    )
+    return EpochOutcome(totals, step, stop)
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    n: int
+    per_class_correct: list[int]
+    per_class_total: list[int]
+    seconds: float
+
+    def per_class_accuracy(self, classes: Iterable[str]) -> dict[str, float]:
+        return {
+            name: (c / t if t else float("nan"))
+            for name, c, t in zip(classes, self.per_class_correct, self.per_class_total)
+        }
+
+
+class EvalInterrupted(Exception):
+    pass
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: BatchLoader,
+    device: torch.device,
+    precision: str,
+    num_classes: int,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> EvalResult:
+    """Loss, accuracy and per-class counts over every image of the loader's split."""
+    model.eval()
+    started = time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    class_correct = torch.zeros(num_classes, dtype=torch.long, device=device)
+    class_total = torch.zeros(num_classes, dtype=torch.long, device=device)
+    for inputs, targets in loader.epoch():
+        if should_stop():
+            raise EvalInterrupted()
+        with autocast(device, precision):
+            logits = model(inputs)
+        loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double()
+        hits = (logits.argmax(1) == targets).long()
+        class_correct.index_add_(0, targets, hits)
+        class_total.index_add_(0, targets, torch.ones_like(hits))
+    n = int(class_total.sum())
+    return EvalResult(
+        loss=float(loss_sum) / max(1, n),
+        accuracy=int(class_correct.sum()) / max(1, n),
+        n=n,
+        per_class_correct=class_correct.tolist(),
+        per_class_total=class_total.tolist(),
+        seconds=time.perf_counter() - started,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole run
+
+
+def make_progress(quiet: bool) -> Callable[..., Iterable]:
+    """tqdm bars on a terminal; in a log file one line every 30 s instead of a stream of \\r."""
+    interactive = sys.stderr.isatty()
+
+    def progress(**kwargs):
+        return tqdm(
+            disable=quiet, leave=False, dynamic_ncols=interactive, ascii=not interactive,
+            mininterval=0.5 if interactive else 30.0, unit="step", file=sys.stderr, **kwargs,
+        )
+
+    return progress
+
+
+def data_summary(data: Dataset) -> dict:
+    return {"n_train": len(data.train), "n_test": len(data.test), "classes": list(data.classes)}
+
+
+@dataclass
+class TrainState:
+    """Where a run stands: everything beyond the model, optimizer and RNG that a resume needs."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    step: int = 0  # optimizer steps of that epoch already taken
+    global_step: int = 0
+    totals: EpochTotals = field(default_factory=EpochTotals)
+    best_val_acc: float | None = None
+    finished: bool = False
+
+
+@dataclass
+class RunSetup:
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    precision: str
+    channels_last: bool
+
+
+def build_payload(setup: RunSetup, model: nn.Module, ctx: StepContext, state: TrainState,
+                  data: Dataset, train_loader: BatchLoader) -> dict:
+    return {
+        "model_name": setup.config.model,
+        "num_classes": setup.config.num_classes,
+        "classes": list(data.classes),
+        "mean": list(CIFAR10_MEAN),
+        "std": list(CIFAR10_STD),
+        "config": setup.config.to_dict(),
+        "data": data_summary(data),
+        "model_state": model.state_dict(),
+        "optimizer_state": ctx.optimizer.state_dict(),
+        "schedule_state": ctx.schedule.state_dict(),
+        "scaler_state": ctx.scaler.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "global_step": state.global_step,
+        "totals": state.totals.as_dict(),
+        "best_val_acc": state.best_val_acc,
+        "finished": state.finished,
+        "rng": capture_rng_state(),
+        "loader_seed": train_loader.seed,
+        "num_threads": torch.get_num_threads(),
+        "torch_version": str(torch.__version__),
+    }
+
+
+def restore_payload(payload: dict, model: nn.Module, ctx: StepContext, restore_rng: bool = True) -> TrainState:
+    model.load_state_dict(payload["model_state"])
+    ctx.optimizer.load_state_dict(payload["optimizer_state"])
+    ctx.schedule.load_state_dict(payload["schedule_state"])
+    if payload["scaler_state"]:
+        ctx.scaler.load_state_dict(payload["scaler_state"])
+    if restore_rng:
+        restore_rng_state(payload["rng"])
+    return TrainState(
+        epoch=payload["epoch"], step=payload["step"], global_step=payload["global_step"],
+        totals=EpochTotals(**payload["totals"]), best_val_acc=payload["best_val_acc"],
+        finished=payload["finished"],
+    )
+
+
+def format_epoch_line(row: dict, epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}", f"lr {row['lr']:.4g}",
+             f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"]
+    if row.get("val_loss") is not None:
+        parts.append(f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%")
+    parts.append(f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%")
+    parts.append(f"{row['seconds']:.1f}s {row['img_per_s']:.0f} img/s")
+    return "  ".join(parts)
+
+
+def train_model(
+    config: TrainConfig,
+    data: Dataset,
+    run_dir: Path,
+    resume: dict | None = None,
+    log: Log = print,
+    restore_rng: bool = True,
+) -> dict:
+    """Train (or resume) a run in run_dir; returns a summary dict.
+
+    Raises Interrupted after saving a resumable checkpoint on SIGINT/SIGTERM, NonFiniteLoss on a
+    NaN/Inf loss (keeping the last good checkpoint), UserError for anything the user can fix.
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(config.device)
+    precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    config = replace(config, threads=torch.get_num_threads())
+    configure_determinism(device, config.deterministic)
+    if data.classes and len(data.classes) != config.num_classes:
+        raise UserError(
+            f"the data set has {len(data.classes)} classes but the model is built for {config.num_classes}"
+        )
+    setup = RunSetup(config, run_dir, device, precision, channels_last)
+
+    seed_everything(config.seed)
+    train_split, val_split = split_validation(data.train, config.val_size, config.seed)
+    normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
+    train_loader = BatchLoader(train_split, config.batch_size, device, normalizer, channels_last,
+                               train=True, seed=config.seed)
+    eval_batch = max(config.batch_size, 256)
+    eval_loaders = {
+        "val": BatchLoader(val_split, min(eval_batch, len(val_split)), device, normalizer, channels_last,
+                           train=False) if val_split is not None else None,
+        "test": BatchLoader(data.test, min(eval_batch, len(data.test)), device, normalizer, channels_last,
+                            train=False),
+    }
+
+    model = modeltype(config.model, config.num_classes).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward_model = torch.compile(model) if config.compile else model
+    ctx = StepContext(
+        model=forward_model,
+        optimizer=build_optimizer(model, config),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        schedule=LRSchedule(config, len(train_loader)),
+        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        device=device,
+        precision=precision,
+        clip_grad_norm=config.clip_grad_norm,
+    )
+    state = TrainState()
+    metrics = runs.MetricsLog(run_dir / "metrics.csv")
+    if resume is not None:
+        state = restore_payload(resume, model, ctx, restore_rng=restore_rng)
+        checkpoints.remove_stale_temporaries(run_dir)
+        metrics.truncate_after(state.epoch)
+        log(f"resumed {config.model} from epoch {state.epoch + 1}, step {state.step} "
+            f"({state.global_step} steps done)")
+    runs.write_config(run_dir, {**config.to_dict(), "resolved_device": str(device),
+                                "resolved_precision": precision, "resolved_channels_last": channels_last})
+
+    def save(name: str) -> Path:
+        path = run_dir / name
+        if not all(bool(p.isfinite().all()) for p in model.parameters()):
+            raise NonFiniteLoss(
+                f"the weights became NaN/Inf in epoch {state.epoch + 1}; {name} was not overwritten "
+                f"(try a lower --lr or --clip-grad-norm)"
+            )
+        checkpoints.save_checkpoint(path, build_payload(setup, model, ctx, state, data, train_loader))
+        return path
+
+    log(f"training {config.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
+        f"{device}, {precision}{' channels_last' if channels_last else ''}, "
+        f"{len(train_split)} train / {len(val_split) if val_split else 0} val / {len(data.test)} test "
+        f"images, run dir {run_dir}")
+    progress = make_progress(config.quiet)
+    step_budget = None if config.max_steps is None else config.max_steps - state.global_step
+    last_test = None
+    with StopSignals() as signals:
+        stop_requested = lambda: signals.requested is not None  # noqa: E731
+        while state.epoch < config.epochs:
+            epoch = state.epoch
+            try:
+                outcome = train_one_epoch(ctx, train_loader, epoch, state.step, state.totals,
+                                          step_budget, stop_requested, progress)
+            except UserError:
+                raise
+            except Exception as e:
+                if not config.compile:
+                    raise
+                # torch.compile fails at the first call, not at wrapping, e.g. with no C++ compiler.
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UserError(f"--compile failed on this machine ({reason}); run without --compile") from None
+            if step_budget is not None:
+                step_budget -= outcome.steps_done - state.step
+            state.global_step += outcome.steps_done - state.step
+            state.step, state.totals = outcome.steps_done, outcome.totals
+            if outcome.stop == "signal":
+                raise Interrupted(signals.requested, save("last.pt"))
+            if outcome.stop == "max_steps":
+                path = save("last.pt")
+                log(f"stopped after {state.global_step} steps (--max-steps); checkpoint {path}")
+                return {"run_dir": str(run_dir), "stopped": "max_steps", "global_step": state.global_step,
+                        "checkpoint": str(path)}
+            try:
+                results = {name: evaluate(forward_model, loader, device, precision, config.num_classes,
+                                          stop_requested)
+                           for name, loader in eval_loaders.items() if loader is not None}
+            except EvalInterrupted:
+                raise Interrupted(signals.requested, save("last.pt")) from None
+            totals = state.totals
+            train_loss = totals.loss_sum / max(1, totals.seen)
+            val = results.get("val")
+            last_test = results["test"]
+            ctx.schedule.end_epoch(val.loss if val is not None else train_loss)
+            row = {
+                "epoch": epoch + 1, "lr": ctx.optimizer.param_groups[0]["lr"],
+                "train_loss": train_loss, "train_acc": totals.correct / max(1, totals.seen),
+                "val_loss": val.loss if val else None, "val_acc": val.accuracy if val else None,
+                "test_loss": last_test.loss, "test_acc": last_test.accuracy,
+                "seconds": totals.seconds, "img_per_s": totals.seen / max(1e-9, totals.seconds),
+            }
+            improved = val is not None and (state.best_val_acc is None or val.accuracy > state.best_val_acc)
+            if improved:
+                state.best_val_acc = val.accuracy
+            state.epoch, state.step, state.totals = epoch + 1, 0, EpochTotals()
+            state.finished = state.epoch >= config.epochs
+            metrics.append(row)
+            save("last.pt")
+            if improved:
+                save("best.pt")
+            log(format_epoch_line(row, config.epochs))
+            if totals.skipped_steps:
+                log(f"  fp16: {totals.skipped_steps} steps skipped by the GradScaler (gradient overflow)")
+    summary = {"run_dir": str(run_dir), "stopped": None, "global_step": state.global_step,
+               "checkpoint": str(run_dir / "last.pt")}
+    if last_test is not None:
+        summary.update(test_accuracy=last_test.accuracy, test_loss=last_test.loss)
+    return summary
