@@ -1,0 +1,66 @@
+"""Tiny synthetic CIFAR-like data sets in both layouts; no test needs the real data or a network."""
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def synthetic_images(n: int, seed: int, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable images: each class has its own colour, plus noise. (N, 3, 32, 32) uint8."""
+    rng = np.random.RandomState(seed)
+    labels = np.arange(n) % num_classes
+    rng.shuffle(labels)
+    palette = np.random.RandomState(1234).randint(30, 226, size=(num_classes, 3))
+    images = palette[labels][:, :, None, None] + rng.randint(-30, 31, size=(n, 3, 32, 32))
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def write_batches(folder: Path, n_train: int = 250, n_test: int = 100, seed: int = 0) -> Path:
+    """The official cifar-10-batches-py layout: 5 train batches, test_batch, batches.meta."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = synthetic_images(n_train, seed)
+    test_x, test_y = synthetic_images(n_test, seed + 1)
+    for i, chunk in enumerate(np.array_split(np.arange(n_train), 5)):
+        batch = {b"batch_label": b"training batch", b"labels": train_y[chunk].tolist(),
+                 b"data": train_x[chunk].reshape(len(chunk), -1)}
+        with open(folder / f"data_batch_{i + 1}", "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"labels": test_y.tolist(), b"data": test_x.reshape(n_test, -1)}, f, protocol=2)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in CLASSES]}, f, protocol=2)
+    return folder
+
+
+def write_image_folder(root: Path, n_train: int = 40, n_test: int = 20, seed: int = 0) -> Path:
+    from PIL import Image
+
+    for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
+        images, labels = synthetic_images(n, split_seed)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            folder = root / split / CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture
+def batches_dir(tmp_path: Path) -> Path:
+    """A data dir holding cifar-10-batches-py/ with 250 train and 100 test images."""
+    write_batches(tmp_path / "data" / "cifar-10-batches-py")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    return write_image_folder(tmp_path / "images")

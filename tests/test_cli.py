@@ -1,0 +1,113 @@
+import json
+import os
+
+import pytest
+
+from helpers import read_metrics, run_cli, tiny_train_args
+
+
+def test_train_then_eval_end_to_end(batches_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--val-size", "30"))
+    assert code == 0, err
+    assert {"config.json", "metrics.csv", "last.pt", "best.pt"} <= set(os.listdir(run_dir))
+    rows = read_metrics(run_dir)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert set(rows[0]) == {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
+                            "test_acc", "seconds", "img_per_s"}
+    assert json.loads((run_dir / "config.json").read_text())["model"] == "resnet20"
+    assert "epoch 2/2" in out
+
+    output = tmp_path / "eval.json"
+    code, out, err = run_cli(capsys, "--mode", "eval", "--checkpoint", run_dir / "last.pt", "--output", output)
+    assert code == 0, err
+    report = json.loads(output.read_text())
+    assert report["n"] == 100 and 0 <= report["accuracy"] <= 1
+    assert set(report["per_class_accuracy"]) == {"airplane", "automobile", "bird", "cat", "deer", "dog",
+                                                 "frog", "horse", "ship", "truck"}
+    # Eval reproduces the test accuracy that training logged for the same weights.
+    assert report["accuracy"] == pytest.approx(float(rows[-1]["test_acc"]), abs=1e-6)
+    assert f"accuracy {100 * report['accuracy']:.2f}%" in out
+
+
+def test_trains_from_an_image_folder(image_dir, tmp_path, capsys):
+    args = tiny_train_args(image_dir, tmp_path / "run", "--epochs", "1", "--batch-size", "8")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert len(read_metrics(tmp_path / "run")) == 1
+
+
+def test_help_exits_zero(capsys):
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0 and "--model" in out and "resnet1202" in out
+
+
+BAD_ARGS = [
+    (["--model", "resnet19"], "invalid choice: 'resnet19' (choose from"),
+    (["--mode", "predict"], "invalid choice: 'predict'"),
+    (["--lr", "0"], "argument --lr: expected a number > 0, got '0'"),
+    (["--lr", "-1"], "argument --lr: expected a number > 0"),
+    (["--lr", "nan"], "argument --lr: expected a finite"),
+    (["--lr", "inf"], "argument --lr: expected a finite"),
+    (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got '0'"),
+    (["--batch-size", "-5"], "argument --batch-size: expected an integer >= 1"),
+    (["--epochs", "0"], "argument --epochs: expected an integer >= 1, got '0'"),
+    (["--scheduler", "linear"], "invalid choice: 'linear' (choose from 'plateau', 'step'"),
+    (["--precision", "fp8"], "invalid choice: 'fp8'"),
+    (["--momentum", "1.5"], "argument --momentum: expected a number in [0, 1)"),
+    (["--mode", "eval"], "--mode eval needs --checkpoint PATH"),
+    (["--device", "tpu"], "invalid --device 'tpu'; choose auto, cpu, cuda or cuda:N"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_ARGS, ids=[" ".join(a) for a, _ in BAD_ARGS])
+def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *args, "--data-dir", tmp_path / "nothing", "--no-download")
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_batch_size_larger_than_data_set(batches_dir, tmp_path, capsys):
+    args = tiny_train_args(batches_dir, tmp_path / "run", "--batch-size", "251")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2 and "--batch-size 251 is larger than the training set (250 images)" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cuda_without_gpu_suggests_cpu(batches_dir, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, tmp_path / "run", "--device", "cuda"))
+    assert code == 2 and "no CUDA GPU is available here; use --device cpu" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_refuses_to_overwrite_a_run(batches_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))[0] == 0
+    before = (run_dir / "last.pt").read_bytes()
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))
+    assert code == 2 and "already holds a run; resume it with --resume" in err
+    assert (run_dir / "last.pt").read_bytes() == before
+
+
+def test_unwritable_run_dir(batches_dir, tmp_path, capsys):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    target = parent / "file-not-dir"
+    target.write_text("x")
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, target))
+    assert code == 2 and "is a file, not a directory" in err
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, target / "run"))
+    assert code == 2 and f"cannot create --run-dir {target / 'run'}" in err
+    if os.geteuid() != 0:  # root ignores permission bits
+        parent.chmod(0o500)
+        code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, parent / "run"))
+        parent.chmod(0o700)
+        assert code == 2 and "cannot create --run-dir" in err

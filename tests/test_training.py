@@ -1,0 +1,90 @@
+import math
+
+import pytest
+import torch
+
+import training
+from config import TrainConfig
+from conftest import synthetic_images
+from datasets import Dataset, Split
+from training import LRSchedule, resolve_precision, train_model
+
+
+def synthetic_dataset(n_train=320, n_test=100):
+    tx, ty = synthetic_images(n_train, 0)
+    vx, vy = synthetic_images(n_test, 1)
+    return Dataset(Split(torch.from_numpy(tx), torch.from_numpy(ty)),
+                   Split(torch.from_numpy(vx), torch.from_numpy(vy)),
+                   tuple(f"c{i}" for i in range(10)), source="synthetic")
+
+
+def test_loss_falls_on_a_learnable_task(tmp_path):
+    config = TrainConfig(model="resnet20", epochs=4, batch_size=32, lr=0.05, precision="fp32",
+                         scheduler="cosine", quiet=True)
+    summary = train_model(config, synthetic_dataset(), tmp_path, log=lambda msg: None)
+    from helpers import read_metrics
+    rows = read_metrics(tmp_path)
+    losses = [float(r["train_loss"]) for r in rows]
+    assert len(rows) == 4
+    assert losses[-1] < 0.5 * losses[0]
+    assert summary["test_accuracy"] >= 0.5  # chance is 0.1
+
+
+def schedule(**overrides):
+    config = TrainConfig(lr=0.1, epochs=10, **overrides)
+    return LRSchedule(config, steps_per_epoch=10)
+
+
+def test_step_and_multistep_schedules():
+    step = schedule(scheduler="step", step_size=3, gamma=0.5)
+    assert [step.lr(e, 0) for e in (0, 2, 3, 6)] == pytest.approx([0.1, 0.1, 0.05, 0.025])
+    multi = schedule(scheduler="multistep", milestones=(2, 5))
+    assert [multi.lr(e, 9) for e in (1, 2, 4, 5, 9)] == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_cosine_with_warmup():
+    cos = schedule(scheduler="cosine", warmup_epochs=1)
+    assert cos.lr(0, 0) == pytest.approx(0.01)  # first of 10 warmup steps
+    assert cos.lr(0, 9) == pytest.approx(0.1)
+    assert cos.lr(5, 5) == pytest.approx(0.05)  # halfway through the 90 post-warmup steps
+    assert cos.lr(9, 9) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
+
+
+def test_onecycle_rises_then_falls():
+    one = schedule(scheduler="onecycle")
+    lrs = [one.lr(e, s) for e in range(10) for s in range(10)]
+    peak = max(range(100), key=lrs.__getitem__)
+    assert peak == 30 and lrs[peak] == pytest.approx(0.1)
+    assert lrs[0] == pytest.approx(0.1 / 25)
+    assert lrs[-1] < 1e-4
+
+
+def test_plateau_divides_by_ten_after_patience():
+    plateau = schedule(scheduler="plateau", plateau_patience=2)
+    for loss in (1.0, 0.9, 0.9, 0.9):
+        plateau.end_epoch(loss)
+    assert plateau.lr(4, 0) == pytest.approx(0.1)  # two bad epochs: still waiting
+    plateau.end_epoch(0.9)
+    assert plateau.lr(5, 0) == pytest.approx(0.01)
+    restored = schedule(scheduler="plateau", plateau_patience=2)
+    restored.load_state_dict(plateau.state_dict())
+    assert restored.lr(5, 0) == pytest.approx(0.01) and restored.plateau_best == 0.9
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_auto_never_picks_a_slow_cpu_combination(monkeypatch, fast_bf16):
+    # bench/precision_matrix.py: on CPU, bf16 NCHW and fp32 channels_last are ~3x slower than
+    # fp32 NCHW; only bf16 + channels_last (with native bf16) is faster.
+    monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: fast_bf16)
+    choice = resolve_precision(torch.device("cpu"), "auto", None)
+    assert choice == (("bf16", True) if fast_bf16 else ("fp32", False))
+    assert resolve_precision(torch.device("cpu"), "fp32", None) == ("fp32", False)
+    assert resolve_precision(torch.device("cpu"), "bf16", None) == ("bf16", True)
+    assert resolve_precision(torch.device("cpu"), "bf16", False) == ("bf16", False)  # explicit wins
+
+
+def test_one_autocast_path_runs_every_precision_on_cpu():
+    model = torch.nn.Linear(4, 2)
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        with training.autocast(torch.device("cpu"), precision):
+            assert model(torch.randn(3, 4)).dtype == dtype
