@@ -60,6 +60,28 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+class _RecordingWriter:
+    """A file wrapper that remembers the OSError of a failed write.
+
+    torch.save's zip writer turns a failed write (ENOSPC, EFBIG) into a RuntimeError such as
+    "unexpected pos 896 vs 790", losing the reason; this keeps it so we can name it.
+    """
+
+    def __init__(self, file):
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def _file_mode(path: Path) -> int:
     """Keep an existing file's permissions; a new file gets the usual 0o666 less the umask
     (mkstemp would leave it readable by its owner only)."""
@@ -80,10 +102,12 @@ def save_checkpoint(path: Path, payload: dict) -> None:
     payload = {**payload, "format": FORMAT, "format_version": FORMAT_VERSION}
     payload["sha256"] = checksum(payload)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
+    writer = None
     try:
         os.chmod(tmp_name, _file_mode(path))
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            writer = _RecordingWriter(f)
+            torch.save(payload, writer)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
@@ -92,12 +116,8 @@ def save_checkpoint(path: Path, payload: dict) -> None:
             os.unlink(tmp_name)
         except OSError:
             pass
-        if isinstance(e, OSError) and e.errno in _NO_SPACE:
-            raise UserError(
-                f"not enough disk space to write {path}; the previous checkpoint is intact"
-            ) from None
-        if isinstance(e, RuntimeError) and "file write failed" in str(e):
-            # torch.save reports a failed write from its C++ zip writer as a RuntimeError
+        cause = e if isinstance(e, OSError) else (writer.error if writer else None)
+        if isinstance(cause, OSError) and cause.errno in _NO_SPACE:
             raise UserError(
                 f"not enough disk space to write {path}; the previous checkpoint is intact"
             ) from None
