@@ -150,12 +150,14 @@ def load_checkpoint(path: Path) -> dict:
         # weights_only=True is explicit so that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn it off.
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+        # "Unsupported global" means the file names a Python class or function to call: a pickled
+        # object, not data. Other unpickling errors are garbage bytes.
+        if "unsupported global" in str(e).lower():
             raise UserError(
                 f"refusing to load {path}: it holds Python objects that could run code "
                 f"(a legacy full-pickle or foreign file); only tensors and plain data are loaded"
             ) from None
-        raise UserError(f"checkpoint {path} is corrupted: {str(e).splitlines()[0]}") from None
+        raise UserError(f"checkpoint {path} is not a valid checkpoint (corrupted: not a tensor pickle)") from None
     except Exception as e:  # truncated zip, random bytes, wrong magic number
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"checkpoint {path} is not a valid checkpoint (truncated or corrupted: {first_line})") from None

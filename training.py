@@ -460,29 +460,19 @@ class TrainState:
     finished: bool = False
 
 
-@dataclass
-class RunSetup:
-    config: TrainConfig
-    run_dir: Path
-    device: torch.device
-    precision: str
-    channels_last: bool
-
-
-def build_payload(setup: RunSetup, model: nn.Module, ctx: StepContext, state: TrainState,
-                  data: Dataset, train_loader: BatchLoader) -> dict:
+def build_payload(parts: RunParts, state: TrainState, data: Dataset) -> dict:
     return {
-        "model_name": setup.config.model,
-        "num_classes": setup.config.num_classes,
+        "model_name": parts.config.model,
+        "num_classes": parts.config.num_classes,
         "classes": list(data.classes),
         "mean": list(CIFAR10_MEAN),
         "std": list(CIFAR10_STD),
-        "config": setup.config.to_dict(),
+        "config": parts.config.to_dict(),
         "data": data_summary(data),
-        "model_state": model.state_dict(),
-        "optimizer_state": ctx.optimizer.state_dict(),
-        "schedule_state": ctx.schedule.state_dict(),
-        "scaler_state": ctx.scaler.state_dict(),
+        "model_state": parts.model.state_dict(),
+        "optimizer_state": parts.ctx.optimizer.state_dict(),
+        "schedule_state": parts.ctx.schedule.state_dict(),
+        "scaler_state": parts.ctx.scaler.state_dict(),
         "epoch": state.epoch,
         "step": state.step,
         "global_step": state.global_step,
@@ -490,20 +480,19 @@ def build_payload(setup: RunSetup, model: nn.Module, ctx: StepContext, state: Tr
         "best_val_acc": state.best_val_acc,
         "finished": state.finished,
         "rng": capture_rng_state(),
-        "loader_seed": train_loader.seed,
+        "loader_seed": parts.train_loader.seed,
         "num_threads": torch.get_num_threads(),
         "torch_version": str(torch.__version__),
     }
 
 
-def restore_payload(payload: dict, model: nn.Module, ctx: StepContext, restore_rng: bool = True) -> TrainState:
+def restore_payload(payload: dict, model: nn.Module, ctx: StepContext) -> TrainState:
     model.load_state_dict(payload["model_state"])
     ctx.optimizer.load_state_dict(payload["optimizer_state"])
     ctx.schedule.load_state_dict(payload["schedule_state"])
     if payload["scaler_state"]:
         ctx.scaler.load_state_dict(payload["scaler_state"])
-    if restore_rng:
-        restore_rng_state(payload["rng"])
+    restore_rng_state(payload["rng"])
     return TrainState(
         epoch=payload["epoch"], step=payload["step"], global_step=payload["global_step"],
         totals=EpochTotals(**payload["totals"]), best_val_acc=payload["best_val_acc"],
@@ -521,20 +510,22 @@ def format_epoch_line(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
-def train_model(
-    config: TrainConfig,
-    data: Dataset,
-    run_dir: Path,
-    resume: dict | None = None,
-    log: Log = print,
-    restore_rng: bool = True,
-) -> dict:
-    """Train (or resume) a run in run_dir; returns a summary dict.
+@dataclass
+class RunParts:
+    """Everything a training run is made of, built the same way for main.py and bench/."""
 
-    Raises Interrupted after saving a resumable checkpoint on SIGINT/SIGTERM, NonFiniteLoss on a
-    NaN/Inf loss (keeping the last good checkpoint), UserError for anything the user can fix.
-    """
-    run_dir = Path(run_dir)
+    config: TrainConfig  # with threads resolved
+    device: torch.device
+    precision: str
+    channels_last: bool
+    model: nn.Module  # unwrapped: what checkpoints save
+    ctx: StepContext
+    train_loader: BatchLoader
+    eval_loaders: dict[str, BatchLoader]
+
+
+def build_run(config: TrainConfig, data: Dataset) -> RunParts:
+    """Resolve device and precision, seed, split, and build loaders, model and optimizer."""
     device = resolve_device(config.device)
     precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
     if config.threads is not None:
@@ -545,8 +536,6 @@ def train_model(
         raise UserError(
             f"the data set has {len(data.classes)} classes but the model is built for {config.num_classes}"
         )
-    setup = RunSetup(config, run_dir, device, precision, channels_last)
-
     seed_everything(config.seed)
     train_split, val_split = split_validation(data.train, config.val_size, config.seed)
     normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
@@ -554,18 +543,14 @@ def train_model(
                                train=True, seed=config.seed)
     eval_batch = max(config.batch_size, 256)
     eval_loaders = {
-        "val": BatchLoader(val_split, min(eval_batch, len(val_split)), device, normalizer, channels_last,
-                           train=False) if val_split is not None else None,
-        "test": BatchLoader(data.test, min(eval_batch, len(data.test)), device, normalizer, channels_last,
-                            train=False),
+        name: BatchLoader(split, min(eval_batch, len(split)), device, normalizer, channels_last, train=False)
+        for name, split in (("val", val_split), ("test", data.test)) if split is not None
     }
-
     model = modeltype(config.model, config.num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    forward_model = torch.compile(model) if config.compile else model
     ctx = StepContext(
-        model=forward_model,
+        model=torch.compile(model) if config.compile else model,
         optimizer=build_optimizer(model, config),
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
         schedule=LRSchedule(config, len(train_loader)),
@@ -574,10 +559,30 @@ def train_model(
         precision=precision,
         clip_grad_norm=config.clip_grad_norm,
     )
+    return RunParts(config, device, precision, channels_last, model, ctx, train_loader, eval_loaders)
+
+
+def train_model(
+    config: TrainConfig,
+    data: Dataset,
+    run_dir: Path,
+    resume: dict | None = None,
+    log: Log = print,
+) -> dict:
+    """Train (or resume) a run in run_dir; returns a summary dict.
+
+    Raises Interrupted after saving a resumable checkpoint on SIGINT/SIGTERM, NonFiniteLoss on a
+    NaN/Inf loss (keeping the last good checkpoint), UserError for anything the user can fix.
+    """
+    run_dir = Path(run_dir)
+    parts = build_run(config, data)
+    config, device, precision, channels_last = parts.config, parts.device, parts.precision, parts.channels_last
+    model, ctx, train_loader, eval_loaders = parts.model, parts.ctx, parts.train_loader, parts.eval_loaders
+    forward_model = ctx.model
     state = TrainState()
     metrics = runs.MetricsLog(run_dir / "metrics.csv")
     if resume is not None:
-        state = restore_payload(resume, model, ctx, restore_rng=restore_rng)
+        state = restore_payload(resume, model, ctx)
         checkpoints.remove_stale_temporaries(run_dir)
         metrics.truncate_after(state.epoch)
         log(f"resumed {config.model} from epoch {state.epoch + 1}, step {state.step} "
@@ -592,12 +597,13 @@ def train_model(
                 f"the weights became NaN/Inf in epoch {state.epoch + 1}; {name} was not overwritten "
                 f"(try a lower --lr or --clip-grad-norm)"
             )
-        checkpoints.save_checkpoint(path, build_payload(setup, model, ctx, state, data, train_loader))
+        checkpoints.save_checkpoint(path, build_payload(parts, state, data))
         return path
 
     log(f"training {config.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
         f"{device}, {precision}{' channels_last' if channels_last else ''}, "
-        f"{len(train_split)} train / {len(val_split) if val_split else 0} val / {len(data.test)} test "
+        f"{len(train_loader.split)} train / {len(eval_loaders['val'].split) if 'val' in eval_loaders else 0} val / "
+        f"{len(data.test)} test "
         f"images, run dir {run_dir}")
     progress = make_progress(config.quiet)
     step_budget = None if config.max_steps is None else config.max_steps - state.global_step
@@ -631,7 +637,7 @@ def train_model(
             try:
                 results = {name: evaluate(forward_model, loader, device, precision, config.num_classes,
                                           stop_requested)
-                           for name, loader in eval_loaders.items() if loader is not None}
+                           for name, loader in eval_loaders.items()}
             except EvalInterrupted:
                 raise Interrupted(signals.requested, save("last.pt")) from None
             totals = state.totals

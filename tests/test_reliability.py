@@ -371,7 +371,9 @@ def make_bad_checkpoint(kind: str, tmp_path: Path) -> Path:
     elif kind == "empty":
         path.write_bytes(b"")
     elif kind == "random":
-        path.write_bytes(os.urandom(4096))
+        import random
+
+        path.write_bytes(random.Random(0).randbytes(4096))
     elif kind == "truncated":
         save_checkpoint(path, {"model_state": {"w": torch.randn(10000)}})
         path.write_bytes(path.read_bytes()[:20000])
@@ -387,6 +389,13 @@ def make_bad_checkpoint(kind: str, tmp_path: Path) -> Path:
 ])
 def test_bad_checkpoint_files(tmp_path, capsys, kind, message):
     path = make_bad_checkpoint(kind, tmp_path)
+    if kind == "random":  # many random files: some parse as pickle opcodes, all must be rejected
+        import random
+
+        for seed in range(30):
+            (tmp_path / "r.pt").write_bytes(random.Random(seed).randbytes(4096))
+            with pytest.raises(UserError, match="not a valid checkpoint"):
+                load_checkpoint(tmp_path / "r.pt")
     for args in (["--mode", "eval", "--checkpoint", path], ["--resume", path]):
         code, _, err = run_cli(capsys, *args)
         assert code == 2 and message in err and err.count("\n") == 1, err

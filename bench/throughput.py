@@ -1,0 +1,228 @@
+"""Training throughput, side by side in one process: the real path against its parts and a baseline.
+
+    python bench/throughput.py --model resnet18 --data-dir /tmp/cifar10 [--device cpu] [--steps 5]
+
+(a) train: the training path exactly as main.py runs it (train_one_epoch: loader, augmentation,
+    precision, layout, step, NaN checks);
+(b) compute: the same model, optimizer and precision on one batch already in memory;
+(c) loader: the batch loader alone (gather, crop, flip, normalise);
+(d) classic: torchvision transforms in a DataLoader with 2 worker processes, fp32 NCHW, as in
+    kuangliu/pytorch-cifar; same model and batch size;
+plus eval: evaluate() over test batches.
+Variants run interleaved for --rounds rounds so that drift on a noisy machine hits all of them;
+each figure is the median over rounds. Prints a table, then one JSON object on the last line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import TrainConfig  # noqa: E402
+from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: E402
+from models import MODEL_NAMES, modeltype  # noqa: E402
+from training import (  # noqa: E402
+    EpochTotals, StepContext, build_run, evaluate, train_one_epoch, train_step,
+)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device: torch.device, fn) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+class ClassicDataset(torch.utils.data.Dataset):
+    """torchvision's CIFAR10 dataset behaviour: a PIL image per item, transformed per image."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images = images  # (N, 32, 32, 3) uint8, as torchvision's CIFAR10 keeps it
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
+
+
+def classic_loader(data, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
+    import torchvision.transforms as T
+
+    transform = T.Compose([
+        T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
+    ])
+    images = data.train.images.permute(0, 2, 3, 1).numpy().copy()
+    dataset = ClassicDataset(images, data.train.labels.numpy(), transform)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                                       drop_last=True, persistent_workers=workers > 0)
+
+
+def classic_context(config: TrainConfig, device: torch.device) -> StepContext:
+    model = modeltype(config.model).to(device)
+    return StepContext(
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                  weight_decay=config.weight_decay),
+        scaler=torch.amp.GradScaler(device.type, enabled=False),
+        schedule=None,
+        criterion=torch.nn.CrossEntropyLoss(),
+        device=device,
+        precision="fp32",
+        clip_grad_norm=None,
+    )
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet18", choices=MODEL_NAMES)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5, help="steps per variant per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the classic baseline")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--no-classic", action="store_true", help="skip the baseline (e.g. on a GPU machine)")
+    args = parser.parse_args(argv)
+
+    data = load_cifar10(Path(args.data_dir), download=False)
+    config = TrainConfig(model=args.model, batch_size=args.batch_size, device=args.device,
+                         precision=args.precision, compile=args.compile, epochs=1000)
+    parts = build_run(config, data)
+    device, loader = parts.device, parts.train_loader
+    no_stop = lambda: False  # noqa: E731
+    no_bar = lambda **kwargs: _NoBar()  # noqa: E731
+    position = {"epoch": 0, "step": 0}
+
+    def real_path(steps: int) -> None:
+        if position["step"] + steps > len(loader):
+            position["epoch"], position["step"] = position["epoch"] + 1, 0
+        outcome = train_one_epoch(parts.ctx, loader, position["epoch"], position["step"], EpochTotals(),
+                                  steps, no_stop, no_bar)
+        position["step"] = outcome.steps_done
+
+    fixed_inputs, fixed_targets = next(loader.epoch(10_000))
+
+    def compute_only(steps: int) -> None:
+        parts.ctx.model.train()
+        for _ in range(steps):
+            train_step(parts.ctx, fixed_inputs, fixed_targets, config.lr)
+
+    def loader_only(steps: int) -> None:
+        for i, (inputs, _) in enumerate(loader.epoch(20_000)):
+            if i + 1 == steps:
+                break
+        inputs.sum().item()
+
+    variants = {"train": real_path, "compute": compute_only, "loader": loader_only}
+    if not args.no_classic:
+        classic_ctx = classic_context(config, device)
+        classic_batches = _forever(classic_loader(data, args.batch_size, args.workers))
+
+        def classic(steps: int) -> None:
+            classic_ctx.model.train()
+            for _ in range(steps):
+                inputs, targets = next(classic_batches)
+                train_step(classic_ctx, inputs.to(device, non_blocking=True), targets.to(device), config.lr)
+
+        variants["classic"] = classic
+
+    for fn in variants.values():
+        fn(args.warmup)
+    samples = {name: [] for name in variants}
+    loader_steps = max(args.steps, 20)
+    for _ in range(args.rounds):
+        for name, fn in variants.items():
+            steps = loader_steps if name == "loader" else args.steps
+            samples[name].append(steps * args.batch_size / timed(device, lambda: fn(steps)))
+            if name == "classic":
+                # Its workers go on prefetching after the timed steps; let them finish so that
+                # their CPU use is not charged to the variant timed next.
+                time.sleep(1.0)
+    test_loader = parts.eval_loaders["test"]
+    eval_result = evaluate(parts.ctx.model, test_loader, device, parts.precision, config.num_classes)
+
+    img_s = {name: statistics.median(values) for name, values in samples.items()}
+    report = {
+        "model": args.model, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "precision": parts.precision, "channels_last": parts.channels_last, "compile": args.compile,
+        "batch_size": args.batch_size, "threads": torch.get_num_threads(), "torch": str(torch.__version__),
+        "img_per_s": {k: round(v, 1) for k, v in img_s.items()},
+        "img_per_s_rounds": {k: [round(v, 1) for v in vs] for k, vs in samples.items()},
+        "eval_img_per_s": round(eval_result.n / eval_result.seconds, 1),
+        "ratio_train_over_compute": round(img_s["train"] / img_s["compute"], 3),
+        "peak_rss_mib_this_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if "classic" in img_s:
+        report["ratio_train_over_classic"] = round(img_s["train"] / img_s["classic"], 3)
+    if device.type == "cuda":
+        report["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    print_table(report)
+    print(json.dumps(report))
+    return report
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_postfix_str(self, *args, **kwargs):
+        pass
+
+    def close(self):
+        pass
+
+
+def _forever(loader):
+    while True:
+        yield from loader
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+def print_table(report: dict) -> None:
+    print(f"{report['model']} on {report['device_name']} ({report['device']}), {report['precision']}"
+          f"{' channels_last' if report['channels_last'] else ''}, batch {report['batch_size']}, "
+          f"{report['threads']} threads")
+    print(f"{'variant':<10}{'img/s (median)':>16}  rounds")
+    for name, value in report["img_per_s"].items():
+        print(f"{name:<10}{value:>16.1f}  {report['img_per_s_rounds'][name]}")
+    print(f"{'eval':<10}{report['eval_img_per_s']:>16.1f}")
+    print(f"(a)/(b) train/compute = {report['ratio_train_over_compute']:.3f}")
+    if "ratio_train_over_classic" in report:
+        print(f"(a)/(d) train/classic = {report['ratio_train_over_classic']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
