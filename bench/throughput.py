@@ -22,13 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from classic_baseline import classic_loader  # noqa: E402
 from config import TrainConfig  # noqa: E402
-from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: E402
+from datasets import load_cifar10  # noqa: E402
 from models import MODEL_NAMES, modeltype  # noqa: E402
 from training import (  # noqa: E402
     EpochTotals, StepContext, build_run, evaluate, train_one_epoch, train_step,
@@ -46,35 +46,6 @@ def timed(device: torch.device, fn) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - started
-
-
-class ClassicDataset(torch.utils.data.Dataset):
-    """torchvision's CIFAR10 dataset behaviour: a PIL image per item, transformed per image."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
-        self.images = images  # (N, 32, 32, 3) uint8, as torchvision's CIFAR10 keeps it
-        self.labels = labels
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
-
-
-def classic_loader(data, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
-    import torchvision.transforms as T
-
-    transform = T.Compose([
-        T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(CIFAR10_MEAN, CIFAR10_STD),
-    ])
-    images = data.train.images.permute(0, 2, 3, 1).numpy().copy()
-    dataset = ClassicDataset(images, data.train.labels.numpy(), transform)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                       drop_last=True, persistent_workers=workers > 0)
 
 
 def classic_context(config: TrainConfig, device: torch.device) -> StepContext:
@@ -139,7 +110,8 @@ def main(argv=None) -> dict:
     variants = {"train": real_path, "compute": compute_only, "loader": loader_only}
     if not args.no_classic:
         classic_ctx = classic_context(config, device)
-        classic_batches = _forever(classic_loader(data, args.batch_size, args.workers))
+        classic_batches = _forever(classic_loader(data.train.images, data.train.labels, args.batch_size,
+                                                  args.workers))
 
         def classic(steps: int) -> None:
             classic_ctx.model.train()

@@ -1,0 +1,97 @@
+"""Compute-only training throughput for every precision x memory layout (x compile), per device.
+
+    python bench/precision_matrix.py --model resnet18 [--device cpu] [--compile]
+
+Each cell times training steps on one batch already on the device (no loader), interleaved over
+--rounds rounds, median reported. Cells slower than fp32 NCHW are marked: `auto` (training.py's
+resolve_precision) must never pick one of them, and tests/test_training.py pins that choice.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import TrainConfig  # noqa: E402
+from models import MODEL_NAMES, modeltype  # noqa: E402
+from training import StepContext, build_optimizer, resolve_device, resolve_precision, train_step  # noqa: E402
+
+
+def make_cell(model_name: str, device: torch.device, precision: str, channels_last: bool, compile_model: bool,
+              batch_size: int):
+    torch.manual_seed(0)
+    model = modeltype(model_name).to(device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
+    ctx = StepContext(
+        model=torch.compile(model) if compile_model else model,
+        optimizer=build_optimizer(model, TrainConfig()),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        schedule=None, criterion=torch.nn.CrossEntropyLoss(), device=device, precision=precision,
+        clip_grad_norm=None,
+    )
+    inputs = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=layout)
+    targets = torch.randint(0, 10, (batch_size,), device=device)
+
+    def run(steps: int) -> None:
+        for _ in range(steps):
+            train_step(ctx, inputs, targets, 0.01)
+    return run
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet18", choices=MODEL_NAMES)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="add torch.compile cells (slow to build on CPU)")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    compile_options = (False, True) if args.compile else (False,)
+    cells = {}
+    for precision, channels_last, compiled in itertools.product(("fp32", "bf16", "fp16"), (False, True),
+                                                                 compile_options):
+        key = f"{precision}/{'channels_last' if channels_last else 'nchw'}/{'compile' if compiled else 'eager'}"
+        try:
+            run = make_cell(args.model, device, precision, channels_last, compiled, args.batch_size)
+            run(1)  # warm-up (and compilation)
+            cells[key] = run
+        except Exception as e:  # a combination this device or build cannot run
+            print(f"{key}: unavailable ({type(e).__name__}: {str(e).splitlines()[0][:80]})")
+    samples = {key: [] for key in cells}
+    for _ in range(args.rounds):
+        for key, run in cells.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            run(args.steps)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            samples[key].append(args.steps * args.batch_size / (time.perf_counter() - started))
+    img_s = {key: round(statistics.median(v), 1) for key, v in samples.items()}
+    baseline = img_s.get("fp32/nchw/eager")
+    auto_precision, auto_layout = resolve_precision(device, "auto", None)
+    auto_key = f"{auto_precision}/{'channels_last' if auto_layout else 'nchw'}/eager"
+    print(f"{args.model} compute-only, batch {args.batch_size}, {device}, {torch.get_num_threads()} threads")
+    print(f"{'precision/layout/mode':<32}{'img/s':>10}{'vs fp32 nchw':>14}")
+    for key, value in img_s.items():
+        mark = "  <- auto" if key == auto_key else ""
+        print(f"{key:<32}{value:>10.1f}{value / baseline:>13.2f}x{mark}")
+    report = {"model": args.model, "device": str(device), "batch_size": args.batch_size, "img_per_s": img_s,
+              "auto": auto_key, "auto_vs_fp32_nchw": round(img_s[auto_key] / baseline, 3) if auto_key in img_s else None}
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
