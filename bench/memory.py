@@ -71,8 +71,8 @@ def main(argv=None) -> dict:
             if code != 0:
                 raise SystemExit(f"{name} failed with exit code {code}")
             results[name] = {"peak_pss_mib": round(peak, 1), "seconds": round(seconds, 1)}
-    report = {"model": args.model, "steps": args.steps, **results,
-              "ratio_train_over_classic": round(results["train"]["peak_pss_mib"] / results["classic"]["peak_pss_mib"], 3)}
+    ratio = results["train"]["peak_pss_mib"] / results["classic"]["peak_pss_mib"]
+    report = {"model": args.model, "steps": args.steps, **results, "ratio_train_over_classic": round(ratio, 3)}
     print(f"peak memory (PSS, process tree), {args.model}, {args.steps} steps:")
     for name in ("train", "classic"):
         print(f"  {name:<8} {results[name]['peak_pss_mib']:8.1f} MiB  ({results[name]['seconds']:.1f} s)")

@@ -54,17 +54,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"], choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--compile", action="store_true", help="add torch.compile cells (slow to build on CPU)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     compile_options = (False, True) if args.compile else (False,)
     cells = {}
-    for precision, channels_last, compiled in itertools.product(("fp32", "bf16", "fp16"), (False, True),
+    for precision, channels_last, compiled in itertools.product(args.precisions, (False, True),
                                                                  compile_options):
         key = f"{precision}/{'channels_last' if channels_last else 'nchw'}/{'compile' if compiled else 'eager'}"
         try:
             run = make_cell(args.model, device, precision, channels_last, compiled, args.batch_size)
+            started = time.perf_counter()
             run(1)  # warm-up (and compilation)
+            print(f"{key}: warm-up step {time.perf_counter() - started:.1f} s", flush=True)
             cells[key] = run
         except Exception as e:  # a combination this device or build cannot run
             print(f"{key}: unavailable ({type(e).__name__}: {str(e).splitlines()[0][:80]})")
@@ -87,8 +90,9 @@ def main(argv=None) -> dict:
     for key, value in img_s.items():
         mark = "  <- auto" if key == auto_key else ""
         print(f"{key:<32}{value:>10.1f}{value / baseline:>13.2f}x{mark}")
+    auto_ratio = round(img_s[auto_key] / baseline, 3) if auto_key in img_s else None
     report = {"model": args.model, "device": str(device), "batch_size": args.batch_size, "img_per_s": img_s,
-              "auto": auto_key, "auto_vs_fp32_nchw": round(img_s[auto_key] / baseline, 3) if auto_key in img_s else None}
+              "auto": auto_key, "auto_vs_fp32_nchw": auto_ratio}
     print(json.dumps(report))
     return report
 

@@ -40,10 +40,10 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(device: torch.device, fn) -> float:
+def timed(device: torch.device, fn, steps: int) -> float:
     synchronize(device)
     started = time.perf_counter()
-    fn()
+    fn(steps)
     synchronize(device)
     return time.perf_counter() - started
 
@@ -102,10 +102,10 @@ def main(argv=None) -> dict:
             train_step(parts.ctx, fixed_inputs, fixed_targets, config.lr)
 
     def loader_only(steps: int) -> None:
-        for i, (inputs, _) in enumerate(loader.epoch(20_000)):
+        for i, (inputs, _) in enumerate(loader.epoch(20_000)):  # noqa: B007 (last batch used below)
             if i + 1 == steps:
                 break
-        inputs.sum().item()
+        inputs.sum().item()  # wait for the device to finish the work queued above
 
     variants = {"train": real_path, "compute": compute_only, "loader": loader_only}
     if not args.no_classic:
@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
     for _ in range(args.rounds):
         for name, fn in variants.items():
             steps = loader_steps if name == "loader" else args.steps
-            samples[name].append(steps * args.batch_size / timed(device, lambda: fn(steps)))
+            samples[name].append(steps * args.batch_size / timed(device, fn, steps))
             if name == "classic":
                 # Its workers go on prefetching after the timed steps; let them finish so that
                 # their CPU use is not charged to the variant timed next.
