@@ -60,38 +60,40 @@ def training_state(payload: dict) -> dict:
 KILL_WRITER = """
 import sys, torch
 sys.path.insert(0, '.')
-from checkpoints import save_checkpoint
-big = {"model_state": {"w": torch.randn(64, 1024, 1024)}}  # 256 MiB: the write takes a while
+from checkpoints import load_checkpoint, save_checkpoint
+payload = load_checkpoint(sys.argv[1])
+payload["padding"] = torch.randn(64, 1024, 1024)  # 256 MiB: each write takes a while
 print("writing", flush=True)
 while True:
-    save_checkpoint(sys.argv[1], big)
+    save_checkpoint(sys.argv[1], payload)
 """
 
 
-def test_sigkill_during_write_leaves_previous_checkpoint(tmp_path):
-    path = tmp_path / "last.pt"
-    save_checkpoint(path, {"model_state": {"w": torch.arange(10.0)}})
+def test_sigkill_during_write_leaves_previous_checkpoint_and_resume_cleans_up(batches_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))[0] == 0
+    path = run_dir / "last.pt"
     before = path.read_bytes()
     proc = subprocess.Popen([sys.executable, "-c", KILL_WRITER, str(path)], cwd=ROOT, stdout=subprocess.PIPE)
     try:
         assert proc.stdout.readline().strip() == b"writing"
         deadline = time.time() + 60
-        while not list(tmp_path.glob(".last.pt.tmp-*")) and time.time() < deadline:
+        while not list(run_dir.glob(".last.pt.tmp-*")) and time.time() < deadline:
             time.sleep(0.005)
-        temporaries = list(tmp_path.glob(".last.pt.tmp-*"))
-        assert temporaries, "the writer never started a temporary file"
+        assert list(run_dir.glob(".last.pt.tmp-*")), "the writer never started a temporary file"
         proc.kill()
     finally:
         proc.kill()
         proc.wait()
     # Either the old file, or (if a whole write finished first) a complete new one: never a mix.
-    if path.read_bytes() == before:
-        assert torch.equal(load_checkpoint(path)["model_state"]["w"], torch.arange(10.0))
-    else:
-        assert load_checkpoint(path)["model_state"]["w"].shape == (64, 1024, 1024)
-    assert list(tmp_path.glob(".last.pt.tmp-*"))  # the killed writer's partial file is still there
-    checkpoints.remove_stale_temporaries(tmp_path)
-    assert not list(tmp_path.glob(".last.pt.tmp-*"))
+    if path.read_bytes() != before:
+        assert load_checkpoint(path)["padding"].shape == (64, 1024, 1024)
+    assert load_checkpoint(path)["epoch"] == 1
+    assert list(run_dir.glob(".last.pt.tmp-*"))  # the killed writer's partial file is still there
+    code, _, err = run_cli(capsys, "--resume", path, "--epochs", "2", "--quiet")
+    assert code == 0, err
+    assert not list(run_dir.glob(".*.tmp-*"))
+    assert load_checkpoint(path)["epoch"] == 2
 
 
 DISK_FULL_WRITER = """
@@ -309,6 +311,18 @@ def test_fp16_skipped_steps_are_logged(tmp_path, monkeypatch):
     (tmp_path / "run").mkdir()
     training.train_model(config, synthetic_dataset(256, 40), tmp_path / "run", log=lines.append)
     assert any("steps skipped by the GradScaler" in line for line in lines)
+
+
+def test_compile_failure_is_one_clear_line(batches_dir, tmp_path, capsys, monkeypatch):
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("backend compiler failed: no C++ compiler found\nlong details")
+
+    monkeypatch.setattr(torch, "compile", lambda model: Broken())
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, tmp_path / "run", "--compile"))
+    assert code == 2 and err.count("\n") == 1
+    assert "--compile failed on this machine (backend compiler failed: no C++ compiler found)" in err
+    assert "run without --compile" in err and not (tmp_path / "run").exists()
 
 
 def test_clip_grad_norm_bounds_the_update(tmp_path):
