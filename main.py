@@ -14,9 +14,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from checkpoints import load_checkpoint
 from config import PRECISIONS, RESUME_OVERRIDABLE, SCHEDULERS, EvalConfig, TrainConfig
+from datasets import load_cifar10
 from errors import UserError
+from evaluation import evaluate_checkpoint
 from models import MODEL_NAMES
+from runs import check_writable, default_run_dir, prepare_new_run_dir
+from training import Interrupted, data_summary, resolve_device, train_model
 
 MODES = ("train", "eval")
 
@@ -166,8 +171,6 @@ def resume_config(saved: TrainConfig, requested: TrainConfig, explicit: set[str]
 
 
 def check_data_matches(payload: dict, data) -> None:
-    from training import data_summary
-
     saved, found = payload.get("data", {}), data_summary(data)
     for key in ("classes", "n_train", "n_test"):
         if key in saved and saved[key] != found[key]:
@@ -193,11 +196,6 @@ def _remove_if_unused(run_dir: Path, created: bool) -> None:
 
 
 def train_command(args: argparse.Namespace, explicit: set[str]) -> int:
-    from checkpoints import load_checkpoint
-    from datasets import load_cifar10
-    from runs import check_writable, default_run_dir, prepare_new_run_dir
-    from training import Interrupted, resolve_device, train_model
-
     config = train_config_from_args(args)
     payload = None
     if args.resume is not None:
@@ -255,8 +253,6 @@ def eval_config_from_args(args: argparse.Namespace, explicit: set[str]) -> EvalC
 
 
 def eval_command(args: argparse.Namespace, explicit: set[str]) -> int:
-    from evaluation import evaluate_checkpoint
-
     config = eval_config_from_args(args, explicit)
     expected_model = args.model if "model" in explicit else None
     report = evaluate_checkpoint(config, expected_model=expected_model)

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoints
 import datasets
 import training
 from checkpoints import load_checkpoint, save_checkpoint
