@@ -58,9 +58,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--compile", action="store_true", help="add torch.compile cells (slow to build on CPU)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    precisions = ["fp32"] + [p for p in args.precisions if p != "fp32"]  # fp32 NCHW is the reference
     compile_options = (False, True) if args.compile else (False,)
     cells = {}
-    for precision, channels_last, compiled in itertools.product(args.precisions, (False, True),
+    for precision, channels_last, compiled in itertools.product(precisions, (False, True),
                                                                  compile_options):
         key = f"{precision}/{'channels_last' if channels_last else 'nchw'}/{'compile' if compiled else 'eager'}"
         try:
