@@ -16,6 +16,11 @@ RESUME_OVERRIDABLE = frozenset(
 )
 
 
+# Options that describe one invocation rather than the experiment: a resume takes them from its
+# own command line (an earlier --max-steps must not stop the resumed run at once).
+PER_INVOCATION = frozenset({"max_steps", "quiet"})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = "resnet18"

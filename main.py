@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from checkpoints import load_checkpoint
-from config import PRECISIONS, RESUME_OVERRIDABLE, SCHEDULERS, EvalConfig, TrainConfig
+from config import PER_INVOCATION, PRECISIONS, RESUME_OVERRIDABLE, SCHEDULERS, EvalConfig, TrainConfig
 from datasets import load_cifar10
 from errors import UserError
 from evaluation import evaluate_checkpoint
@@ -138,7 +138,8 @@ def explicit_options(argv: Sequence[str] | None) -> set[str]:
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        model=args.model, data_dir=args.data_dir, download=args.download, run_dir=args.run_dir,
+        # Absolute, so that eval from another folder finds the data through the checkpoint.
+        model=args.model, data_dir=str(Path(args.data_dir).absolute()), download=args.download, run_dir=args.run_dir,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, nesterov=args.nesterov, label_smoothing=args.label_smoothing,
         scheduler=args.scheduler, milestones=tuple(args.milestones), step_size=args.step_size,
@@ -151,12 +152,12 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def resume_config(saved: TrainConfig, requested: TrainConfig, explicit: set[str]) -> TrainConfig:
-    """The saved config, with the options the user typed that a resume may change.
-
-    Any other typed option that differs from the checkpoint is refused, naming both values.
+    """The saved config, with the options the user typed that a resume may change and this
+    command's per-invocation options. Any other typed option that differs from the checkpoint is
+    refused, naming both values.
     """
     saved_values, requested_values = saved.to_dict(), requested.to_dict()
-    changes = {}
+    changes = {name: requested_values[name] for name in PER_INVOCATION}
     for name in sorted(explicit & set(saved_values)):
         if requested_values[name] == saved_values[name]:
             continue

@@ -361,6 +361,19 @@ def test_resume_rules(batches_dir, tmp_path, capsys):
     assert last.read_bytes() != before and load_checkpoint(last)["epoch"] == 2
 
 
+def test_resume_after_max_steps_continues(batches_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--max-steps", "3"))[0] == 0
+    assert load_checkpoint(run_dir / "last.pt")["global_step"] == 3
+    code, _, err = run_cli(capsys, "--resume", run_dir / "last.pt", "--max-steps", "10")
+    assert code == 0, err
+    assert load_checkpoint(run_dir / "last.pt")["global_step"] == 10
+    code, _, err = run_cli(capsys, "--resume", run_dir / "last.pt", "--quiet")  # no limit now: to the end
+    assert code == 0, err
+    final = load_checkpoint(run_dir / "last.pt")
+    assert final["finished"] and final["global_step"] == 2 * 7
+
+
 # --- 8. determinism --------------------------------------------------------------------------
 
 def test_same_seed_same_weights_in_two_processes(batches_dir, tmp_path):
