@@ -31,7 +31,7 @@ from config import TrainConfig  # noqa: E402
 from datasets import load_cifar10  # noqa: E402
 from models import MODEL_NAMES, modeltype  # noqa: E402
 from training import (  # noqa: E402
-    EpochTotals, StepContext, build_run, evaluate, train_one_epoch, train_step,
+    EpochTotals, NoProgress, StepContext, build_run, evaluate, train_one_epoch, train_step,
 )
 
 
@@ -84,14 +84,13 @@ def main(argv=None) -> dict:
     parts = build_run(config, data)
     device, loader = parts.device, parts.train_loader
     no_stop = lambda: False  # noqa: E731
-    no_bar = lambda **kwargs: _NoBar()  # noqa: E731
     position = {"epoch": 0, "step": 0}
 
     def real_path(steps: int) -> None:
         if position["step"] + steps > len(loader):
             position["epoch"], position["step"] = position["epoch"] + 1, 0
         outcome = train_one_epoch(parts.ctx, loader, position["epoch"], position["step"], EpochTotals(),
-                                  steps, no_stop, no_bar)
+                                  steps, no_stop, NoProgress)
         position["step"] = outcome.steps_done
 
     fixed_inputs, fixed_targets = next(loader.epoch(10_000))
@@ -155,17 +154,6 @@ def main(argv=None) -> dict:
     print_table(report)
     print(json.dumps(report))
     return report
-
-
-class _NoBar:
-    def update(self, n=1):
-        pass
-
-    def set_postfix_str(self, *args, **kwargs):
-        pass
-
-    def close(self):
-        pass
 
 
 def _forever(loader):

@@ -89,3 +89,15 @@ def test_one_autocast_path_runs_every_precision_on_cpu():
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         with training.autocast(torch.device("cpu"), precision):
             assert model(torch.randn(3, 4)).dtype == dtype
+
+
+def test_progress_in_a_log_is_plain_lines():
+    import io
+
+    stream = io.StringIO()
+    bar = training.LogLines(total=10, desc="epoch 1", interval=0.0, stream=stream)
+    bar.update(4)
+    bar.set_postfix_str("loss 1.234 acc 50.0%")
+    bar.close()
+    assert stream.getvalue() == "epoch 1: step 4/10  loss 1.234 acc 50.0%\n"
+    assert training.make_progress(quiet=True) is training.NoProgress
