@@ -594,6 +594,42 @@ def build_run(config: TrainConfig, data: Dataset) -> RunParts:
     return RunParts(config, device, precision, channels_last, model, ctx, train_loader, eval_loaders)
 
 
+def describe_run(parts: RunParts, n_test: int, run_dir: Path) -> str:
+    n_params = sum(p.numel() for p in parts.model.parameters())
+    n_val = len(parts.eval_loaders["val"].split) if "val" in parts.eval_loaders else 0
+    layout = " channels_last" if parts.channels_last else ""
+    return (f"training {parts.config.model} ({n_params:,} parameters) on {parts.device}, {parts.precision}{layout}, "
+            f"{len(parts.train_loader.split)} train / {n_val} val / {n_test} test images, run dir {run_dir}")
+
+
+def train_epoch_explaining_compile(parts: RunParts, state: TrainState, step_budget: int | None,
+                                   should_stop: Callable[[], bool], progress) -> EpochOutcome:
+    """train_one_epoch, with a torch.compile failure (raised at the first call, e.g. when no C++
+    compiler is found) turned into one line that says what to do."""
+    try:
+        return train_one_epoch(parts.ctx, parts.train_loader, state.epoch, state.step, state.totals,
+                               step_budget, should_stop, progress)
+    except UserError:
+        raise
+    except Exception as e:
+        if not parts.config.compile:
+            raise
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--compile failed on this machine ({reason}); run without --compile") from None
+
+
+def epoch_row(epoch: int, lr: float, totals: EpochTotals, results: dict[str, EvalResult]) -> dict:
+    """One metrics.csv row (accuracies 0-1)."""
+    val, test = results.get("val"), results["test"]
+    return {
+        "epoch": epoch + 1, "lr": lr,
+        "train_loss": totals.loss_sum / max(1, totals.seen), "train_acc": totals.correct / max(1, totals.seen),
+        "val_loss": val.loss if val else None, "val_acc": val.accuracy if val else None,
+        "test_loss": test.loss, "test_acc": test.accuracy,
+        "seconds": totals.seconds, "img_per_s": totals.seen / max(1e-9, totals.seconds),
+    }
+
+
 def train_model(
     config: TrainConfig,
     data: Dataset,
@@ -609,8 +645,7 @@ def train_model(
     run_dir = Path(run_dir)
     parts = build_run(config, data)
     config, device, precision, channels_last = parts.config, parts.device, parts.precision, parts.channels_last
-    model, ctx, train_loader, eval_loaders = parts.model, parts.ctx, parts.train_loader, parts.eval_loaders
-    forward_model = ctx.model
+    model, ctx, eval_loaders = parts.model, parts.ctx, parts.eval_loaders
     state = TrainState()
     metrics = runs.MetricsLog(run_dir / "metrics.csv")
     if resume is not None:
@@ -632,34 +667,18 @@ def train_model(
         checkpoints.save_checkpoint(path, build_payload(parts, state, data))
         return path
 
-    log(f"training {config.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on "
-        f"{device}, {precision}{' channels_last' if channels_last else ''}, "
-        f"{len(train_loader.split)} train / {len(eval_loaders['val'].split) if 'val' in eval_loaders else 0} val / "
-        f"{len(data.test)} test "
-        f"images, run dir {run_dir}")
+    log(describe_run(parts, len(data.test), run_dir))
     if device.type == "cpu" and precision == "fp16":
         log("warning: fp16 has no fast CPU kernels (~25x slower than fp32 in bench/precision_matrix.py); "
             "prefer --precision bf16 or fp32 on a CPU")
     progress = make_progress(config.quiet)
-    step_budget = None if config.max_steps is None else config.max_steps - state.global_step
     last_test = None
     with StopSignals() as signals:
         stop_requested = lambda: signals.requested is not None  # noqa: E731
         while state.epoch < config.epochs:
             epoch = state.epoch
-            try:
-                outcome = train_one_epoch(ctx, train_loader, epoch, state.step, state.totals,
-                                          step_budget, stop_requested, progress)
-            except UserError:
-                raise
-            except Exception as e:
-                if not config.compile:
-                    raise
-                # torch.compile fails at the first call, not at wrapping, e.g. with no C++ compiler.
-                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise UserError(f"--compile failed on this machine ({reason}); run without --compile") from None
-            if step_budget is not None:
-                step_budget -= outcome.steps_done - state.step
+            step_budget = None if config.max_steps is None else config.max_steps - state.global_step
+            outcome = train_epoch_explaining_compile(parts, state, step_budget, stop_requested, progress)
             state.global_step += outcome.steps_done - state.step
             state.step, state.totals = outcome.steps_done, outcome.totals
             if outcome.stop == "signal":
@@ -670,23 +689,15 @@ def train_model(
                 return {"run_dir": str(run_dir), "stopped": "max_steps", "global_step": state.global_step,
                         "checkpoint": str(path)}
             try:
-                results = {name: evaluate(forward_model, loader, device, precision, config.num_classes,
+                results = {name: evaluate(ctx.model, loader, device, precision, config.num_classes,
                                           stop_requested)
                            for name, loader in eval_loaders.items()}
             except EvalInterrupted:
                 raise Interrupted(signals.requested, save("last.pt")) from None
             totals = state.totals
-            train_loss = totals.loss_sum / max(1, totals.seen)
-            val = results.get("val")
-            last_test = results["test"]
-            ctx.schedule.end_epoch(val.loss if val is not None else train_loss)
-            row = {
-                "epoch": epoch + 1, "lr": ctx.optimizer.param_groups[0]["lr"],
-                "train_loss": train_loss, "train_acc": totals.correct / max(1, totals.seen),
-                "val_loss": val.loss if val else None, "val_acc": val.accuracy if val else None,
-                "test_loss": last_test.loss, "test_acc": last_test.accuracy,
-                "seconds": totals.seconds, "img_per_s": totals.seen / max(1e-9, totals.seconds),
-            }
+            row = epoch_row(epoch, ctx.optimizer.param_groups[0]["lr"], totals, results)
+            val, last_test = results.get("val"), results["test"]
+            ctx.schedule.end_epoch(val.loss if val is not None else row["train_loss"])
             improved = val is not None and (state.best_val_acc is None or val.accuracy > state.best_val_acc)
             if improved:
                 state.best_val_acc = val.accuracy
