@@ -37,6 +37,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except empty ones and the inverted value of a --no-X switch."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action, argparse._StoreFalseAction):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _number(kind, low=None, low_inclusive=False, high=None, high_inclusive=True, what="number"):
     def parse(text: str):
         try:
@@ -66,7 +75,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="main.py",
         description="Train and evaluate ResNets on CIFAR-10.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
         argument_default=argparse.SUPPRESS if suppress_defaults else None,
     )
 
@@ -87,14 +96,18 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--output", default=default(None), metavar="FILE.json", help="write eval results as JSON")
 
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=positive_int, default=default(defaults.epochs))
-    group.add_argument("--batch-size", type=positive_int, default=default(defaults.batch_size))
+    group.add_argument("--epochs", type=positive_int, default=default(defaults.epochs), help="epochs to train")
+    group.add_argument("--batch-size", type=positive_int, default=default(defaults.batch_size),
+                       help="training batch size")
     group.add_argument("--lr", type=positive_float, default=default(defaults.lr), help="peak learning rate")
-    group.add_argument("--momentum", type=unit_interval, default=default(defaults.momentum))
-    group.add_argument("--weight-decay", type=non_negative_float, default=default(defaults.weight_decay))
-    group.add_argument("--nesterov", action="store_true", default=default(False))
-    group.add_argument("--label-smoothing", type=unit_interval, default=default(defaults.label_smoothing))
-    group.add_argument("--clip-grad-norm", type=positive_float, default=default(None), metavar="MAX_NORM")
+    group.add_argument("--momentum", type=unit_interval, default=default(defaults.momentum), help="SGD momentum")
+    group.add_argument("--weight-decay", type=non_negative_float, default=default(defaults.weight_decay),
+                       help="L2 weight decay")
+    group.add_argument("--nesterov", action="store_true", default=default(False), help="Nesterov momentum")
+    group.add_argument("--label-smoothing", type=unit_interval, default=default(defaults.label_smoothing),
+                       help="cross-entropy label smoothing")
+    group.add_argument("--clip-grad-norm", type=positive_float, default=default(None), metavar="MAX_NORM",
+                       help="clip the global gradient norm")
     group.add_argument("--scheduler", choices=SCHEDULERS, default=default(defaults.scheduler),
                        help="plateau divides the lr by 10 when the monitored loss stops improving")
     group.add_argument("--milestones", type=positive_int, nargs="+", default=default(list(defaults.milestones)),
@@ -109,7 +122,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                        help="linear lr warmup (for onecycle: the rising phase; default 30%%)")
     group.add_argument("--val-size", type=non_negative_int, default=default(defaults.val_size),
                        help="training images held out for validation (plateau and best.pt use them)")
-    group.add_argument("--seed", type=non_negative_int, default=default(defaults.seed))
+    group.add_argument("--seed", type=non_negative_int, default=default(defaults.seed),
+                       help="seeds initialisation, validation split and data order")
     group.add_argument("--max-steps", type=positive_int, default=default(None),
                        help="stop after this many optimizer steps in total (smoke runs, benchmarks)")
 
