@@ -469,6 +469,7 @@ def test_missing_data_without_network_fails_fast(tmp_path, capsys, monkeypatch):
         raise OSError("Network is unreachable")
 
     monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.chdir(tmp_path)
     started = time.time()
     code, _, err = run_cli(capsys, "--data-dir", tmp_path / "nowhere", "--epochs", "1")
     assert code == 2 and time.time() - started < 30
