@@ -667,13 +667,14 @@ def train_model(
         checkpoints.save_checkpoint(path, build_payload(parts, state, data))
         return path
 
-    log(describe_run(parts, len(data.test), run_dir))
-    if device.type == "cpu" and precision == "fp16":
-        log("warning: fp16 has no fast CPU kernels (~25x slower than fp32 in bench/precision_matrix.py); "
-            "prefer --precision bf16 or fp32 on a CPU")
     progress = make_progress(config.quiet)
     last_test = None
     with StopSignals() as signals:
+        # Logged once the handlers are in place: from this line on, a signal always saves.
+        log(describe_run(parts, len(data.test), run_dir))
+        if device.type == "cpu" and precision == "fp16":
+            log("warning: fp16 has no fast CPU kernels (~25x slower than fp32 in bench/precision_matrix.py); "
+                "prefer --precision bf16 or fp32 on a CPU")
         stop_requested = lambda: signals.requested is not None  # noqa: E731
         while state.epoch < config.epochs:
             epoch = state.epoch
