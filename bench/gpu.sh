@@ -7,7 +7,7 @@
 # no CPU baseline) for ResNet-18/50/20/56 at bf16 + channels_last: eager at each batch size, and
 # --compile at the largest (compiling takes about a minute a model); then the eager precision
 # matrix for ResNet-18. Output (logs and throughput.jsonl) goes to OUT_DIR.
-# DEVICE=cpu STEPS=1 ROUNDS=1 MODELS=resnet20 BATCHES=32 runs the same script on a CPU as a dry run.
+# DEVICE=cpu STEPS=1 ROUNDS=1 MODELS=resnet20 BATCHES=32 MATRIX_MODEL=resnet20 is a CPU dry run.
 set -euo pipefail
 tarball=${1:?usage: bench/gpu.sh CIFAR10_TARBALL [OUT_DIR]}
 out=${2:-bench-gpu-out}
@@ -29,6 +29,6 @@ for model in $models; do
   python bench/throughput.py --model "$model" --data-dir "$data" --device "$device" --no-classic \
     --batch-size "$batch" --steps "$steps" --rounds "$rounds" --warmup 3 --compile | tee -a "$out/throughput.log"
 done
-python bench/precision_matrix.py --model resnet18 --device "$device" --steps "$steps" --rounds "$rounds" \
+python bench/precision_matrix.py --model "${MATRIX_MODEL:-resnet18}" --device "$device" --steps "$steps" --rounds "$rounds" \
   --precisions fp32 bf16 fp16 | tee "$out/precision_matrix.log"
 grep -h '^{' "$out/throughput.log" > "$out/throughput.jsonl"
