@@ -1,10 +1,10 @@
 """Shared helpers for tests that run the real CLI."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import main as cli
+from runs import MetricsLog
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -21,5 +21,4 @@ def tiny_train_args(data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    with open(Path(run_dir) / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    return MetricsLog(Path(run_dir) / "metrics.csv").rows()
