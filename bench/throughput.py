@@ -147,8 +147,13 @@ def main(argv=None) -> dict:
         "ratio_train_over_compute": round(img_s["train"] / img_s["compute"], 3),
         "peak_rss_mib_this_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    # Ratios inside each round too: the two variants of one round ran seconds apart.
+    report["ratio_train_over_compute_per_round"] = [
+        round(a / b, 3) for a, b in zip(samples["train"], samples["compute"])]
     if "classic" in img_s:
         report["ratio_train_over_classic"] = round(img_s["train"] / img_s["classic"], 3)
+        report["ratio_train_over_classic_per_round"] = [
+            round(a / d, 3) for a, d in zip(samples["train"], samples["classic"])]
     if device.type == "cuda":
         report["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     print_table(report)
