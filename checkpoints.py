@@ -163,6 +163,11 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"checkpoint {path} is not a valid checkpoint (truncated or corrupted: {first_line})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint of this program (no '{FORMAT}' format marker)")
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(
+            f"checkpoint {path} has format version {payload['format_version']}, newer than this program's "
+            f"{FORMAT_VERSION}; update the program to load it"
+        )
     if payload.get("sha256") != checksum(payload):
         raise UserError(f"checkpoint {path} failed its integrity check (SHA-256 mismatch): the file is corrupted")
     payload["model_state"] = strip_wrapper_prefixes(payload["model_state"])

@@ -62,28 +62,35 @@ class MetricsLog:
     def truncate_after(self, epoch: int) -> None:
         """Drop rows past `epoch`: a run killed after logging but before its checkpoint landed
         would otherwise log those epochs twice when resumed."""
-        if not self.path.exists():
-            return
-        with open(self.path, newline="") as f:
-            rows = [row for row in csv.DictReader(f) if int(row["epoch"]) <= epoch]
-        self._write(rows, mode="w")
+        if self.path.exists():
+            self._write([row for row in self.rows() if (e := _epoch_of(row)) is not None and e <= epoch])
 
     def append(self, row: dict) -> None:
-        self._write([row], mode="a")
+        self._write(self.rows() + [row])
 
-    def _write(self, rows: list[dict], mode: str) -> None:
-        new_file = mode == "w" or not self.path.exists()
-        with open(self.path, mode, newline="") as f:
+    def _write(self, rows: list[dict]) -> None:
+        """Rewrite the whole (small) file through a temp file and a rename, so a crash never
+        leaves half a row behind."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
-            if new_file:
-                writer.writeheader()
+            writer.writeheader()
             writer.writerows({k: _format(row.get(k)) for k in METRIC_COLUMNS} for row in rows)
+        os.replace(tmp, self.path)
 
     def rows(self) -> list[dict]:
         if not self.path.exists():
             return []
         with open(self.path, newline="") as f:
             return list(csv.DictReader(f))
+
+
+def _epoch_of(row: dict) -> int | None:
+    """The row's epoch, or None for a line that is not a metrics row."""
+    try:
+        return int(row.get("epoch") or "")
+    except ValueError:
+        return None
 
 
 def _format(value) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import checkpoints
 import datasets
 import training
 from checkpoints import load_checkpoint, save_checkpoint
@@ -372,6 +373,29 @@ def test_resume_after_max_steps_continues(batches_dir, tmp_path, capsys):
     assert code == 0, err
     final = load_checkpoint(run_dir / "last.pt")
     assert final["finished"] and final["global_step"] == 2 * 7
+
+
+def test_metrics_log_is_rewritten_atomically_and_skips_bad_lines(tmp_path):
+    from runs import MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics.csv")
+    for epoch in (1, 2, 3):
+        log.append({"epoch": epoch, "lr": 0.1, "train_loss": 1.0})
+    with open(log.path, "a") as f:
+        f.write("garbage,\n")  # e.g. a file edited by hand or written by another tool
+    log.truncate_after(2)
+    assert [row["epoch"] for row in log.rows()] == ["1", "2"]
+
+
+def test_newer_checkpoint_format_is_refused(tmp_path):
+    path = tmp_path / "future.pt"
+    save_checkpoint(path, {"model_state": {}})
+    payload = torch.load(path, weights_only=True)
+    payload["format_version"] = 99
+    payload["sha256"] = checkpoints.checksum(payload)
+    torch.save(payload, path)
+    with pytest.raises(UserError, match="format version 99, newer than this program's 1"):
+        load_checkpoint(path)
 
 
 # --- 8. determinism --------------------------------------------------------------------------
