@@ -290,11 +290,30 @@ def write_json(path: Path, report: dict) -> None:
         raise UserError(f"cannot write --output {path}: {e.strerror or e}") from None
 
 
+EVAL_ONLY = {"checkpoint": "--checkpoint", "output": "--output"}
+TRAIN_ONLY = {"resume": "--resume", "run_dir": "--run-dir"}
+
+
+def check_mode_options(mode: str, explicit: set[str]) -> None:
+    """Refuse an option of the other mode rather than silently ignoring it."""
+    if mode == "train":
+        for dest, flag in EVAL_ONLY.items():
+            if dest in explicit:
+                hint = "; to continue training use --resume PATH" if dest == "checkpoint" else ""
+                raise UsageError(f"{flag} is for --mode eval{hint}")
+    else:
+        for dest, flag in TRAIN_ONLY.items():
+            if dest in explicit:
+                hint = "; to evaluate a checkpoint use --checkpoint PATH" if dest == "resume" else ""
+                raise UsageError(f"{flag} is for --mode train{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse_args(argv)
         explicit = explicit_options(argv)
+        check_mode_options(args.mode, explicit)
         if args.mode == "eval":
             return eval_command(args, explicit)
         return train_command(args, explicit)

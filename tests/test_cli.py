@@ -57,6 +57,9 @@ BAD_ARGS = [
     (["--momentum", "1.5"], "argument --momentum: expected a number in [0, 1)"),
     (["--mode", "eval"], "--mode eval needs --checkpoint PATH"),
     (["--device", "tpu"], "invalid --device 'tpu'; choose auto, cpu, cuda or cuda:N"),
+    (["--checkpoint", "x.pt"], "--checkpoint is for --mode eval; to continue training use --resume PATH"),
+    (["--output", "r.json"], "--output is for --mode eval"),
+    (["--mode", "eval", "--resume", "x.pt"], "--resume is for --mode train; to evaluate a checkpoint use"),
 ]
 
 
