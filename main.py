@@ -216,7 +216,7 @@ def train_command(args: argparse.Namespace, explicit: set[str]) -> int:
     if args.resume is not None:
         payload = load_checkpoint(Path(args.resume))
         config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
-        if payload["finished"] and payload["epoch"] >= config.epochs:
+        if payload["epoch"] >= config.epochs:
             print(f"{args.resume}: this run already finished all {payload['epoch']} epochs; nothing to do "
                   f"(pass a larger --epochs to train further)")
             return 0
@@ -290,22 +290,19 @@ def write_json(path: Path, report: dict) -> None:
         raise UserError(f"cannot write --output {path}: {e.strerror or e}") from None
 
 
-EVAL_ONLY = {"checkpoint": "--checkpoint", "output": "--output"}
-TRAIN_ONLY = {"resume": "--resume", "run_dir": "--run-dir"}
+# Options that belong to one mode, with a hint for the option the user probably meant.
+MODE_OPTIONS = {
+    "eval": {"checkpoint": ("--checkpoint", "; to continue training use --resume PATH"), "output": ("--output", "")},
+    "train": {"resume": ("--resume", "; to evaluate a checkpoint use --checkpoint PATH"), "run_dir": ("--run-dir", "")},
+}
 
 
 def check_mode_options(mode: str, explicit: set[str]) -> None:
     """Refuse an option of the other mode rather than silently ignoring it."""
-    if mode == "train":
-        for dest, flag in EVAL_ONLY.items():
-            if dest in explicit:
-                hint = "; to continue training use --resume PATH" if dest == "checkpoint" else ""
-                raise UsageError(f"{flag} is for --mode eval{hint}")
-    else:
-        for dest, flag in TRAIN_ONLY.items():
-            if dest in explicit:
-                hint = "; to evaluate a checkpoint use --checkpoint PATH" if dest == "resume" else ""
-                raise UsageError(f"{flag} is for --mode train{hint}")
+    for owner, options in MODE_OPTIONS.items():
+        for dest, (flag, hint) in options.items():
+            if owner != mode and dest in explicit:
+                raise UsageError(f"{flag} is for --mode {owner}{hint}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

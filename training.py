@@ -489,7 +489,6 @@ class TrainState:
     global_step: int = 0
     totals: EpochTotals = field(default_factory=EpochTotals)
     best_val_acc: float | None = None
-    finished: bool = False
 
 
 def build_payload(parts: RunParts, state: TrainState, data: Dataset) -> dict:
@@ -510,7 +509,7 @@ def build_payload(parts: RunParts, state: TrainState, data: Dataset) -> dict:
         "global_step": state.global_step,
         "totals": state.totals.as_dict(),
         "best_val_acc": state.best_val_acc,
-        "finished": state.finished,
+        "finished": state.epoch >= parts.config.epochs,
         "rng": capture_rng_state(),
         "loader_seed": parts.train_loader.seed,
         "num_threads": torch.get_num_threads(),
@@ -528,7 +527,6 @@ def restore_payload(payload: dict, model: nn.Module, ctx: StepContext) -> TrainS
     return TrainState(
         epoch=payload["epoch"], step=payload["step"], global_step=payload["global_step"],
         totals=EpochTotals(**payload["totals"]), best_val_acc=payload["best_val_acc"],
-        finished=payload["finished"],
     )
 
 
@@ -556,6 +554,22 @@ class RunParts:
     eval_loaders: dict[str, BatchLoader]
 
 
+def make_step_context(model: nn.Module, config: TrainConfig, device: torch.device, precision: str,
+                      steps_per_epoch: int) -> StepContext:
+    """Optimizer, schedule, GradScaler and loss for `model` as the config asks (the one place
+    the trainer and the benchmarks build them)."""
+    return StepContext(
+        model=torch.compile(model) if config.compile else model,
+        optimizer=build_optimizer(model, config),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        schedule=LRSchedule(config, steps_per_epoch),
+        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        device=device,
+        precision=precision,
+        clip_grad_norm=config.clip_grad_norm,
+    )
+
+
 def build_run(config: TrainConfig, data: Dataset) -> RunParts:
     """Resolve device and precision, seed, split, and build loaders, model and optimizer."""
     device = resolve_device(config.device)
@@ -581,16 +595,7 @@ def build_run(config: TrainConfig, data: Dataset) -> RunParts:
     model = modeltype(config.model, config.num_classes).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ctx = StepContext(
-        model=torch.compile(model) if config.compile else model,
-        optimizer=build_optimizer(model, config),
-        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
-        schedule=LRSchedule(config, len(train_loader)),
-        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
-        device=device,
-        precision=precision,
-        clip_grad_norm=config.clip_grad_norm,
-    )
+    ctx = make_step_context(model, config, device, precision, len(train_loader))
     return RunParts(config, device, precision, channels_last, model, ctx, train_loader, eval_loaders)
 
 
@@ -703,7 +708,6 @@ def train_model(
             if improved:
                 state.best_val_acc = val.accuracy
             state.epoch, state.step, state.totals = epoch + 1, 0, EpochTotals()
-            state.finished = state.epoch >= config.epochs
             metrics.append(row)
             save("last.pt")
             if improved:

@@ -52,6 +52,13 @@ def classic_loader(train_images: torch.Tensor, train_labels: torch.Tensor, batch
                                        drop_last=True, persistent_workers=workers > 0)
 
 
+def classic_setup(model_name: str, device: torch.device):
+    """(model, optimizer, criterion) as the classic scripts build them: fp32, plain SGD."""
+    model = modeltype(model_name).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    return model, optimizer, torch.nn.CrossEntropyLoss()
+
+
 def classic_step(model, optimizer, criterion, inputs, targets) -> torch.Tensor:
     optimizer.zero_grad(set_to_none=True)
     loss = criterion(model(inputs), targets)
@@ -71,9 +78,7 @@ def main(argv=None) -> None:
     data = load_cifar10(Path(args.data_dir), download=False)
     loader = classic_loader(data.train.images, data.train.labels, args.batch_size, args.workers)
     del data
-    model = modeltype(args.model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    criterion = torch.nn.CrossEntropyLoss()
+    model, optimizer, criterion = classic_setup(args.model, torch.device("cpu"))
     model.train()
     started, done = time.perf_counter(), 0
     while done < args.steps:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,9 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import interleaved_img_per_s, medians  # noqa: E402
 from config import TrainConfig  # noqa: E402
 from models import MODEL_NAMES, modeltype  # noqa: E402
-from training import StepContext, build_optimizer, resolve_device, resolve_precision, train_step  # noqa: E402
+from training import make_step_context, resolve_device, resolve_precision, train_step  # noqa: E402
 
 
 def make_cell(model_name: str, device: torch.device, precision: str, channels_last: bool, compile_model: bool,
@@ -31,13 +31,8 @@ def make_cell(model_name: str, device: torch.device, precision: str, channels_la
     model = modeltype(model_name).to(device)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
-    ctx = StepContext(
-        model=torch.compile(model) if compile_model else model,
-        optimizer=build_optimizer(model, TrainConfig()),
-        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
-        schedule=None, criterion=torch.nn.CrossEntropyLoss(), device=device, precision=precision,
-        clip_grad_norm=None,
-    )
+    config = TrainConfig(compile=compile_model)
+    ctx = make_step_context(model, config, device, precision, steps_per_epoch=1)
     inputs = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=layout)
     targets = torch.randint(0, 10, (batch_size,), device=device)
 
@@ -72,17 +67,8 @@ def main(argv=None) -> dict:
             cells[key] = run
         except Exception as e:  # a combination this device or build cannot run
             print(f"{key}: unavailable ({type(e).__name__}: {str(e).splitlines()[0][:80]})")
-    samples = {key: [] for key in cells}
-    for _ in range(args.rounds):
-        for key, run in cells.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-            run(args.steps)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            samples[key].append(args.steps * args.batch_size / (time.perf_counter() - started))
-    img_s = {key: round(statistics.median(v), 1) for key, v in samples.items()}
+    samples = interleaved_img_per_s(cells, device, args.rounds, lambda key: args.steps, args.batch_size)
+    img_s = {key: round(value, 1) for key, value in medians(samples).items()}
     baseline = img_s.get("fp32/nchw/eager")
     auto_precision, auto_layout = resolve_precision(device, "auto", None)
     auto_key = f"{auto_precision}/{'channels_last' if auto_layout else 'nchw'}/eager"

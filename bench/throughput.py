@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,41 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from classic_baseline import classic_loader  # noqa: E402
+from classic_baseline import classic_loader, classic_setup, classic_step  # noqa: E402
+from common import cpu_name, interleaved_img_per_s, medians  # noqa: E402
 from config import TrainConfig  # noqa: E402
 from datasets import load_cifar10  # noqa: E402
-from models import MODEL_NAMES, modeltype  # noqa: E402
-from training import (  # noqa: E402
-    EpochTotals, NoProgress, StepContext, build_run, evaluate, train_one_epoch, train_step,
-)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(device: torch.device, fn, steps: int) -> float:
-    synchronize(device)
-    started = time.perf_counter()
-    fn(steps)
-    synchronize(device)
-    return time.perf_counter() - started
-
-
-def classic_context(config: TrainConfig, device: torch.device) -> StepContext:
-    model = modeltype(config.model).to(device)
-    return StepContext(
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                  weight_decay=config.weight_decay),
-        scaler=torch.amp.GradScaler(device.type, enabled=False),
-        schedule=None,
-        criterion=torch.nn.CrossEntropyLoss(),
-        device=device,
-        precision="fp32",
-        clip_grad_norm=None,
-    )
+from models import MODEL_NAMES  # noqa: E402
+from training import EpochTotals, NoProgress, build_run, evaluate, train_one_epoch, train_step  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -108,37 +78,38 @@ def main(argv=None) -> dict:
 
     variants = {"train": real_path, "compute": compute_only, "loader": loader_only}
     if not args.no_classic:
-        classic_ctx = classic_context(config, device)
+        classic_model, classic_optimizer, classic_criterion = classic_setup(args.model, device)
         classic_batches = _forever(classic_loader(data.train.images, data.train.labels, args.batch_size,
                                                   args.workers))
 
         def classic(steps: int) -> None:
-            classic_ctx.model.train()
+            classic_model.train()
             for _ in range(steps):
                 inputs, targets = next(classic_batches)
-                train_step(classic_ctx, inputs.to(device, non_blocking=True), targets.to(device), config.lr)
+                classic_step(classic_model, classic_optimizer, classic_criterion,
+                             inputs.to(device, non_blocking=True), targets.to(device))
 
         variants["classic"] = classic
 
     for fn in variants.values():
         fn(args.warmup)
-    samples = {name: [] for name in variants}
-    loader_steps = max(args.steps, 20)
-    for _ in range(args.rounds):
-        for name, fn in variants.items():
-            steps = loader_steps if name == "loader" else args.steps
-            samples[name].append(steps * args.batch_size / timed(device, fn, steps))
-            if name == "classic":
-                # Its workers go on prefetching after the timed steps; let them finish so that
-                # their CPU use is not charged to the variant timed next.
-                time.sleep(1.0)
+
+    def settle(name: str) -> None:
+        if name == "classic":
+            # Its workers go on prefetching after the timed steps; let them finish so that
+            # their CPU use is not charged to the variant timed next.
+            time.sleep(1.0)
+
+    samples = interleaved_img_per_s(variants, device, args.rounds,
+                                    lambda name: max(args.steps, 20) if name == "loader" else args.steps,
+                                    args.batch_size, after=settle)
     test_loader = parts.eval_loaders["test"]
     eval_result = evaluate(parts.ctx.model, test_loader, device, parts.precision, config.num_classes)
 
-    img_s = {name: statistics.median(values) for name, values in samples.items()}
+    img_s = medians(samples)
     report = {
         "model": args.model, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "precision": parts.precision, "channels_last": parts.channels_last, "compile": args.compile,
         "batch_size": args.batch_size, "threads": torch.get_num_threads(), "torch": str(torch.__version__),
         "img_per_s": {k: round(v, 1) for k, v in img_s.items()},
@@ -164,16 +135,6 @@ def main(argv=None) -> dict:
 def _forever(loader):
     while True:
         yield from loader
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu"
 
 
 def print_table(report: dict) -> None:
