@@ -153,6 +153,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--r18-batches", type=int, nargs="+", default=[128, 256, 512, 1024])
+    parser.add_argument("--no-classic", action="store_true", help="no classic baseline in the first run either")
     parser.add_argument("--models", nargs="+", default=["resnet50", "resnet20", "resnet56"])
     parser.add_argument("--batches", type=int, nargs="+", default=[512, 128])
     parser.add_argument("--compile-models", nargs="+", default=["resnet18", "resnet50", "resnet20", "resnet56"])
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
               "--rounds", str(args.rounds), "--warmup", "3"]
     warm = ["--data-dir", args.data_dir, "--device", args.device, "--steps", "1", "--rounds", "1", "--warmup", "1"]
 
-    plan = [("resnet18", batch, i == 0) for i, batch in enumerate(args.r18_batches)]
+    plan = [("resnet18", batch, i == 0 and not args.no_classic) for i, batch in enumerate(args.r18_batches)]
     plan += [(model, batch, False) for batch in args.batches for model in args.models]
     for model, batch, classic in plan:
         what = f"{model} b{batch} eager" + (" +classic" if classic else "")

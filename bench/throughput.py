@@ -15,6 +15,7 @@ each figure is the median over rounds. Prints a table, then one JSON object on t
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import sys
@@ -61,11 +62,15 @@ def main(argv=None) -> dict:
     position = {"epoch": 0, "step": 0}
 
     def real_path(steps: int) -> None:
-        if position["step"] + steps > len(loader):
-            position["epoch"], position["step"] = position["epoch"] + 1, 0
-        outcome = train_one_epoch(parts.ctx, loader, position["epoch"], position["step"], EpochTotals(),
-                                  steps, no_stop, NoProgress)
-        position["step"] = outcome.steps_done
+        # Exactly `steps` steps, on into the next epoch where this one ends (large batches have
+        # few steps an epoch), as the trainer would.
+        while steps > 0:
+            if position["step"] == len(loader):
+                position["epoch"], position["step"] = position["epoch"] + 1, 0
+            outcome = train_one_epoch(parts.ctx, loader, position["epoch"], position["step"], EpochTotals(),
+                                      steps, no_stop, NoProgress)
+            steps -= outcome.steps_done - position["step"]
+            position["step"] = outcome.steps_done
 
     fixed_inputs, fixed_targets = next(loader.epoch(10_000))
 
@@ -75,9 +80,11 @@ def main(argv=None) -> dict:
             train_step(parts.ctx, fixed_inputs, fixed_targets, config.lr)
 
     def loader_only(steps: int) -> None:
-        for i, (inputs, _) in enumerate(loader.epoch(20_000)):  # noqa: B007 (last batch used below)
-            if i + 1 == steps:
-                break
+        epoch = 20_000
+        while steps > 0:
+            for inputs, _ in itertools.islice(loader.epoch(epoch), steps):
+                steps -= 1
+            epoch += 1
         inputs.sum().item()  # wait for the device to finish the work queued above
 
     variants = {"train": real_path, "compute": compute_only, "loader": loader_only}

@@ -1,0 +1,51 @@
+"""The benchmarks time what they say they time (bench/ is not a package: imported by path)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+import datasets  # noqa: E402
+import training  # noqa: E402
+
+
+@pytest.fixture
+def throughput():
+    import throughput as module
+
+    return module
+
+
+def test_throughput_times_exactly_the_steps_it_counts_across_epoch_ends(batches_dir, monkeypatch, throughput):
+    # 250 train images at batch 64: 3 steps an epoch, fewer than the 5 steps a round asks for, so
+    # the real path and the loader must go on into the next epoch instead of stopping short.
+    counted = {"real": 0, "compute": 0, "loader": 0}
+    real_step, original_epoch = training.train_step, datasets.BatchLoader.epoch
+
+    def count_real(*args, **kwargs):
+        counted["real"] += 1
+        return real_step(*args, **kwargs)
+
+    def count_compute(*args, **kwargs):
+        counted["compute"] += 1
+        return real_step(*args, **kwargs)
+
+    def count_batches(self, epoch=0, start_step=0):
+        for batch in original_epoch(self, epoch, start_step):
+            if self.train and epoch >= 20_000:  # bench/throughput.py's loader-only epochs
+                counted["loader"] += 1
+            yield batch
+
+    monkeypatch.setattr(training, "train_step", count_real)
+    monkeypatch.setattr(throughput, "train_step", count_compute)
+    monkeypatch.setattr(datasets.BatchLoader, "epoch", count_batches)
+    report = throughput.main(["--model", "resnet20", "--data-dir", str(batches_dir), "--device", "cpu",
+                              "--precision", "fp32", "--batch-size", "64", "--steps", "5", "--rounds", "2",
+                              "--warmup", "1", "--no-classic", "--no-eval"])
+    assert counted == {"real": 1 + 2 * 5, "compute": 1 + 2 * 5, "loader": 1 + 2 * 20}
+    assert set(report["img_per_s"]) == {"train", "compute", "loader"}
+    assert report["eval_img_per_s"] is None
+    assert len(report["ratio_train_over_compute_per_round"]) == 2
