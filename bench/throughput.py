@@ -102,14 +102,15 @@ def main(argv=None) -> dict:
 
         variants["classic"] = classic
 
-    for fn in variants.values():
-        fn(args.warmup)
-
     def settle(name: str) -> None:
         if name == "classic":
-            # Its workers go on prefetching after the timed steps; let them finish so that
+            # Its workers go on prefetching after the steps taken; let them finish so that
             # their CPU use is not charged to the variant timed next.
             time.sleep(1.0)
+
+    for name, fn in variants.items():
+        fn(args.warmup)
+        settle(name)
 
     samples = interleaved_img_per_s(variants, device, args.rounds,
                                     lambda name: max(args.steps, 20) if name == "loader" else args.steps,
