@@ -313,19 +313,24 @@ def train_one_epoch(
     ctx.model.train()
     loss_sum = torch.zeros((), device=ctx.device)
     correct = torch.zeros((), dtype=torch.long, device=ctx.device)
-    first_bad_step = torch.full((), -1, dtype=torch.long, device=ctx.device)
+    # The loss of every step since the last sync, checked for NaN/Inf at the sync: one copy a
+    # step rather than a chain of small kernels (a small batch's GPU step is launch-bound).
+    recent_losses = torch.zeros(LOG_EVERY_STEPS, device=ctx.device)
     step, stop, skipped = start_step, None, 0
+    synced_step = start_step  # the step whose loss is recent_losses[0]
     started = time.perf_counter()
     seen_before = totals.seen
     bar = progress(total=len(loader), initial=start_step, desc=f"epoch {epoch + 1}")
 
     def sync(final: bool) -> None:
-        bad = int(first_bad_step)
-        if bad >= 0:
+        nonlocal synced_step
+        bad = (~torch.isfinite(recent_losses[: step - synced_step])).nonzero()
+        if len(bad):
             raise NonFiniteLoss(
-                f"loss became NaN/Inf at epoch {epoch + 1}, step {bad + 1}; training stopped "
-                f"and the last good checkpoint was kept (try a lower --lr or --clip-grad-norm)"
+                f"loss became NaN/Inf at epoch {epoch + 1}, step {synced_step + int(bad[0]) + 1}; training "
+                f"stopped and the last good checkpoint was kept (try a lower --lr or --clip-grad-norm)"
             )
+        synced_step = step
         seen = totals.seen + (step - start_step) * loader.batch_size
         bar.set_postfix_str(
             f"loss {(totals.loss_sum + float(loss_sum)) / max(1, seen):.3f} "
@@ -346,10 +351,7 @@ def train_one_epoch(
         batch_loss, batch_correct = train_step(ctx, inputs, targets, ctx.schedule.lr(epoch, step))
         if scale_before is not None and ctx.scaler.get_scale() < scale_before:
             skipped += 1  # fp16 overflow: GradScaler skipped this update
-        first_bad_step = torch.where(
-            (first_bad_step < 0) & ~torch.isfinite(batch_loss), torch.full_like(first_bad_step, step),
-            first_bad_step,
-        )
+        recent_losses[step - synced_step] = batch_loss
         loss_sum += batch_loss
         correct += batch_correct
         step += 1
