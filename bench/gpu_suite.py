@@ -102,7 +102,8 @@ def run_subprocess(argv: list[str], timeout: float) -> tuple[dict | None, str]:
 
 
 def compile_stage(results: Results, models: list[str], batch: int, common: list[str], warm_argv: list[str],
-                  timeout: float) -> None:
+                  hard_limit_s: float) -> None:
+    """hard_limit_s: seconds since the suite started after which no compile process may run."""
     if results.out_of_time("compile warm-up"):
         return
     # Fill the inductor cache for all models at once (compiling is CPU work, one model per process).
@@ -112,18 +113,18 @@ def compile_stage(results: Results, models: list[str], batch: int, common: list[
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for model in models}
     for model, process in warmers.items():
         try:
-            _, err = process.communicate(timeout=max(1.0, timeout - results.elapsed()))
+            _, err = process.communicate(timeout=max(1.0, hard_limit_s - results.elapsed()))
             results.add({"kind": "compile-warmup", "what": model, "returncode": process.returncode,
                          "stderr_tail": err.strip()[-300:]})
         except subprocess.TimeoutExpired:
             process.kill()
             results.add({"kind": "compile-warmup", "what": model, "error": "timed out"})
     for model in models:
-        if results.elapsed() > timeout - 20:
-            results.add({"kind": "skipped", "what": f"compile {model}", "reason": f"hard limit {timeout:.0f} s"})
+        if results.elapsed() > hard_limit_s - 20:
+            results.add({"kind": "skipped", "what": f"compile {model}", "reason": f"hard limit {hard_limit_s:.0f} s"})
             continue
         argv = throughput_argv(model, batch, common, classic=False, compile_model=True)
-        report, error = run_subprocess(argv, timeout=max(1.0, timeout - results.elapsed()))
+        report, error = run_subprocess(argv, timeout=max(1.0, hard_limit_s - results.elapsed()))
         results.add({"kind": "throughput", "what": f"{model} b{batch} compile", "argv": argv,
                      **({"report": report} if report else {"error": error})})
 
@@ -190,7 +191,7 @@ def main(argv=None) -> int:
                             str(args.matrix_batch), "--steps", str(args.steps), "--rounds", str(args.rounds)])
 
     compile_stage(results, args.compile_models, args.compile_batch, common, warm,
-                  timeout=args.deadline_s + 120)
+                  hard_limit_s=args.deadline_s + 120)
 
     table = markdown_table(results.rows)
     (out / "table.md").write_text(table + "\n")

@@ -5,7 +5,7 @@
 (a) train: the training path exactly as main.py runs it (train_one_epoch: loader, augmentation,
     precision, layout, step, NaN checks);
 (b) compute: the same model, optimizer and precision on one batch already in memory;
-(c) loader: the batch loader alone (gather, crop, flip, normalise);
+(c) loader: the batch loader alone (gather, crop, flip, normalise), one whole epoch a round;
 (d) classic: torchvision transforms in a DataLoader with 2 worker processes, fp32 NCHW, as in
     kuangliu/pytorch-cifar; same model and batch size;
 plus eval: evaluate() over test batches.
@@ -79,14 +79,14 @@ def main(argv=None) -> dict:
         for _ in range(steps):
             train_step(parts.ctx, fixed_inputs, fixed_targets, config.lr)
 
-    # One stream of batches over epochs 20000, 20001, ... that each call goes on with, as the
-    # trainer does: the loader prepares several batches at once, and a fresh epoch per call would
-    # charge a call for batches it never takes.
-    loader_batches = itertools.chain.from_iterable(loader.epoch(e) for e in itertools.count(20_000))
+    loader_epochs = itertools.count(20_000)
 
     def loader_only(steps: int) -> None:
-        for inputs, _ in itertools.islice(loader_batches, steps):
-            pass
+        # Fresh epochs (timed: one whole epoch a round): the loader prepares batches in chunks
+        # and draws each epoch's plan at its start, so a whole epoch is the honest unit.
+        while steps > 0:
+            for inputs, _ in itertools.islice(loader.epoch(next(loader_epochs)), steps):
+                steps -= 1
         inputs.sum().item()  # wait for the device to finish the work queued above
 
     variants = {"train": real_path, "compute": compute_only, "loader": loader_only}
@@ -115,7 +115,7 @@ def main(argv=None) -> dict:
         settle(name)
 
     samples = interleaved_img_per_s(variants, device, args.rounds,
-                                    lambda name: max(args.steps, 20) if name == "loader" else args.steps,
+                                    lambda name: len(loader) if name == "loader" else args.steps,
                                     args.batch_size, after=settle)
     eval_result = None
     for _ in range(0 if args.no_eval else 2 if device.type == "cuda" else 1):
