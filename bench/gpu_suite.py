@@ -57,7 +57,7 @@ class Results:
         self.rows.append(row)
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        status = "error" if row.get("error") else "ok"
+        status = "error" if row.get("error") else row.get("reason", "ok")
         # stderr: stdout is captured while the in-process benchmarks run
         print(f"[{row['elapsed_s']:7.1f} s] {row.get('kind')}: {row.get('what', '')} {status}",
               file=sys.stderr, flush=True)
