@@ -90,10 +90,14 @@ def last_json_line(text: str) -> dict | None:
     return None
 
 
+def throughput_command(argv: list[str]) -> list[str]:
+    """bench/throughput.py as a child process (a fresh torch.compile state each)."""
+    return [sys.executable, str(BENCH / "throughput.py"), *argv]
+
+
 def run_subprocess(argv: list[str], timeout: float) -> tuple[dict | None, str]:
-    command = [sys.executable, str(BENCH / "throughput.py"), *argv]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(throughput_command(argv), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout:.0f} s"
     if done.returncode != 0:
@@ -108,8 +112,7 @@ def compile_stage(results: Results, models: list[str], batch: int, common: list[
         return
     # Fill the inductor cache for all models at once (compiling is CPU work, one model per process).
     warmers = {model: subprocess.Popen(
-        [sys.executable, str(BENCH / "throughput.py"),
-         *throughput_argv(model, batch, warm_argv, classic=False, compile_model=True)],
+        throughput_command(throughput_argv(model, batch, warm_argv, classic=False, compile_model=True)),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for model in models}
     for model, process in warmers.items():
         try:

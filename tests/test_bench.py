@@ -25,13 +25,11 @@ def test_throughput_times_exactly_the_steps_it_counts_across_epoch_ends(batches_
     counted = {"real": 0, "compute": 0, "loader": 0}
     real_step, original_epoch = training.train_step, datasets.BatchLoader.epoch
 
-    def count_real(*args, **kwargs):
-        counted["real"] += 1
-        return real_step(*args, **kwargs)
-
-    def count_compute(*args, **kwargs):
-        counted["compute"] += 1
-        return real_step(*args, **kwargs)
+    def counting_step(variant):
+        def step(*args, **kwargs):
+            counted[variant] += 1
+            return real_step(*args, **kwargs)
+        return step
 
     def count_batches(self, epoch=0, start_step=0):
         for batch in original_epoch(self, epoch, start_step):
@@ -39,8 +37,8 @@ def test_throughput_times_exactly_the_steps_it_counts_across_epoch_ends(batches_
                 counted["loader"] += 1
             yield batch
 
-    monkeypatch.setattr(training, "train_step", count_real)
-    monkeypatch.setattr(throughput, "train_step", count_compute)
+    monkeypatch.setattr(training, "train_step", counting_step("real"))  # train_one_epoch's step
+    monkeypatch.setattr(throughput, "train_step", counting_step("compute"))  # the compute-only loop
     monkeypatch.setattr(datasets.BatchLoader, "epoch", count_batches)
     report = throughput.main(["--model", "resnet20", "--data-dir", str(batches_dir), "--device", "cpu",
                               "--precision", "fp32", "--batch-size", "64", "--steps", "5", "--rounds", "2",
