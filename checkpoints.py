@@ -24,7 +24,7 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
-def _feed(digest: "hashlib._Hash", value: Any) -> None:
+def _feed(digest: hashlib._Hash, value: Any) -> None:
     """Hash a checkpoint value in a canonical order: keys sorted, tensors by dtype, shape and bytes."""
     if isinstance(value, torch.Tensor):
         tensor = value.detach().cpu().contiguous()

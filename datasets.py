@@ -10,10 +10,10 @@ import hashlib
 import os
 import pickle
 import socket
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -47,10 +47,10 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, indices: torch.Tensor) -> "Split":
+    def subset(self, indices: torch.Tensor) -> Split:
         return Split(self.images[indices], self.labels[indices])
 
-    def to(self, device: torch.device) -> "Split":
+    def to(self, device: torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 

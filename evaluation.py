@@ -1,16 +1,76 @@
-"""Evaluate a saved checkpoint on the CIFAR-10 test set; everything needed comes from the file."""
+"""Evaluation: a model over a split (used each epoch), and a saved checkpoint on the test set."""
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from checkpoints import load_checkpoint
 from config import EvalConfig
 from datasets import BatchLoader, Normalizer, load_cifar10
+from devices import autocast, resolve_device, resolve_precision
 from errors import UserError
 from models import modeltype
-from training import evaluate, resolve_device, resolve_precision
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    n: int
+    per_class_correct: list[int]
+    per_class_total: list[int]
+    seconds: float
+
+    def per_class_accuracy(self, classes: Iterable[str]) -> dict[str, float]:
+        return {
+            name: (c / t if t else float("nan"))
+            for name, c, t in zip(classes, self.per_class_correct, self.per_class_total, strict=True)
+        }
+
+
+class EvalInterrupted(Exception):
+    pass
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: BatchLoader,
+    device: torch.device,
+    precision: str,
+    num_classes: int,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> EvalResult:
+    """Loss, accuracy and per-class counts over every image of the loader's split."""
+    model.eval()
+    started = time.perf_counter()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    class_correct = torch.zeros(num_classes, dtype=torch.long, device=device)
+    class_total = torch.zeros(num_classes, dtype=torch.long, device=device)
+    for inputs, targets in loader.epoch():
+        if should_stop():
+            raise EvalInterrupted()
+        with autocast(device, precision):
+            logits = model(inputs)
+        loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double()
+        hits = (logits.argmax(1) == targets).long()
+        class_correct.index_add_(0, targets, hits)
+        class_total.index_add_(0, targets, torch.ones_like(hits))
+    n = int(class_total.sum())
+    return EvalResult(
+        loss=float(loss_sum) / max(1, n),
+        accuracy=int(class_correct.sum()) / max(1, n),
+        n=n,
+        per_class_correct=class_correct.tolist(),
+        per_class_total=class_total.tolist(),
+        seconds=time.perf_counter() - started,
+    )
 
 
 def load_model(payload: dict, source: Path) -> torch.nn.Module:

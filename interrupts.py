@@ -23,7 +23,7 @@ class StopSignals:
         if self.requested is None:
             self.requested = signum
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         # Handlers can only be installed from the main thread (tests may call main() elsewhere).
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:

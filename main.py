@@ -11,17 +11,18 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from checkpoints import load_checkpoint
 from config import PER_INVOCATION, PRECISIONS, RESUME_OVERRIDABLE, SCHEDULERS, EvalConfig, TrainConfig
 from datasets import load_cifar10
+from devices import resolve_device
 from errors import UserError
 from evaluation import evaluate_checkpoint
 from models import MODEL_NAMES
 from runs import check_writable, default_run_dir, prepare_new_run_dir
-from training import Interrupted, data_summary, resolve_device, train_model
+from training import Interrupted, data_summary, train_model
 
 MODES = ("train", "eval")
 

@@ -2,7 +2,7 @@
 paper's 6n+2 CIFAR nets (He et al. 2015, "Deep Residual Learning", section 4.2)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +115,7 @@ class ResNet(nn.Module):
         self.conv1 = conv3x3(3, widths[0])
         self.bn1 = nn.BatchNorm2d(widths[0])
         stages = []
-        for index, (blocks, width) in enumerate(zip(num_blocks, widths)):
+        for index, (blocks, width) in enumerate(zip(num_blocks, widths, strict=True)):
             stride = 1 if index == 0 else 2
             stages.append(self._make_layer(block, width, blocks, stride, shortcut))
         self.layers = nn.Sequential(*stages)

@@ -1,235 +1,34 @@
-"""The training loop: devices and precision, optimizer and schedule, epochs, evaluation, resume."""
+"""The training loop and the whole run: steps, epochs, checkpoints, resume."""
 from __future__ import annotations
 
-import contextlib
-import math
-import os
-import random
-import sys
-import time
 import dataclasses
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 import checkpoints
 import runs
 from config import TrainConfig
 from datasets import CIFAR10_MEAN, CIFAR10_STD, BatchLoader, Dataset, Normalizer, split_validation
+from devices import autocast, configure_determinism, resolve_device, resolve_precision
 from errors import UserError
+from evaluation import EvalInterrupted, EvalResult, evaluate
 from interrupts import StopSignals
 from models import modeltype
+from progress import make_progress
+from rng import capture_rng_state, restore_rng_state, seed_everything
+from schedules import LRSchedule, build_optimizer
 
 Log = Callable[[str], None]
 LOG_EVERY_STEPS = 20  # how often the bar, the NaN check and (fp16) overflow count sync with the device
 
 
 # ---------------------------------------------------------------------------------------------
-# Device and precision
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"invalid --device {name!r}; choose auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"invalid --device {name!r}; choose auto, cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0.."
-                f"cuda:{torch.cuda.device_count() - 1})"
-            )
-    return device
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True where oneDNN has native bf16 kernels (AVX512-BF16 or AMX)."""
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        return bool(check()) if check is not None else False
-    except RuntimeError:
-        return False
-
-
-def resolve_precision(device: torch.device, precision: str, channels_last: bool | None) -> tuple[str, bool]:
-    """Choose (precision, channels_last) for 'auto' from measurements (bench/precision_matrix.py).
-
-    CPU with native bf16 (AVX512-BF16/AMX): bf16 + channels_last trains ResNet-18 2.7x faster
-    than fp32 NCHW on this project's machine. On another CPU bf16 NCHW and fp32 channels_last
-    were each ~3x *slower* than fp32 NCHW, so the pair is chosen together or not at all, and
-    without native bf16 fp32 NCHW is kept. CUDA: bf16 where supported (no loss scaling needed),
-    else fp16 with a GradScaler; channels_last lets cuDNN use its NHWC tensor-core kernels.
-    """
-    if device.type == "cuda":
-        if precision == "auto":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return precision, True if channels_last is None else channels_last
-    if precision == "auto":
-        precision = "bf16" if cpu_has_fast_bf16() else "fp32"
-    if channels_last is None:
-        channels_last = precision == "bf16"
-    return precision, channels_last
-
-
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The one mixed-precision context for every device and precision (disabled for fp32)."""
-    dtype = AUTOCAST_DTYPES.get(precision, torch.float32)
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=precision in AUTOCAST_DTYPES)
-
-
-def configure_determinism(device: torch.device, deterministic: bool) -> None:
-    """Set torch's global algorithm flags for this run (called once per run, never at import)."""
-    if deterministic:
-        # cuBLAS needs a fixed workspace for reproducible results (CUDA docs, "Reproducibility").
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: autotuning pays for itself
-
-
-# ---------------------------------------------------------------------------------------------
-# Optimizer and learning-rate schedule
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        nesterov=config.nesterov,
-    )
-
-
-class LRSchedule:
-    """The learning rate as a function of (epoch, step), plus plateau's small state.
-
-    One object for every scheduler, set on the optimizer before each step, so warmup composes
-    with all of them and resume needs only `state_dict()` (plateau's best and patience count).
-    """
-
-    def __init__(self, config: TrainConfig, steps_per_epoch: int):
-        self.kind = config.scheduler
-        self.base_lr = config.lr
-        self.epochs = config.epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-        self.milestones = tuple(config.milestones)
-        self.step_size = config.step_size
-        self.gamma = config.gamma
-        self.patience = config.plateau_patience
-        self.plateau_scale = 1.0
-        self.plateau_best = math.inf
-        self.plateau_bad_epochs = 0
-
-    def lr(self, epoch: int, step: int) -> float:
-        global_step = epoch * self.steps_per_epoch + step
-        if self.kind == "onecycle":
-            return self._onecycle(global_step)
-        if self.kind == "plateau":
-            lr = self.base_lr * self.plateau_scale
-        elif self.kind == "step":
-            lr = self.base_lr * self.gamma ** (epoch // self.step_size)
-        elif self.kind == "multistep":
-            lr = self.base_lr * self.gamma ** sum(epoch >= m for m in self.milestones)
-        else:  # cosine, over the steps after warmup
-            total = max(1, self.epochs * self.steps_per_epoch - self.warmup_steps)
-            progress = min(1.0, max(0, global_step - self.warmup_steps) / total)
-            lr = self.base_lr * 0.5 * (1 + math.cos(math.pi * progress))
-        if global_step < self.warmup_steps:
-            lr *= (global_step + 1) / self.warmup_steps
-        return lr
-
-    def _onecycle(self, global_step: int) -> float:
-        # Smith & Topin 2017, as torch's OneCycleLR: cosine up from lr/25, cosine down to lr/25e4.
-        total = max(1, self.epochs * self.steps_per_epoch)
-        rise = self.warmup_steps if self.warmup_steps > 0 else round(0.3 * total)
-        low, high, final = self.base_lr / 25, self.base_lr, self.base_lr / 25e4
-        if global_step < rise:
-            start, end, progress = low, high, global_step / max(1, rise)
-        else:
-            start, end, progress = high, final, min(1.0, (global_step - rise) / max(1, total - rise))
-        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    def end_epoch(self, monitored_loss: float) -> None:
-        """Plateau: divide the lr by 1/gamma after `patience` epochs without a 0.01% improvement."""
-        if self.kind != "plateau":
-            return
-        if monitored_loss < self.plateau_best * (1 - 1e-4):
-            self.plateau_best = monitored_loss
-            self.plateau_bad_epochs = 0
-            return
-        self.plateau_bad_epochs += 1
-        if self.plateau_bad_epochs > self.patience:
-            self.plateau_scale *= self.gamma
-            self.plateau_bad_epochs = 0
-
-    def state_dict(self) -> dict:
-        return {
-            "plateau_scale": self.plateau_scale,
-            "plateau_best": self.plateau_best,
-            "plateau_bad_epochs": self.plateau_bad_epochs,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.plateau_scale = float(state["plateau_scale"])
-        self.plateau_best = float(state["plateau_best"])
-        self.plateau_bad_epochs = int(state["plateau_bad_epochs"])
-
-
-# ---------------------------------------------------------------------------------------------
-# RNG state, in a form torch.load(weights_only=True) accepts
-
-
-def capture_rng_state() -> dict:
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def restore_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    numpy_state = state["numpy"]
-    np.random.set_state((
-        "MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-        numpy_state["has_gauss"], numpy_state["cached_gaussian"],
-    ))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-# ---------------------------------------------------------------------------------------------
-# One epoch, one evaluation
+# One step, one epoch
 
 
 class NonFiniteLoss(UserError):
@@ -374,108 +173,9 @@ def train_one_epoch(
     return EpochOutcome(totals, step, stop)
 
 
-@dataclass
-class EvalResult:
-    loss: float
-    accuracy: float
-    n: int
-    per_class_correct: list[int]
-    per_class_total: list[int]
-    seconds: float
-
-    def per_class_accuracy(self, classes: Iterable[str]) -> dict[str, float]:
-        return {
-            name: (c / t if t else float("nan"))
-            for name, c, t in zip(classes, self.per_class_correct, self.per_class_total)
-        }
-
-
-class EvalInterrupted(Exception):
-    pass
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: BatchLoader,
-    device: torch.device,
-    precision: str,
-    num_classes: int,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> EvalResult:
-    """Loss, accuracy and per-class counts over every image of the loader's split."""
-    model.eval()
-    started = time.perf_counter()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    class_correct = torch.zeros(num_classes, dtype=torch.long, device=device)
-    class_total = torch.zeros(num_classes, dtype=torch.long, device=device)
-    for inputs, targets in loader.epoch():
-        if should_stop():
-            raise EvalInterrupted()
-        with autocast(device, precision):
-            logits = model(inputs)
-        loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double()
-        hits = (logits.argmax(1) == targets).long()
-        class_correct.index_add_(0, targets, hits)
-        class_total.index_add_(0, targets, torch.ones_like(hits))
-    n = int(class_total.sum())
-    return EvalResult(
-        loss=float(loss_sum) / max(1, n),
-        accuracy=int(class_correct.sum()) / max(1, n),
-        n=n,
-        per_class_correct=class_correct.tolist(),
-        per_class_total=class_total.tolist(),
-        seconds=time.perf_counter() - started,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # The whole run
 
-
-class LogLines:
-    """The progress-bar interface for logs: a plain line every `interval` seconds, no \\r.
-
-    tqdm writes carriage returns that turn a log file into one long line; this keeps the same
-    figures (step, loss, accuracy, lr, img/s) readable in files, CI logs and job schedulers.
-    """
-
-    def __init__(self, total: int, initial: int = 0, desc: str = "", interval: float = 30.0, stream=None):
-        self.total, self.n, self.desc = total, initial, desc
-        self.interval = interval
-        self.stream = stream if stream is not None else sys.stderr
-        self.postfix = ""
-        self.last_print = time.perf_counter()
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-
-    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
-        self.postfix = text
-        if time.perf_counter() - self.last_print >= self.interval:
-            self.last_print = time.perf_counter()
-            print(f"{self.desc}: step {self.n}/{self.total}  {self.postfix}", file=self.stream, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-class NoProgress(LogLines):
-    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
-        pass
-
-
-def make_progress(quiet: bool) -> Callable[..., Iterable]:
-    """tqdm bars on a terminal, plain lines every 30 s in a log, nothing with --quiet."""
-    if quiet:
-        return NoProgress
-    if not sys.stderr.isatty():
-        return LogLines
-
-    def bar(**kwargs):
-        return tqdm(leave=False, dynamic_ncols=True, mininterval=0.5, unit="step", file=sys.stderr, **kwargs)
-
-    return bar
 
 
 def data_summary(data: Dataset) -> dict:

@@ -19,10 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import interleaved_img_per_s, medians  # noqa: E402
 from config import TrainConfig  # noqa: E402
+from devices import resolve_device, resolve_precision  # noqa: E402
 from models import MODEL_NAMES, modeltype  # noqa: E402
-from training import make_step_context, resolve_device, resolve_precision, train_step  # noqa: E402
+from training import make_step_context, train_step  # noqa: E402
+
+from common import interleaved_img_per_s, medians  # noqa: E402
 
 
 def make_cell(model_name: str, device: torch.device, precision: str, channels_last: bool, compile_model: bool,

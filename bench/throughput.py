@@ -26,12 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from classic_baseline import classic_loader, classic_setup, classic_step  # noqa: E402
-from common import cpu_name, interleaved_img_per_s, medians  # noqa: E402
 from config import TrainConfig  # noqa: E402
 from datasets import load_cifar10  # noqa: E402
+from evaluation import evaluate  # noqa: E402
 from models import MODEL_NAMES  # noqa: E402
-from training import EpochTotals, NoProgress, build_run, evaluate, train_one_epoch, train_step  # noqa: E402
+from progress import NoProgress  # noqa: E402
+from training import EpochTotals, build_run, train_one_epoch, train_step  # noqa: E402
+
+from classic_baseline import classic_loader, classic_setup, classic_step  # noqa: E402
+from common import cpu_name, interleaved_img_per_s, medians  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -85,7 +88,7 @@ def main(argv=None) -> dict:
         # Fresh epochs (timed: one whole epoch a round): the loader prepares batches in chunks
         # and draws each epoch's plan at its start, so a whole epoch is the honest unit.
         while steps > 0:
-            for inputs, _ in itertools.islice(loader.epoch(next(loader_epochs)), steps):
+            for inputs, _ in itertools.islice(loader.epoch(next(loader_epochs)), steps):  # noqa: B007 (the last batch is read below)
                 steps -= 1
         inputs.sum().item()  # wait for the device to finish the work queued above
 
@@ -137,11 +140,11 @@ def main(argv=None) -> dict:
     }
     # Ratios inside each round too: the two variants of one round ran seconds apart.
     report["ratio_train_over_compute_per_round"] = [
-        round(a / b, 3) for a, b in zip(samples["train"], samples["compute"])]
+        round(a / b, 3) for a, b in zip(samples["train"], samples["compute"], strict=True)]
     if "classic" in img_s:
         report["ratio_train_over_classic"] = round(img_s["train"] / img_s["classic"], 3)
         report["ratio_train_over_classic_per_round"] = [
-            round(a / d, 3) for a, d in zip(samples["train"], samples["classic"])]
+            round(a / d, 3) for a, d in zip(samples["train"], samples["classic"], strict=True)]
     if device.type == "cuda":
         report["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     print_table(report)

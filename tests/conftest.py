@@ -47,7 +47,7 @@ def write_image_folder(root: Path, n_train: int = 40, n_test: int = 20, seed: in
 
     for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
         images, labels = synthetic_images(n, split_seed)
-        for i, (image, label) in enumerate(zip(images, labels)):
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             folder = root / split / CLASSES[label]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{i:04d}.png")

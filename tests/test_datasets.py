@@ -6,12 +6,21 @@ import torch
 import torch.nn.functional as F
 
 import datasets
-from conftest import CLASSES, synthetic_images, write_batches, write_image_folder
 from datasets import (
-    CIFAR10_MEAN, CIFAR10_STD, BatchLoader, Normalizer, Split, load_cifar10, random_crop_flip,
-    read_batches, read_image_folder, split_validation,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    BatchLoader,
+    Normalizer,
+    Split,
+    load_cifar10,
+    random_crop_flip,
+    read_batches,
+    read_image_folder,
+    split_validation,
 )
 from errors import UserError
+
+from conftest import CLASSES, synthetic_images, write_batches, write_image_folder
 
 CPU = torch.device("cpu")
 
@@ -160,7 +169,7 @@ def test_loader_replays_any_epoch_from_any_step():
     full = [x for x, _ in make_loader(split).epoch(3)]
     resumed = [x for x, _ in make_loader(split).epoch(3, start_step=2)]
     assert len(full) == 4 and len(resumed) == 2
-    assert all(torch.equal(a, b) for a, b in zip(full[2:], resumed))
+    assert all(torch.equal(a, b) for a, b in zip(full[2:], resumed, strict=True))
     other_epoch = [x for x, _ in make_loader(split).epoch(4)]
     assert not torch.equal(full[0], other_epoch[0])
     other_seed = [x for x, _ in make_loader(split, seed=1).epoch(3)]

@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_training import synthetic_dataset
 
 import checkpoints
 import datasets
+import rng
 import training
 from checkpoints import load_checkpoint, save_checkpoint
 from config import TrainConfig
-from conftest import ROOT, write_batches, write_image_folder
 from errors import UserError
+
+from conftest import ROOT, write_batches, write_image_folder
 from helpers import run_cli, tiny_train_args
-from test_training import synthetic_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +48,7 @@ def same_state(a: dict, b: dict) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 
@@ -163,11 +165,11 @@ def test_rng_state_round_trips_through_a_safe_checkpoint(tmp_path):
 
     import numpy as np
 
-    state = training.capture_rng_state()
+    state = rng.capture_rng_state()
     save_checkpoint(tmp_path / "rng.pt", {"model_state": {}, "rng": state})
     expected = (random.random(), np.random.rand(), torch.rand(1))
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
-    training.restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    rng.restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
 
 

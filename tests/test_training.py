@@ -3,11 +3,16 @@ import math
 import pytest
 import torch
 
+import devices
+import progress
 import training
 from config import TrainConfig
-from conftest import synthetic_images
 from datasets import Dataset, Split
-from training import LRSchedule, resolve_precision, train_model
+from devices import resolve_precision
+from schedules import LRSchedule
+from training import train_model
+
+from conftest import synthetic_images
 
 
 def synthetic_dataset(n_train=320, n_test=100):
@@ -76,7 +81,7 @@ def test_auto_never_picks_a_slow_cpu_combination(monkeypatch, fast_bf16):
     # bench/precision_matrix.py: with native bf16, bf16 + channels_last is the fastest cell (2.7x
     # fp32 NCHW); on another CPU bf16 NCHW and fp32 channels_last were ~3x slower than fp32 NCHW,
     # so auto picks the pair together or falls back to fp32 NCHW, never a mixed combination.
-    monkeypatch.setattr(training, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: fast_bf16)
     choice = resolve_precision(torch.device("cpu"), "auto", None)
     assert choice == (("bf16", True) if fast_bf16 else ("fp32", False))
     assert resolve_precision(torch.device("cpu"), "fp32", None) == ("fp32", False)
@@ -104,7 +109,7 @@ def test_auto_on_cuda_is_a_fast_cell_of_the_measured_matrix(monkeypatch, bf16_su
 def test_one_autocast_path_runs_every_precision_on_cpu():
     model = torch.nn.Linear(4, 2)
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        with training.autocast(torch.device("cpu"), precision):
+        with devices.autocast(torch.device("cpu"), precision):
             assert model(torch.randn(3, 4)).dtype == dtype
 
 
@@ -112,12 +117,12 @@ def test_progress_in_a_log_is_plain_lines():
     import io
 
     stream = io.StringIO()
-    bar = training.LogLines(total=10, desc="epoch 1", interval=0.0, stream=stream)
+    bar = progress.LogLines(total=10, desc="epoch 1", interval=0.0, stream=stream)
     bar.update(4)
     bar.set_postfix_str("loss 1.234 acc 50.0%")
     bar.close()
     assert stream.getvalue() == "epoch 1: step 4/10  loss 1.234 acc 50.0%\n"
-    assert training.make_progress(quiet=True) is training.NoProgress
+    assert progress.make_progress(quiet=True) is progress.NoProgress
 
 
 def count_dispatched_ops(fn) -> int:
@@ -147,7 +152,7 @@ def test_the_training_loop_adds_few_ops_to_the_step():
     compute = count_dispatched_ops(lambda: [training.train_step(parts.ctx, inputs, targets, 0.1)
                                             for _ in range(steps)])
     loop = count_dispatched_ops(lambda: training.train_one_epoch(
-        parts.ctx, parts.train_loader, 0, 0, training.EpochTotals(), None, lambda: False, training.NoProgress))
+        parts.ctx, parts.train_loader, 0, 0, training.EpochTotals(), None, lambda: False, progress.NoProgress))
     extra_per_step = (loop - compute) / steps
     # 7.7 now; 39.5 with per-batch crops and a chain of per-step NaN-check ops
     assert 0 < extra_per_step <= 10, extra_per_step
@@ -169,4 +174,4 @@ def test_nan_is_reported_at_its_exact_step(monkeypatch, start_step, first_bad):
     monkeypatch.setattr(training, "train_step", fake_step)
     with pytest.raises(training.NonFiniteLoss, match=f"epoch 1, step {first_bad + 1};"):
         training.train_one_epoch(parts.ctx, parts.train_loader, 0, start_step, training.EpochTotals(), None,
-                                 lambda: False, training.NoProgress)
+                                 lambda: False, progress.NoProgress)
