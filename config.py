@@ -5,14 +5,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-SCHEDULERS = ("plateau", "step", "multistep", "cosine", "onecycle")
+SCHEDULERS = ("plateau", "step", "multistep", "cosine", "onecycle", "triangular")
+MILESTONE_UNITS = ("epochs", "steps")
+WARMUP_STYLES = ("linear", "constant")
+WEIGHTS = ("raw", "ema")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Options a resumed run may change; any other option that differs from the checkpoint is refused,
 # because continuing with it would silently train a different experiment.
 RESUME_OVERRIDABLE = frozenset(
     {"epochs", "max_steps", "data_dir", "download", "device", "quiet", "run_dir", "compile", "precision",
-     "channels_last"}
+     "channels_last", "tta"}
 )
 
 
@@ -23,13 +26,17 @@ PER_INVOCATION = frozenset({"max_steps", "quiet"})
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Defaults are the seed recipe; recipes.py overrides them, explicit flags override both."""
+
     model: str = "resnet18"
+    recipe: str = "seed"
     num_classes: int = 10
     data_dir: str = "./data"
     download: bool = True
     run_dir: str | None = None  # None: runs/<model>-<timestamp>
     epochs: int = 200
-    batch_size: int = 128
+    iterations: int | None = None  # total optimizer steps; sets epochs (the last one may be partial)
+    batch_size: int = 256
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -37,10 +44,20 @@ class TrainConfig:
     label_smoothing: float = 0.0
     scheduler: str = "plateau"
     milestones: tuple[int, ...] = (100, 150)
+    milestone_unit: str = "epochs"
     step_size: int = 30
     gamma: float = 0.1
     plateau_patience: int = 5
     warmup_epochs: float = 0.0
+    warmup_steps: int = 0  # overrides warmup_epochs when > 0
+    warmup_style: str = "linear"
+    translate_pad: str = "zeros"
+    cutout: int = 0
+    augment: str = "none"
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema: float | None = None  # decay of the weights' exponential moving average
+    tta: str = "none"
     val_size: int = 0
     seed: int = 0
     device: str = "auto"
@@ -78,3 +95,5 @@ class EvalConfig:
     batch_size: int = 500
     output: str | None = None
     quiet: bool = False
+    weights: str = "raw"  # "ema": the checkpoint's moving average of the weights
+    tta: str = "none"

@@ -17,8 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from augmentations import (
+    Augmentation,
+    MixPlan,
+    apply_policy,
+    cutout,
+    draw_mix_plan,
+    mix_batch,
+    policy_transform,
+    random_crop_flip,
+)
 from errors import UserError
 
 CIFAR10_CLASSES = (
@@ -29,7 +38,6 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 IMAGE_SIZE = 32
-CROP_PADDING = 4
 CHUNK_IMAGES = 2048  # images prepared at once: 25 MB as float32 on the device
 BATCHES_FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -330,22 +338,6 @@ def split_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Spl
 # Augmentation and batching
 
 
-def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Pad by 4 with zeros, crop 32x32 at per-sample offsets and flip where flips is true.
-
-    images: (B, C, H, W) uint8; offsets: (B, 2) int64 in [0, 2 * padding]; flips: (B,) bool.
-    """
-    batch, _, height, width = images.shape
-    padded = F.pad(images, (CROP_PADDING,) * 4)  # (B, C, H + 8, W + 8)
-    rows = offsets[:, 0, None] + torch.arange(height, device=images.device)  # (B, H)
-    cols = offsets[:, 1, None] + torch.arange(width, device=images.device)  # (B, W)
-    # A flip is a crop whose columns run backwards, so both happen in one gather.
-    cols = torch.where(flips[:, None], cols.flip(1), cols)
-    index = torch.arange(batch, device=images.device)
-    crops = padded[index[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-    return crops.permute(0, 3, 1, 2)  # (B, C, H, W), channels_last strides
-
-
 class Normalizer:
     """uint8 images to float32, scaled by the per-channel mean and std."""
 
@@ -367,6 +359,9 @@ class EpochPlan:
     order: torch.Tensor  # (N,) permutation
     offsets: torch.Tensor  # (N, 2) crop offsets
     flips: torch.Tensor  # (N,) bool
+    cutout_centres: torch.Tensor | None = None  # (N, 2) with --cutout
+    policy_seeds: torch.Tensor | None = None  # (N,) one seed per image position with --augment
+    mix: MixPlan | None = None  # per step, with --mixup / --cutmix
 
 
 class BatchLoader:
@@ -388,6 +383,8 @@ class BatchLoader:
         channels_last: bool,
         train: bool,
         seed: int = 0,
+        augmentation: Augmentation | None = None,
+        num_classes: int = 10,
     ):
         if batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {batch_size}")
@@ -400,6 +397,15 @@ class BatchLoader:
         self.channels_last = channels_last
         self.train = train
         self.seed = seed
+        self.augmentation = augmentation if augmentation is not None else Augmentation()
+        self.num_classes = num_classes
+        # Built once: torchvision's policy objects are cheap but hold the op table.
+        self.policy = policy_transform(self.augmentation.policy) if self.augmentation.policy != "none" else None
+
+    @property
+    def mixes(self) -> bool:
+        """True when training targets are soft (B, num_classes) probabilities, not labels."""
+        return self.train and self.augmentation.mixes
 
     def __len__(self) -> int:
         if self.train:
@@ -407,12 +413,27 @@ class BatchLoader:
         return -(-len(self.split) // self.batch_size)
 
     def plan(self, epoch: int) -> EpochPlan:
+        """Draw the epoch's choices. Optional augmentations draw after the classic ones, so
+        turning one on leaves the order, crops and flips of a run unchanged."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        n = len(self.split)
+        aug = self.augmentation
+        n, height, width = len(self.split), self.split.images.shape[2], self.split.images.shape[3]
         order = torch.randperm(n, generator=generator)
-        offsets = torch.randint(0, 2 * CROP_PADDING + 1, (n, 2), generator=generator)
+        offsets = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), generator=generator)
         flips = torch.randint(0, 2, (n,), generator=generator).bool()
-        return EpochPlan(order.to(self.device), offsets.to(self.device), flips.to(self.device))
+        centres = policy_seeds = mix = None
+        if aug.cutout > 0:
+            centres = torch.stack([torch.randint(0, height, (n,), generator=generator),
+                                   torch.randint(0, width, (n,), generator=generator)], dim=1).to(self.device)
+        if self.policy is not None:
+            base = int(torch.randint(0, 2**62, (1,), generator=generator))
+            policy_seeds = (base + torch.arange(n)) % 2**63
+        if aug.mixes:
+            # numpy draws the Beta variates (torch's Beta takes no generator), seeded from ours.
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+            mix = draw_mix_plan(rng, len(self), aug, height, width)
+        return EpochPlan(order.to(self.device), offsets.to(self.device), flips.to(self.device), centres,
+                         policy_seeds, mix)
 
     def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (inputs, targets) for the steps start_step.. of the given epoch.
@@ -428,11 +449,25 @@ class BatchLoader:
             last = min(first + steps_per_chunk, len(self))
             chunk = slice(first * self.batch_size, min(last * self.batch_size, len(self.split)))
             if plan is None:
-                images, labels = self.split.images[chunk], self.split.labels[chunk]
+                inputs = self.normalizer(self.split.images[chunk], self.channels_last)
+                labels = self.split.labels[chunk]
             else:
-                index = plan.order[chunk]
-                images = random_crop_flip(self.split.images[index], plan.offsets[chunk], plan.flips[chunk])
-                labels = self.split.labels[index]
-            inputs = self.normalizer(images, self.channels_last)
-            for start in range(0, len(labels), self.batch_size):
-                yield inputs[start:start + self.batch_size], labels[start:start + self.batch_size]
+                inputs, labels = self._augmented_chunk(plan, chunk)
+            for step, start in enumerate(range(0, len(labels), self.batch_size), start=first):
+                batch_inputs, targets = inputs[start:start + self.batch_size], labels[start:start + self.batch_size]
+                if plan is not None and plan.mix is not None:
+                    batch_inputs, targets, _ = mix_batch(batch_inputs, targets, plan.mix, step, self.num_classes)
+                yield batch_inputs, targets
+
+    def _augmented_chunk(self, plan: EpochPlan, chunk: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop and flip (uint8), then the policy (uint8), normalise, then Cutout (float)."""
+        aug = self.augmentation
+        index = plan.order[chunk]
+        images = random_crop_flip(self.split.images[index], plan.offsets[chunk], plan.flips[chunk],
+                                  aug.crop_padding, aug.pad_mode)
+        if self.policy is not None:
+            images = apply_policy(self.policy, images, plan.policy_seeds[chunk])
+        inputs = self.normalizer(images, self.channels_last)
+        if plan.cutout_centres is not None:
+            inputs = cutout(inputs, plan.cutout_centres[chunk], aug.cutout)
+        return inputs, self.split.labels[index]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augmentations import tta_logits
 from checkpoints import load_checkpoint
 from config import EvalConfig
 from datasets import BatchLoader, Normalizer, load_cifar10
@@ -46,8 +47,10 @@ def evaluate(
     precision: str,
     num_classes: int,
     should_stop: Callable[[], bool] = lambda: False,
+    tta: str = "none",
 ) -> EvalResult:
-    """Loss, accuracy and per-class counts over every image of the loader's split."""
+    """Loss, accuracy and per-class counts over every image of the loader's split, from the
+    logits of the views `tta` names (augmentations.tta_logits)."""
     model.eval()
     started = time.perf_counter()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -57,7 +60,7 @@ def evaluate(
         if should_stop():
             raise EvalInterrupted()
         with autocast(device, precision):
-            logits = model(inputs)
+            logits = tta_logits(model, inputs, tta)
         loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double()
         hits = (logits.argmax(1) == targets).long()
         class_correct.index_add_(0, targets, hits)
@@ -73,12 +76,19 @@ def evaluate(
     )
 
 
-def load_model(payload: dict, source: Path) -> torch.nn.Module:
-    """Rebuild the checkpoint's model and load its weights, naming any mismatch."""
+def load_model(payload: dict, source: Path, weights_kind: str = "raw") -> torch.nn.Module:
+    """Rebuild the checkpoint's model and load its weights ("raw", or "ema": the moving
+    average), naming any mismatch."""
     name, num_classes = payload["model_name"], payload["num_classes"]
     model = modeltype(name, num_classes)
     expected = model.state_dict()
-    weights = payload["model_state"]
+    if weights_kind == "ema":
+        if payload.get("ema_state") is None:
+            raise UserError(f"--weights ema: checkpoint {source} holds no moving average (train with --ema DECAY); "
+                            f"use --weights raw")
+        weights = payload["ema_state"]
+    else:
+        weights = payload["model_state"]
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
@@ -113,18 +123,20 @@ def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None) -
             f"the data set in {data_dir} has {len(data.classes)} classes but the checkpoint's "
             f"{payload['model_name']} has {payload['num_classes']}"
         )
-    model = load_model(payload, path).to(device)
+    model = load_model(payload, path, config.weights).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     normalizer = Normalizer(tuple(payload["mean"]), tuple(payload["std"]), device)
     loader = BatchLoader(data.test, min(config.batch_size, len(data.test)), device, normalizer,
                          channels_last, train=False)
-    result = evaluate(model, loader, device, precision, payload["num_classes"])
+    result = evaluate(model, loader, device, precision, payload["num_classes"], tta=config.tta)
     classes = payload.get("classes") or list(data.classes)
     return {
         "checkpoint": str(path),
         "model": payload["model_name"],
         "epoch": payload["epoch"],
+        "weights": config.weights,
+        "tta": config.tta,
         "accuracy": result.accuracy,
         "loss": result.loss,
         "n": result.n,

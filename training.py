@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -12,9 +13,11 @@ from torch import nn
 
 import checkpoints
 import runs
+from augmentations import Augmentation
 from config import TrainConfig
 from datasets import CIFAR10_MEAN, CIFAR10_STD, BatchLoader, Dataset, Normalizer, split_validation
 from devices import autocast, configure_determinism, resolve_device, resolve_precision
+from ema import ModelEMA
 from errors import UserError
 from evaluation import EvalInterrupted, EvalResult, evaluate
 from interrupts import StopSignals
@@ -50,7 +53,7 @@ class EpochTotals:
     the same figures as an uninterrupted one."""
 
     loss_sum: float = 0.0
-    correct: int = 0
+    correct: float = 0  # an int, except with mixed targets (see train_step)
     seen: int = 0
     seconds: float = 0.0
     skipped_steps: int = 0
@@ -71,10 +74,16 @@ class StepContext:
     device: torch.device
     precision: str
     clip_grad_norm: float | None
+    ema: ModelEMA | None = None
 
 
 def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr: float):
-    """One SGD step; returns (summed loss, number correct) as device tensors (no sync)."""
+    """One SGD step; returns (summed loss, number correct) as device tensors (no sync).
+
+    targets are labels (B,) or, with mixup/CutMix, probabilities (B, classes); then "correct"
+    is the weight the target gives the predicted class (lambda or 1 - lambda when the prediction
+    is one of the two mixed classes), so train accuracy measures agreement with the mixed target.
+    """
     for group in ctx.optimizer.param_groups:
         group["lr"] = lr
     with autocast(ctx.device, ctx.precision):
@@ -87,8 +96,19 @@ def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr
         nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.clip_grad_norm)
     ctx.scaler.step(ctx.optimizer)
     ctx.scaler.update()
-    correct = (logits.argmax(1) == targets).sum()
+    if ctx.ema is not None:
+        ctx.ema.update(unwrap(ctx.model))
+    predicted = logits.argmax(1)
+    if targets.dim() == 2:
+        correct = targets.gather(1, predicted[:, None]).sum()
+    else:
+        correct = (predicted == targets).sum()
     return loss.detach().float() * targets.shape[0], correct
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module torch.compile wrapped (its parameters are the same tensors)."""
+    return getattr(model, "_orig_mod", model)
 
 
 @dataclass
@@ -107,11 +127,15 @@ def train_one_epoch(
     step_budget: int | None,
     should_stop: Callable[[], bool],
     progress: Callable[..., Iterable],
+    epoch_steps: int | None = None,
 ) -> EpochOutcome:
-    """Train from start_step to the end of the epoch, a stop request or the step budget."""
+    """Train from start_step to the end of the epoch (its first epoch_steps steps when given: a
+    run of --iterations ends inside an epoch), a stop request or the step budget."""
     ctx.model.train()
+    epoch_steps = len(loader) if epoch_steps is None else epoch_steps
     loss_sum = torch.zeros((), device=ctx.device)
-    correct = torch.zeros((), dtype=torch.long, device=ctx.device)
+    # Mixed targets give fractional "correct" counts (see train_step).
+    correct = torch.zeros((), dtype=torch.float32 if loader.mixes else torch.long, device=ctx.device)
     # The loss of every step since the last sync, checked for NaN/Inf at the sync: one copy a
     # step rather than a chain of small kernels (a small batch's GPU step is launch-bound).
     recent_losses = torch.zeros(LOG_EVERY_STEPS, device=ctx.device)
@@ -119,7 +143,7 @@ def train_one_epoch(
     synced_step = start_step  # the step whose loss is recent_losses[0]
     started = time.perf_counter()
     seen_before = totals.seen
-    bar = progress(total=len(loader), initial=start_step, desc=f"epoch {epoch + 1}")
+    bar = progress(total=epoch_steps, initial=start_step, desc=f"epoch {epoch + 1}")
 
     def sync(final: bool) -> None:
         nonlocal synced_step
@@ -133,13 +157,15 @@ def train_one_epoch(
         seen = totals.seen + (step - start_step) * loader.batch_size
         bar.set_postfix_str(
             f"loss {(totals.loss_sum + float(loss_sum)) / max(1, seen):.3f} "
-            f"acc {100 * (totals.correct + int(correct)) / max(1, seen):.1f}% "
+            f"acc {100 * (totals.correct + correct.item()) / max(1, seen):.1f}% "
             f"lr {ctx.optimizer.param_groups[0]['lr']:.4g} "
             f"{(seen - seen_before) / max(1e-9, time.perf_counter() - started):.0f} img/s",
             refresh=final,
         )
 
     for inputs, targets in loader.epoch(epoch, start_step):
+        if step >= epoch_steps:
+            break
         if should_stop():
             stop = "signal"
             break
@@ -159,13 +185,13 @@ def train_one_epoch(
         bar.update(1)
         if step % LOG_EVERY_STEPS == 0:
             sync(final=False)
-    if stop is None and step_budget is not None and step_budget <= 0 and step < len(loader):
+    if stop is None and step_budget is not None and step_budget <= 0 and step < epoch_steps:
         stop = "max_steps"
     sync(final=True)
     bar.close()
     totals = EpochTotals(
         loss_sum=totals.loss_sum + float(loss_sum),
-        correct=totals.correct + int(correct),
+        correct=totals.correct + correct.item(),
         seen=totals.seen + (step - start_step) * loader.batch_size,
         seconds=totals.seconds + time.perf_counter() - started,
         skipped_steps=totals.skipped_steps + skipped,
@@ -203,6 +229,7 @@ def build_payload(parts: RunParts, state: TrainState, data: Dataset) -> dict:
         "config": parts.config.to_dict(),
         "data": data_summary(data),
         "model_state": parts.model.state_dict(),
+        "ema_state": parts.ctx.ema.state_dict() if parts.ctx.ema is not None else None,
         "optimizer_state": parts.ctx.optimizer.state_dict(),
         "schedule_state": parts.ctx.schedule.state_dict(),
         "scaler_state": parts.ctx.scaler.state_dict(),
@@ -221,6 +248,10 @@ def build_payload(parts: RunParts, state: TrainState, data: Dataset) -> dict:
 
 def restore_payload(payload: dict, model: nn.Module, ctx: StepContext) -> TrainState:
     model.load_state_dict(payload["model_state"])
+    if ctx.ema is not None:
+        if payload.get("ema_state") is None:
+            raise UserError("--ema: the checkpoint holds no moving average to continue; start a new run")
+        ctx.ema.load_state_dict(payload["ema_state"])
     ctx.optimizer.load_state_dict(payload["optimizer_state"])
     ctx.schedule.load_state_dict(payload["schedule_state"])
     if payload["scaler_state"]:
@@ -238,6 +269,10 @@ def format_epoch_line(row: dict, epochs: int) -> str:
     if row.get("val_loss") is not None:
         parts.append(f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%")
     parts.append(f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%")
+    if row.get("ema_test_acc") is not None:
+        parts.append(f"ema test acc {100 * row['ema_test_acc']:.2f}%")
+    if row.get("tta", "none") != "none":
+        parts.append(f"(tta {row['tta']})")
     parts.append(f"{row['seconds']:.1f}s {row['img_per_s']:.0f} img/s")
     return "  ".join(parts)
 
@@ -269,7 +304,13 @@ def make_step_context(model: nn.Module, config: TrainConfig, device: torch.devic
         device=device,
         precision=precision,
         clip_grad_norm=config.clip_grad_norm,
+        ema=ModelEMA(model, config.ema) if config.ema is not None else None,
     )
+
+
+def augmentation_of(config: TrainConfig) -> Augmentation:
+    return Augmentation(pad_mode=config.translate_pad, cutout=config.cutout, policy=config.augment,
+                        mixup=config.mixup, cutmix=config.cutmix)
 
 
 def build_run(config: TrainConfig, data: Dataset) -> RunParts:
@@ -288,7 +329,10 @@ def build_run(config: TrainConfig, data: Dataset) -> RunParts:
     train_split, val_split = split_validation(data.train, config.val_size, config.seed)
     normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
     train_loader = BatchLoader(train_split, config.batch_size, device, normalizer, channels_last,
-                               train=True, seed=config.seed)
+                               train=True, seed=config.seed, augmentation=augmentation_of(config),
+                               num_classes=config.num_classes)
+    if config.iterations is not None:
+        config = replace(config, epochs=math.ceil(config.iterations / len(train_loader)))
     eval_batch = max(config.batch_size, 256)
     eval_loaders = {
         name: BatchLoader(split, min(eval_batch, len(split)), device, normalizer, channels_last, train=False)
@@ -315,7 +359,7 @@ def train_epoch_explaining_compile(parts: RunParts, state: TrainState, step_budg
     compiler is found) turned into one line that says what to do."""
     try:
         return train_one_epoch(parts.ctx, parts.train_loader, state.epoch, state.step, state.totals,
-                               step_budget, should_stop, progress)
+                               step_budget, should_stop, progress, epoch_steps(parts, state.epoch))
     except UserError:
         raise
     except Exception as e:
@@ -325,10 +369,30 @@ def train_epoch_explaining_compile(parts: RunParts, state: TrainState, step_budg
         raise UserError(f"--compile failed on this machine ({reason}); run without --compile") from None
 
 
-def epoch_row(epoch: int, lr: float, totals: EpochTotals, results: dict[str, EvalResult]) -> dict:
-    """One metrics.csv row (accuracies 0-1)."""
+def epoch_steps(parts: RunParts, epoch: int) -> int:
+    """Steps in this epoch: all of the loader's, but for the last one of an --iterations run."""
+    per_epoch = len(parts.train_loader)
+    if parts.config.iterations is None:
+        return per_epoch
+    return max(0, min(per_epoch, parts.config.iterations - epoch * per_epoch))
+
+
+def evaluate_epoch(parts: RunParts, should_stop: Callable[[], bool]) -> dict[str, EvalResult]:
+    """The raw model on val/test and, with --ema, the moving average too ("ema_val", "ema_test")."""
+    models = {"": parts.ctx.model}
+    if parts.ctx.ema is not None:
+        models["ema_"] = parts.ctx.ema.module
+    return {prefix + name: evaluate(model, loader, parts.device, parts.precision, parts.config.num_classes,
+                                    should_stop, tta=parts.config.tta)
+            for prefix, model in models.items() for name, loader in parts.eval_loaders.items()}
+
+
+def epoch_row(epoch: int, lr: float, totals: EpochTotals, results: dict[str, EvalResult], tta: str) -> dict:
+    """One metrics.csv row (accuracies 0-1); results holds "val"/"test" and "ema_val"/"ema_test"."""
     val, test = results.get("val"), results["test"]
-    return {
+    ema = {f"{name}_{kind}": getattr(result, "accuracy" if kind == "acc" else "loss")
+           for name, result in results.items() if name.startswith("ema_") for kind in ("loss", "acc")}
+    return {**ema, "tta": tta,
         "epoch": epoch + 1, "lr": lr,
         "train_loss": totals.loss_sum / max(1, totals.seen), "train_acc": totals.correct / max(1, totals.seen),
         "val_loss": val.loss if val else None, "val_acc": val.accuracy if val else None,
@@ -352,7 +416,7 @@ def train_model(
     run_dir = Path(run_dir)
     parts = build_run(config, data)
     config, device, precision, channels_last = parts.config, parts.device, parts.precision, parts.channels_last
-    model, ctx, eval_loaders = parts.model, parts.ctx, parts.eval_loaders
+    model, ctx = parts.model, parts.ctx
     state = TrainState()
     metrics = runs.MetricsLog(run_dir / "metrics.csv")
     if resume is not None:
@@ -397,13 +461,11 @@ def train_model(
                 return {"run_dir": str(run_dir), "stopped": "max_steps", "global_step": state.global_step,
                         "checkpoint": str(path)}
             try:
-                results = {name: evaluate(ctx.model, loader, device, precision, config.num_classes,
-                                          stop_requested)
-                           for name, loader in eval_loaders.items()}
+                results = evaluate_epoch(parts, stop_requested)
             except EvalInterrupted:
                 raise Interrupted(signals.requested, save("last.pt")) from None
             totals = state.totals
-            row = epoch_row(epoch, ctx.optimizer.param_groups[0]["lr"], totals, results)
+            row = epoch_row(epoch, ctx.optimizer.param_groups[0]["lr"], totals, results, config.tta)
             val, last_test = results.get("val"), results["test"]
             ctx.schedule.end_epoch(val.loss if val is not None else row["train_loss"])
             improved = val is not None and (state.best_val_acc is None or val.accuracy > state.best_val_acc)
@@ -420,5 +482,5 @@ def train_model(
     summary = {"run_dir": str(run_dir), "stopped": None, "global_step": state.global_step,
                "checkpoint": str(run_dir / "last.pt")}
     if last_test is not None:
-        summary.update(test_accuracy=last_test.accuracy, test_loss=last_test.loss)
+        summary.update(test_accuracy=last_test.accuracy, test_loss=last_test.loss, tta=config.tta)
     return summary

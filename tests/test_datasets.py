@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import datasets
+from augmentations import random_crop_flip
 from datasets import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -13,7 +14,6 @@ from datasets import (
     Normalizer,
     Split,
     load_cifar10,
-    random_crop_flip,
     read_batches,
     read_image_folder,
     split_validation,

@@ -1,0 +1,40 @@
+"""An exponential moving average (EMA) of a model's weights, evaluated next to the raw weights."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class ModelEMA:
+    """ema = decay * ema + (1 - decay) * weights after every optimizer step.
+
+    Buffers (BatchNorm's running statistics) are copied, not averaged: they already are running
+    averages. (torch.optim.swa_utils.AveragedModel either averages them too, use_buffers=True,
+    or leaves them at their initial values.) A plain class also keeps the EMA out of the
+    optimizer step's graph and its state a plain state_dict for the checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+        self._params = list(self.module.parameters())
+        self._buffers = list(self.module.buffers())
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        # lerp(ema, w, 1 - decay) = ema + (1 - decay) (w - ema) = decay ema + (1 - decay) w
+        torch._foreach_lerp_(self._params, list(model.parameters()), 1.0 - self.decay)
+        for mine, theirs in zip(self._buffers, model.buffers(), strict=True):
+            mine.copy_(theirs)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.module.load_state_dict(state)

@@ -1,0 +1,87 @@
+"""Named training recipes: each is a set of TrainConfig values, resolved before a run starts.
+
+Resolution order: TrainConfig's defaults (which are the `seed` recipe), then the recipe's
+values, then every option the user typed. The resolved values, and the recipe's name, are what
+config.json and the checkpoint record.
+"""
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from config import TrainConfig
+from errors import UserError
+
+PAPER_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    summary: str  # one line for --help
+    values: dict[str, Any]
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra values for some models
+    models: tuple[str, ...] | None = None  # None: any model
+
+
+RECIPES: dict[str, Recipe] = {
+    "seed": Recipe(
+        summary="SGD momentum 0.9, weight decay 1e-4, batch 256, lr 0.1 divided by 10 when the loss plateaus "
+                "(validation loss with --val-size, else training loss), 200 epochs, crop + flip",
+        values={},
+    ),
+    "paper": Recipe(
+        summary="He et al. 2015 sec. 4.2: batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, stop at 64k, "
+                "weight decay 1e-4, momentum 0.9, crop + flip; resnet110/1202 warm up at lr 0.01 for 400 iterations",
+        values=dict(batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False, scheduler="multistep",
+                    milestones=(32_000, 48_000), milestone_unit="steps", gamma=0.1, iterations=64_000),
+        per_model={name: dict(warmup_steps=400, warmup_style="constant") for name in ("resnet110", "resnet1202")},
+        models=PAPER_MODELS,
+    ),
+    "standard": Recipe(
+        summary="the popular repos' ResNet-18 recipe: 200 epochs, cosine from lr 0.1, weight decay 5e-4, batch 128, "
+                "momentum 0.9, crop + flip",
+        values=dict(epochs=200, scheduler="cosine", lr=0.1, weight_decay=5e-4, momentum=0.9, batch_size=128),
+    ),
+    "fast": Recipe(
+        summary="short runs: Nesterov SGD, weight decay 5e-4, batch 500, triangular lr peaking at 0.4 at 20% of "
+                "training, crop (reflect pad 4) + flip, Cutout 12, flip + translate TTA; 26 epochs "
+                "(resnet18), 30 (others)",
+        values=dict(epochs=30, batch_size=500, lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                    scheduler="triangular", translate_pad="reflect", cutout=12, tta="flip-translate"),
+        per_model={"resnet18": dict(epochs=26)},
+    ),
+}
+RECIPE_NAMES = tuple(RECIPES)
+
+
+def recipe_values(name: str, model: str) -> dict[str, Any]:
+    """The values `name` sets for `model` (the fields it leaves alone keep TrainConfig's defaults)."""
+    recipe = RECIPES[name]
+    if recipe.models is not None and model not in recipe.models:
+        raise UserError(f"--recipe {name} is for {', '.join(recipe.models)}; got --model {model} "
+                        f"(use --recipe standard or fast for the ImageNet-style ResNets)")
+    return {**recipe.values, **recipe.per_model.get(model, {})}
+
+
+def apply_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """config with its recipe's values, except where the user typed the option.
+
+    A typed --epochs overrides a recipe's --iterations (the two say the same thing); typing both
+    is refused.
+    """
+    if {"epochs", "iterations"} <= explicit:
+        raise UserError("--epochs and --iterations both set the run's length; give one of them")
+    values = {k: v for k, v in recipe_values(config.recipe, config.model).items() if k not in explicit}
+    if "epochs" in explicit:
+        values["iterations"] = None
+    return replace(config, **values)
+
+
+def describe_recipes() -> str:
+    """The --help epilog: what each recipe sets, one paragraph a recipe."""
+    width = 78
+    lines = ["recipes (--recipe NAME; an option typed on the command line overrides its value):"]
+    for name, recipe in RECIPES.items():
+        lines.extend(textwrap.wrap(recipe.summary, width, initial_indent=f"  {name:<9s}", subsequent_indent=" " * 11))
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""Recipes: resolved configs, their learning rate at chosen iterations, overrides, bad input."""
+import json
+import math
+
+import pytest
+from test_training import synthetic_dataset
+
+import main as cli
+from config import TrainConfig
+from recipes import RECIPES, apply_recipe
+from schedules import LRSchedule
+from training import build_run
+
+from helpers import read_metrics, run_cli, tiny_train_args
+
+PAPER_STEPS_PER_EPOCH = 50_000 // 128  # 390: the last partial batch is dropped
+
+
+def resolved(argv: list[str]) -> TrainConfig:
+    args = cli.parse_args(argv)
+    return apply_recipe(cli.train_config_from_args(args), cli.explicit_options(argv))
+
+
+def test_seed_is_the_default_and_uses_batch_256():
+    config = resolved(["--model", "resnet18"])
+    assert config.recipe == "seed"
+    assert (config.batch_size, config.lr, config.momentum, config.weight_decay, config.scheduler,
+            config.gamma, config.nesterov) == (256, 0.1, 0.9, 1e-4, "plateau", 0.1, False)
+
+
+def test_paper_recipe_resolves_to_he_et_al():
+    config = resolved(["--model", "resnet20", "--recipe", "paper"])
+    assert (config.batch_size, config.lr, config.momentum, config.weight_decay) == (128, 0.1, 0.9, 1e-4)
+    assert (config.scheduler, config.milestones, config.milestone_unit) == ("multistep", (32_000, 48_000), "steps")
+    assert config.iterations == 64_000 and config.warmup_steps == 0
+    assert (config.val_size, config.cutout, config.translate_pad, config.augment) == (0, 0, "zeros", "none")
+
+
+@pytest.mark.parametrize(("iteration", "lr"), [(0, 0.1), (31_999, 0.1), (32_000, 0.01), (47_999, 0.01),
+                                               (48_000, 0.001), (63_999, 0.001)])
+def test_paper_lr_at_iterations(iteration, lr):
+    schedule = LRSchedule(resolved(["--model", "resnet56", "--recipe", "paper"]), PAPER_STEPS_PER_EPOCH)
+    epoch, step = divmod(iteration, PAPER_STEPS_PER_EPOCH)
+    assert schedule.lr(epoch, step) == pytest.approx(lr)
+
+
+@pytest.mark.parametrize("model", ["resnet110", "resnet1202"])
+def test_paper_warms_the_deepest_nets_at_lr_001_then_returns_to_01(model):
+    config = resolved(["--model", model, "--recipe", "paper"])
+    schedule = LRSchedule(config, PAPER_STEPS_PER_EPOCH)
+    lrs = {i: schedule.lr(*divmod(i, PAPER_STEPS_PER_EPOCH)) for i in (0, 399, 400, 31_999, 32_000)}
+    assert lrs == pytest.approx({0: 0.01, 399: 0.01, 400: 0.1, 31_999: 0.1, 32_000: 0.01})
+
+
+def test_paper_run_ends_at_64k_iterations():
+    # 64,000 / 390 = 164.1: 165 epochs, the last one 40 steps long.
+    config = resolved(["--model", "resnet20", "--recipe", "paper"])
+    parts = build_run(config, synthetic_dataset(n_train=50_000 // 100, n_test=10))
+    assert len(parts.train_loader) == 3  # 500 // 128
+    assert parts.config.epochs == math.ceil(64_000 / 3)
+    from training import epoch_steps
+    assert sum(epoch_steps(parts, e) for e in range(parts.config.epochs)) == 64_000
+    assert epoch_steps(parts, parts.config.epochs - 1) == 64_000 - 3 * (parts.config.epochs - 1)
+
+
+def test_standard_and_fast_recipes():
+    standard = resolved(["--recipe", "standard"])
+    assert (standard.epochs, standard.scheduler, standard.lr, standard.weight_decay, standard.batch_size) == (
+        200, "cosine", 0.1, 5e-4, 128)
+    fast = resolved(["--recipe", "fast", "--model", "resnet18"])
+    assert (fast.nesterov, fast.momentum, fast.weight_decay, fast.batch_size, fast.scheduler) == (
+        True, 0.9, 5e-4, 500, "triangular")
+    assert (fast.translate_pad, fast.cutout, fast.tta, fast.epochs, fast.lr) == (
+        "reflect", 12, "flip-translate", 26, 0.4)
+    assert resolved(["--recipe", "fast", "--model", "resnet20"]).epochs == 30
+
+
+def test_triangular_schedule():
+    schedule = LRSchedule(TrainConfig(lr=0.4, epochs=10, scheduler="triangular"), steps_per_epoch=10)
+    assert schedule.lr(0, 0) == pytest.approx(0.08)  # 0.2x the peak
+    assert schedule.lr(1, 0) == pytest.approx(0.08 + 0.32 * 10 / 20)
+    assert schedule.lr(2, 0) == pytest.approx(0.4)  # the peak at 20% of the 100 steps
+    assert schedule.lr(6, 0) == pytest.approx(0.2)  # halfway down
+    assert schedule.lr(9, 9) == pytest.approx(0.4 / 80)  # the last step; 0 after it
+
+
+def test_every_recipe_value_is_overridable_by_its_flag():
+    config = resolved(["--recipe", "fast", "--batch-size", "64", "--cutout", "0", "--tta", "none", "--lr", "0.2"])
+    assert (config.batch_size, config.cutout, config.tta, config.lr) == (64, 0, "none", 0.2)
+    assert config.nesterov and config.scheduler == "triangular"  # the rest still from the recipe
+    paper = resolved(["--model", "resnet20", "--recipe", "paper", "--epochs", "3"])
+    assert (paper.epochs, paper.iterations) == (3, None)  # typed epochs replace the recipe's iterations
+
+
+def test_every_recipe_field_exists():
+    fields = set(TrainConfig.__dataclass_fields__)
+    for recipe in RECIPES.values():
+        assert set(recipe.values) <= fields
+        for values in recipe.per_model.values():
+            assert set(values) <= fields
+
+
+def test_config_json_and_checkpoint_record_the_recipe_and_its_values(batches_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--recipe", "fast", "--epochs", "1",
+                                                    "--batch-size", "32", "--tta", "none"))
+    assert code == 0, err
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["recipe"], config["nesterov"], config["cutout"], config["scheduler"]) == (
+        "fast", True, 12, "triangular")
+    from checkpoints import load_checkpoint
+    saved = load_checkpoint(run_dir / "last.pt")["config"]
+    assert saved["recipe"] == "fast" and saved["translate_pad"] == "reflect" and saved["batch_size"] == 32
+
+
+def test_help_lists_each_recipe(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in RECIPES:
+        assert f"\n  {name} " in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--recipe", "paper", "--model", "resnet18"],
+     "error: --recipe paper is for resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202; "
+     "got --model resnet18"),
+    (["--recipe", "cifar"], "error: argument --recipe: invalid choice: 'cifar'"),
+    (["--epochs", "3", "--iterations", "100"], "error: --epochs and --iterations both set the run's length"),
+    (["--cutout", "40"], "error: argument --cutout: expected an integer from 0 (off) to 32, got '40'"),
+    (["--ema", "1"], "error: argument --ema: expected a number in (0, 1), got '1'"),
+    (["--mixup", "-1"], "error: argument --mixup: expected a number >= 0, got '-1'"),
+    (["--augment", "autoaug"], "error: argument --augment: invalid choice: 'autoaug'"),
+    (["--seeds", "1", "1"], "error: --seeds lists a seed twice: 1 1"),
+    (["--seeds", "1", "2", "--seed", "3"], "error: --seed and --seeds both choose the seed"),
+    (["--mode", "eval", "--checkpoint", "x.pt", "--seeds", "1"], "error: --seeds is for --mode train"),
+])
+def test_bad_recipe_input_is_one_line(batches_dir, tmp_path, capsys, argv, message):
+    run_dir = [] if "--mode" in argv else ["--run-dir", tmp_path / "r"]
+    code, _, err = run_cli(capsys, "--data-dir", batches_dir, "--no-download", *run_dir, *argv)
+    assert code == 2
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_seeds_runner_trains_one_run_per_seed_and_reports_mean_and_std(batches_dir, tmp_path, capsys):
+    root = tmp_path / "runs"
+    code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, root, "--epochs", "1", "--seeds", "0", "1", "2"))
+    assert code == 0, err
+    finals = []
+    for seed in (0, 1, 2):
+        config = json.loads((root / f"seed{seed}" / "config.json").read_text())
+        assert config["seed"] == seed
+        finals.append(float(read_metrics(root / f"seed{seed}")[-1]["test_acc"]))
+    summary = json.loads((root / "seeds.json").read_text())
+    mean = sum(finals) / 3
+    std = math.sqrt(sum((a - mean) ** 2 for a in finals) / 2)
+    assert summary["seeds"] == [0, 1, 2] and summary["test_accuracy"] == pytest.approx(finals, abs=1e-6)
+    assert summary["mean"] == pytest.approx(mean, abs=1e-6) and summary["std"] == pytest.approx(std, abs=1e-6)
+    assert f"over 3 seeds (tta none): {100 * mean:.2f}% ± {100 * std:.2f}" in out
+
+
+def test_eval_reports_weights_and_tta(batches_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1", "--ema", "0.9",
+                                                    "--tta", "flip"))
+    assert code == 0, err
+    row = read_metrics(run_dir)[-1]
+    assert row["tta"] == "flip" and row["ema_test_acc"] != ""
+    output = tmp_path / "ema.json"
+    code, out, err = run_cli(capsys, "--mode", "eval", "--checkpoint", run_dir / "last.pt", "--weights", "ema",
+                             "--tta", "flip", "--precision", "fp32", "--output", output)
+    assert code == 0, err
+    report = json.loads(output.read_text())
+    assert (report["weights"], report["tta"]) == ("ema", "flip")
+    assert "(ema weights, tta flip)" in out
+    # The same figures training logged for the moving average at its last epoch.
+    assert report["accuracy"] == pytest.approx(float(row["ema_test_acc"]), abs=1e-6)
+    code, _, _ = run_cli(capsys, "--mode", "eval", "--checkpoint", run_dir / "last.pt", "--tta", "flip",
+                         "--precision", "fp32", "--output", output)
+    assert json.loads(output.read_text())["accuracy"] == pytest.approx(float(row["test_acc"]), abs=1e-6)
+
+
+def test_eval_of_ema_weights_needs_a_run_with_ema(batches_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))[0] == 0
+    code, _, err = run_cli(capsys, "--mode", "eval", "--checkpoint", run_dir / "last.pt", "--weights", "ema")
+    assert code == 2
+    assert err == (f"error: --weights ema: checkpoint {run_dir / 'last.pt'} holds no moving average "
+                   f"(train with --ema DECAY); use --weights raw\n")
