@@ -9,13 +9,14 @@ SCHEDULERS = ("plateau", "step", "multistep", "cosine", "onecycle", "triangular"
 MILESTONE_UNITS = ("epochs", "steps")
 WARMUP_STYLES = ("linear", "constant")
 WEIGHTS = ("raw", "ema")
+SPLITS = ("test", "val")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Options a resumed run may change; any other option that differs from the checkpoint is refused,
 # because continuing with it would silently train a different experiment.
 RESUME_OVERRIDABLE = frozenset(
     {"epochs", "max_steps", "data_dir", "download", "device", "quiet", "run_dir", "compile", "precision",
-     "channels_last", "tta"}
+     "channels_last", "tta", "tensorboard", "iterations"}
 )
 
 
@@ -67,6 +68,7 @@ class TrainConfig:
     max_steps: int | None = None
     clip_grad_norm: float | None = None
     deterministic: bool = False
+    tensorboard: bool = False
     threads: int | None = None  # None: torch's default; recorded in checkpoints once resolved
     quiet: bool = False
 
@@ -97,3 +99,24 @@ class EvalConfig:
     quiet: bool = False
     weights: str = "raw"  # "ema": the checkpoint's moving average of the weights
     tta: str = "none"
+    split: str = "test"  # or "val": the images the run held out with --val-size
+    report_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    checkpoint: str
+    inputs: tuple[str, ...]  # image files and folders
+    top_k: int = 3
+    output: str | None = None  # CSV
+    device: str = "auto"
+    weights: str = "raw"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: str
+    format: str
+    output: str
+    data_dir: str | None = None  # test images for the check; None: the checkpoint's data folder
+    weights: str = "raw"

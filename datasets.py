@@ -6,10 +6,14 @@ flip are drawn per sample but applied to a whole batch at once, as the speed-run
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
+import secrets
 import socket
+import zipfile
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -230,24 +234,61 @@ def _cache_path(root: Path) -> Path:
 
 
 def _load_cache(path: Path, fingerprint: str) -> dict | None:
+    """The cached arrays, or None for a missing, stale or damaged cache (rebuilt, never trusted).
+
+    A truncated file fails as a bad zip; a flipped byte fails zipfile's CRC-32 check when the
+    member is read, which is why every array is read here, inside the try.
+    """
     try:
         with np.load(path, allow_pickle=False) as cache:
             if str(cache["fingerprint"]) != fingerprint:
                 return None
-            return {k: cache[k] for k in cache.files}
-    except (OSError, KeyError, ValueError):
-        return None  # a missing, stale or damaged cache is rebuilt, never trusted
+            arrays = {k: cache[k] for k in cache.files}
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    for split in ("train", "test"):
+        images, labels = arrays.get(f"{split}_x"), arrays.get(f"{split}_y")
+        if (images is None or labels is None or images.dtype != np.uint8 or images.ndim != 4
+                or images.shape[1:] != (3, IMAGE_SIZE, IMAGE_SIZE) or labels.shape != (len(images),)):
+            return None
+    return arrays
 
 
 def _save_cache(path: Path, arrays: dict) -> None:
+    """Write through a temporary name unique to this process, then rename: a reader sees the old
+    file or the whole new one, and two writers never share a temporary file."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
     except OSError:
-        pass  # the cache only saves time; failing to write it must not fail the run
+        tmp.unlink(missing_ok=True)  # the cache only saves time; failing to write it must not fail the run
+
+
+@contextlib.contextmanager
+def _cache_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock beside the cache, so that of several processes starting at once one
+    decodes and writes while the others wait, then read its cache. No lock where the folder is not
+    writable or the platform has no flock: then each process decodes for itself."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_image_folder(root: Path) -> Dataset:
@@ -267,13 +308,16 @@ def read_image_folder(root: Path) -> Dataset:
     cache_path = _cache_path(root)
     cached = _load_cache(cache_path, fingerprint)
     if cached is None:
-        train_x, train_y = _decode_split(listing["train"], classes)
-        test_x, test_y = _decode_split(listing["test"], classes)
-        cached = dict(
-            fingerprint=np.array(fingerprint),
-            train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-        )
-        _save_cache(cache_path, cached)
+        with _cache_lock(cache_path):
+            cached = _load_cache(cache_path, fingerprint)  # another process may have written it meanwhile
+            if cached is None:
+                train_x, train_y = _decode_split(listing["train"], classes)
+                test_x, test_y = _decode_split(listing["test"], classes)
+                cached = dict(
+                    fingerprint=np.array(fingerprint),
+                    train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                )
+                _save_cache(cache_path, cached)
     return Dataset(
         Split(torch.from_numpy(cached["train_x"]), torch.from_numpy(cached["train_y"])),
         Split(torch.from_numpy(cached["test_x"]), torch.from_numpy(cached["test_y"])),

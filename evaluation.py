@@ -13,10 +13,12 @@ from torch import nn
 from augmentations import tta_logits
 from checkpoints import load_checkpoint
 from config import EvalConfig
-from datasets import BatchLoader, Normalizer, load_cifar10
+from datasets import BatchLoader, Dataset, Normalizer, Split, load_cifar10, split_validation
 from devices import autocast, resolve_device, resolve_precision
 from errors import UserError
 from models import modeltype
+from plots import plot_calibration, plot_confusion, plot_mistakes
+from report import Predictions, build_report, write_json, write_per_class_csv
 
 
 @dataclass
@@ -106,8 +108,33 @@ def load_model(payload: dict, source: Path, weights_kind: str = "raw") -> torch.
     return model
 
 
-def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None) -> dict:
-    """Test-set loss, accuracy and per-class accuracy of a checkpoint, as a JSON-ready dict."""
+@torch.no_grad()
+def predict_split(model: nn.Module, loader: BatchLoader, device: torch.device, precision: str,
+                  tta: str = "none") -> Predictions:
+    """Every image's logits (float32, on the CPU) and label, in the loader's order."""
+    model.eval()
+    logits, labels = [], []
+    for inputs, targets in loader.epoch():
+        with autocast(device, precision):
+            logits.append(tta_logits(model, inputs, tta).float().cpu())
+        labels.append(targets.cpu())
+    return Predictions(torch.cat(logits), torch.cat(labels))
+
+
+def choose_split(payload: dict, data: Dataset, name: str) -> Split:
+    """The test set, or the validation images the checkpoint's run held out (same size and seed)."""
+    if name == "test":
+        return data.test
+    config = payload["config"]
+    if not config.get("val_size"):
+        raise UserError("--split val: this run was trained without --val-size, so it has no validation images; "
+                        "use --split test")
+    return split_validation(data.train, config["val_size"], config["seed"])[1]
+
+
+def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, data: Dataset | None = None) -> dict:
+    """The full report (report.build_report) of a checkpoint on a split, as a JSON-ready dict;
+    with config.report_dir, also its pictures and per_class.csv there."""
     path = Path(config.checkpoint)
     payload = load_checkpoint(path)
     if expected_model is not None and expected_model != payload["model_name"]:
@@ -117,32 +144,50 @@ def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None) -
     device = resolve_device(config.device)
     precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
     data_dir = config.data_dir or payload["config"].get("data_dir", "./data")
-    data = load_cifar10(Path(data_dir), download=config.download)
+    if data is None:
+        data = load_cifar10(Path(data_dir), download=config.download)
     if len(data.classes) != payload["num_classes"]:
         raise UserError(
             f"the data set in {data_dir} has {len(data.classes)} classes but the checkpoint's "
             f"{payload['model_name']} has {payload['num_classes']}"
         )
+    split = choose_split(payload, data, config.split)
     model = load_model(payload, path, config.weights).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     normalizer = Normalizer(tuple(payload["mean"]), tuple(payload["std"]), device)
-    loader = BatchLoader(data.test, min(config.batch_size, len(data.test)), device, normalizer,
-                         channels_last, train=False)
-    result = evaluate(model, loader, device, precision, payload["num_classes"], tta=config.tta)
-    classes = payload.get("classes") or list(data.classes)
-    return {
+    loader = BatchLoader(split, min(config.batch_size, len(split)), device, normalizer, channels_last, train=False)
+    started = time.perf_counter()
+    predictions = predict_split(model, loader, device, precision, config.tta)
+    seconds = time.perf_counter() - started
+    classes = list(payload.get("classes") or data.classes)
+    report = {
         "checkpoint": str(path),
         "model": payload["model_name"],
         "epoch": payload["epoch"],
         "weights": config.weights,
         "tta": config.tta,
-        "accuracy": result.accuracy,
-        "loss": result.loss,
-        "n": result.n,
-        "per_class_accuracy": result.per_class_accuracy(classes),
+        "split": config.split,
+        **build_report(predictions, classes),
         "device": str(device),
         "precision": precision,
-        "seconds": result.seconds,
-        "img_per_s": result.n / max(1e-9, result.seconds),
+        "seconds": seconds,
+        "img_per_s": len(split) / max(1e-9, seconds),
     }
+    if config.report_dir is not None:
+        write_report_dir(Path(config.report_dir), report, predictions, split.images, classes)
+    return report
+
+
+def write_report_dir(folder: Path, report: dict, predictions: Predictions, images: torch.Tensor,
+                     classes: list[str]) -> None:
+    """report.json, per_class.csv, confusion.png, calibration.png and mistakes.png in folder."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --report-dir {folder}: {e.strerror or e}") from None
+    write_json(folder / "report.json", report)
+    write_per_class_csv(folder / "per_class.csv", report)
+    plot_confusion(report, folder / "confusion.png")
+    plot_calibration(report, folder / "calibration.png")
+    plot_mistakes(images.cpu(), predictions.probabilities, predictions.labels, classes, folder / "mistakes.png")

@@ -2,43 +2,40 @@
 
     python main.py --model resnet18 --mode train
     python main.py --model resnet20 --recipe paper
-    python main.py --mode eval --checkpoint runs/<run>/last.pt
+    python main.py --mode eval --checkpoint runs/<run>/last.pt --report-dir report/
+    python main.py --mode predict --checkpoint runs/<run>/last.pt photos/
+    python main.py --mode export --checkpoint runs/<run>/last.pt --format onnx --output model.onnx
+    python main.py --mode summary runs/*
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from augmentations import PAD_MODES, POLICIES, TTA_MODES
-from checkpoints import load_checkpoint
+from commands import eval_command, export_command, predict_command, summary_command, train_command
 from config import (
     MILESTONE_UNITS,
-    PER_INVOCATION,
     PRECISIONS,
-    RESUME_OVERRIDABLE,
     SCHEDULERS,
+    SPLITS,
     WARMUP_STYLES,
     WEIGHTS,
     EvalConfig,
+    ExportConfig,
+    PredictConfig,
     TrainConfig,
 )
-from datasets import load_cifar10
-from devices import resolve_device
 from errors import UserError
-from evaluation import evaluate_checkpoint
+from exporting import FORMATS
 from models import MODEL_NAMES
-from recipes import RECIPE_NAMES, apply_recipe, describe_recipes
-from runs import check_writable, default_run_dir, prepare_new_run_dir
-from seeds import SeedSummary, seed_run_dir, write_summary
-from training import Interrupted, data_summary, train_model
+from recipes import RECIPE_NAMES, describe_recipes
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "predict", "export", "summary")
 
 
 class UsageError(UserError):
@@ -101,7 +98,10 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
         return argparse.SUPPRESS if suppress_defaults else value
 
     add = parser.add_argument
-    add("--mode", choices=MODES, default=default("train"), help="train a model or evaluate a checkpoint")
+    add("--mode", choices=MODES, default=default("train"),
+        help="train a model; eval, predict with or export a checkpoint; summary of run directories")
+    add("paths", nargs="*", default=default([]), metavar="PATH",
+        help="--mode predict: image files and folders; --mode summary: run directories")
     add("--model", choices=MODEL_NAMES, default=default(defaults.model), metavar="NAME",
         help=f"architecture: {', '.join(MODEL_NAMES)}")
     add("--recipe", choices=RECIPE_NAMES, default=default(defaults.recipe),
@@ -113,7 +113,14 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--run-dir", default=default(None), help="output folder (default runs/<model>-<timestamp>)")
     add("--resume", default=default(None), metavar="CHECKPOINT", help="continue a run from its last.pt")
     add("--checkpoint", default=default(None), help="checkpoint to evaluate (--mode eval)")
-    add("--output", default=default(None), metavar="FILE.json", help="write eval results as JSON")
+    add("--output", default=default(None), metavar="FILE",
+        help="eval: the report as JSON; predict, summary: CSV; export: the exported model")
+    add("--report-dir", default=default(None), metavar="DIR",
+        help="eval: also write report.json, per_class.csv, confusion.png, calibration.png, mistakes.png here")
+    add("--split", choices=SPLITS, default=default("test"),
+        help="eval: the test set, or the validation images of a run trained with --val-size")
+    add("--top-k", type=positive_int, default=default(3), help="predict: classes listed per image")
+    add("--format", choices=FORMATS, default=default(None), help="export: the file format")
     add("--weights", choices=WEIGHTS, default=default("raw"),
         help="--mode eval: the trained weights, or their moving average (a run made with --ema)")
     add("--tta", choices=TTA_MODES, default=default(defaults.tta),
@@ -189,6 +196,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                        help="deterministic algorithms (CPU and CUDA); slower on CUDA")
     group.add_argument("--threads", type=positive_int, default=default(None), help="CPU threads for torch")
     group.add_argument("--quiet", action="store_true", default=default(False), help="no progress bars")
+    group.add_argument("--tensorboard", action="store_true", default=default(False),
+                       help="also write TensorBoard event files in the run directory (needs tensorboard)")
     return parser
 
 
@@ -216,129 +225,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         val_size=args.val_size, seed=args.seed, device=args.device, precision=args.precision,
         channels_last=args.channels_last, compile=args.compile, max_steps=args.max_steps,
         clip_grad_norm=args.clip_grad_norm, deterministic=args.deterministic, threads=args.threads,
-        quiet=args.quiet,
+        quiet=args.quiet, tensorboard=args.tensorboard,
     )
-
-
-def resume_config(saved: TrainConfig, requested: TrainConfig, explicit: set[str]) -> TrainConfig:
-    """The saved config, with the options the user typed that a resume may change and this
-    command's per-invocation options. Any other typed option that differs from the checkpoint is
-    refused, naming both values.
-    """
-    saved_values, requested_values = saved.to_dict(), requested.to_dict()
-    changes = {name: requested_values[name] for name in PER_INVOCATION}
-    for name in sorted(explicit & set(saved_values)):
-        if requested_values[name] == saved_values[name]:
-            continue
-        if name not in RESUME_OVERRIDABLE:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(
-                f"{flag} {requested_values[name]} conflicts with the checkpoint's {name} "
-                f"{saved_values[name]}; drop {flag} to resume, or start a new run"
-            )
-        changes[name] = requested_values[name]
-    return TrainConfig.from_dict({**saved_values, **changes})
-
-
-def check_data_matches(payload: dict, data) -> None:
-    saved, found = payload.get("data", {}), data_summary(data)
-    for key in ("classes", "n_train", "n_test"):
-        if key in saved and saved[key] != found[key]:
-            raise UserError(
-                f"the data set differs from the checkpoint's: {key} is {found[key]} in --data-dir "
-                f"but {saved[key]} in the checkpoint"
-            )
-
-
-def _remove_if_unused(run_dir: Path, created: bool) -> None:
-    """Undo a new run directory that never got a checkpoint, so a failed start leaves no files."""
-    if not created or (run_dir / "last.pt").exists():
-        return
-    for name in ("config.json", "metrics.csv"):
-        try:
-            (run_dir / name).unlink()
-        except OSError:
-            pass
-    try:
-        run_dir.rmdir()
-    except OSError:
-        pass  # it holds files we did not write: leave them alone
-
-
-def train_command(args: argparse.Namespace, explicit: set[str]) -> int:
-    config = train_config_from_args(args)
-    if args.resume is not None and args.seeds is not None:
-        raise UsageError("--seeds starts new runs; resume each seed's run with --resume RUN_DIR/seed<N>/last.pt")
-    if args.resume is not None:
-        payload = load_checkpoint(Path(args.resume))
-        config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
-        if payload["epoch"] >= config.epochs:
-            print(f"{args.resume}: this run already finished all {payload['epoch']} epochs; nothing to do "
-                  f"(pass a larger --epochs to train further)")
-            return 0
-        return run_training(config, explicit, payload, Path(args.resume))[0]
-    config = apply_recipe(config, explicit)
-    if args.seeds is None:
-        return run_training(config, explicit)[0]
-    return seeds_command(config, explicit, args.seeds)
-
-
-def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int]) -> int:
-    """One run per seed into RUN_DIR/seed<N>/, then the final test accuracies' mean ± std."""
-    if "seed" in explicit:
-        raise UsageError("--seed and --seeds both choose the seed; give one of them")
-    if len(set(seeds)) != len(seeds):
-        raise UsageError(f"--seeds lists a seed twice: {' '.join(map(str, seeds))}")
-    root = Path(config.run_dir) if config.run_dir else default_run_dir(config.model)
-    accuracies = []
-    for seed in seeds:
-        print(f"seed {seed}: run dir {seed_run_dir(root, seed)}")
-        code, summary = run_training(TrainConfig.from_dict({**config.to_dict(), "seed": seed,
-                                                            "run_dir": str(seed_run_dir(root, seed))}), explicit)
-        if code != 0 or summary.get("test_accuracy") is None:
-            print(f"seed {seed} did not finish; seeds after it were not run", file=sys.stderr)
-            return code or 1
-        accuracies.append(summary["test_accuracy"])
-    result = SeedSummary(tuple(seeds), tuple(accuracies))
-    print(result.line(config.tta))
-    print(f"wrote {write_summary(root, result, config.tta)}")
-    return 0
-
-
-def run_training(config: TrainConfig, explicit: set[str], payload: dict | None = None,
-                 resume_path: Path | None = None) -> tuple[int, dict]:
-    """Train a new run, or resume one from payload; returns (exit code, train_model's summary)."""
-    resolve_device(config.device)  # fail on a bad --device before anything is written
-    data = load_cifar10(Path(config.data_dir), download=config.download)
-    if payload is not None:
-        check_data_matches(payload, data)
-    if config.batch_size > len(data.train) - config.val_size:
-        raise UserError(
-            f"--batch-size {config.batch_size} is larger than the training set "
-            f"({len(data.train) - config.val_size} images)"
-        )
-    if resume_path is not None:
-        run_dir = Path(config.run_dir) if "run_dir" in explicit else resume_path.resolve().parent
-        check_writable(run_dir)
-        created = False
-    else:
-        run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.model)
-        created = not run_dir.exists()
-        prepare_new_run_dir(run_dir)
-    try:
-        summary = train_model(config, data, run_dir, resume=payload)
-    except Interrupted as stop:
-        name = signal.Signals(stop.signum).name
-        print(f"{name}: stopped after saving {stop.checkpoint}; resume with: "
-              f"python main.py --mode train --resume {stop.checkpoint}", file=sys.stderr)
-        return 128 + stop.signum, {}
-    except UserError:
-        _remove_if_unused(run_dir, created)
-        raise
-    if summary.get("test_accuracy") is not None:
-        print(f"done: test accuracy {100 * summary['test_accuracy']:.2f}% (final epoch, tta {summary['tta']}), "
-              f"checkpoint {summary['checkpoint']}")
-    return 0, summary
 
 
 def eval_config_from_args(args: argparse.Namespace, explicit: set[str]) -> EvalConfig:
@@ -355,47 +243,53 @@ def eval_config_from_args(args: argparse.Namespace, explicit: set[str]) -> EvalC
         quiet=args.quiet,
         weights=args.weights,
         tta=args.tta,
+        split=args.split,
+        report_dir=args.report_dir,
     )
 
 
-def eval_command(args: argparse.Namespace, explicit: set[str]) -> int:
-    config = eval_config_from_args(args, explicit)
-    expected_model = args.model if "model" in explicit else None
-    report = evaluate_checkpoint(config, expected_model=expected_model)
-    print(f"{report['model']} ({report['weights']} weights, tta {report['tta']}) on {report['n']} test images: "
-          f"accuracy {100 * report['accuracy']:.2f}%, loss {report['loss']:.4f}")
-    for name, accuracy in report["per_class_accuracy"].items():
-        print(f"  {name:>12s} {100 * accuracy:6.2f}%")
-    if config.output:
-        write_json(Path(config.output), report)
-        print(f"wrote {config.output}")
-    return 0
+def predict_config_from_args(args: argparse.Namespace) -> PredictConfig:
+    if args.checkpoint is None:
+        raise UsageError("--mode predict needs --checkpoint PATH and image files or folders")
+    if not args.paths:
+        raise UsageError("--mode predict needs image files or folders after the options")
+    return PredictConfig(checkpoint=args.checkpoint, inputs=tuple(args.paths), top_k=args.top_k, output=args.output,
+                         device=args.device, weights=args.weights)
 
 
-def write_json(path: Path, report: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write --output {path}: {e.strerror or e}") from None
+def export_config_from_args(args: argparse.Namespace, explicit: set[str]) -> ExportConfig:
+    if args.checkpoint is None or args.format is None or args.output is None:
+        raise UsageError(f"--mode export needs --checkpoint PATH, --format {{{','.join(FORMATS)}}} and --output FILE")
+    return ExportConfig(checkpoint=args.checkpoint, format=args.format, output=args.output,
+                        data_dir=args.data_dir if "data_dir" in explicit else None, weights=args.weights)
 
 
-# Options that belong to one mode, with a hint for the option the user probably meant.
+# Options that only some modes use, with a hint for the option the user probably meant; any other
+# mode refuses them rather than silently ignoring them.
 MODE_OPTIONS = {
-    "eval": {"checkpoint": ("--checkpoint", "; to continue training use --resume PATH"), "output": ("--output", ""),
-             "weights": ("--weights", "")},
-    "train": {"resume": ("--resume", "; to evaluate a checkpoint use --checkpoint PATH"), "run_dir": ("--run-dir", ""),
-              "seeds": ("--seeds", ""), "recipe": ("--recipe", "")},
+    "checkpoint": (("eval", "predict", "export"), "; to continue training use --resume PATH"),
+    "output": (("eval", "predict", "export", "summary"), ""),
+    "weights": (("eval", "predict", "export"), ""),
+    "report_dir": (("eval",), ""),
+    "split": (("eval",), ""),
+    "top_k": (("predict",), ""),
+    "format": (("export",), ""),
+    "paths": (("predict", "summary"), ""),
+    "resume": (("train",), "; to evaluate a checkpoint use --checkpoint PATH"),
+    "run_dir": (("train",), ""),
+    "seeds": (("train",), ""),
+    "recipe": (("train",), ""),
+    "tensorboard": (("train",), ""),
 }
 
 
 def check_mode_options(mode: str, explicit: set[str]) -> None:
-    """Refuse an option of the other mode rather than silently ignoring it."""
-    for owner, options in MODE_OPTIONS.items():
-        for dest, (flag, hint) in options.items():
-            if owner != mode and dest in explicit:
-                raise UsageError(f"{flag} is for --mode {owner}{hint}")
+    """Refuse an option that the chosen mode does not use."""
+    for dest, (modes, hint) in MODE_OPTIONS.items():
+        if dest in explicit and mode not in modes:
+            flag = "image or run-directory paths" if dest == "paths" else "--" + dest.replace("_", "-")
+            owners = " or ".join(f"--mode {m}" for m in modes)
+            raise UsageError(f"{flag} {'are' if dest == 'paths' else 'is'} for {owners}{hint}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -405,8 +299,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         explicit = explicit_options(argv)
         check_mode_options(args.mode, explicit)
         if args.mode == "eval":
-            return eval_command(args, explicit)
-        return train_command(args, explicit)
+            return eval_command(eval_config_from_args(args, explicit),
+                                expected_model=args.model if "model" in explicit else None)
+        if args.mode == "predict":
+            return predict_command(predict_config_from_args(args))
+        if args.mode == "export":
+            return export_command(export_config_from_args(args, explicit))
+        if args.mode == "summary":
+            if not args.paths:
+                raise UsageError("--mode summary needs one or more run directories")
+            return summary_command(args.paths, args.output)
+        return train_command(train_config_from_args(args), explicit,
+                             resume=Path(args.resume) if args.resume is not None else None, seeds=args.seeds)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

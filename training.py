@@ -1,6 +1,7 @@
 """The training loop and the whole run: steps, epochs, checkpoints, resume."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -14,17 +15,19 @@ from torch import nn
 import checkpoints
 import runs
 from augmentations import Augmentation
-from config import TrainConfig
+from config import EvalConfig, TrainConfig
 from datasets import CIFAR10_MEAN, CIFAR10_STD, BatchLoader, Dataset, Normalizer, split_validation
 from devices import autocast, configure_determinism, resolve_device, resolve_precision
 from ema import ModelEMA
 from errors import UserError
-from evaluation import EvalInterrupted, EvalResult, evaluate
+from evaluation import EvalInterrupted, EvalResult, evaluate, evaluate_checkpoint
 from interrupts import StopSignals
 from models import modeltype
+from plots import plot_curves
 from progress import make_progress
 from rng import capture_rng_state, restore_rng_state, seed_everything
 from schedules import LRSchedule, build_optimizer
+from tensorboard_log import TensorBoardLog
 
 Log = Callable[[str], None]
 LOG_EVERY_STEPS = 20  # how often the bar, the NaN check and (fp16) overflow count sync with the device
@@ -401,6 +404,22 @@ def epoch_row(epoch: int, lr: float, totals: EpochTotals, results: dict[str, Eva
     }
 
 
+def write_final_reports(config: TrainConfig, data: Dataset, run_dir: Path, board: TensorBoardLog | None,
+                        log: Log) -> None:
+    """The --mode eval --report-dir report of last.pt in run_dir/report/ (and of best.pt, when the
+    run kept one, in run_dir/report-best/), so a finished run explains itself."""
+    for name, folder in (("last.pt", "report"), ("best.pt", "report-best")):
+        if not (run_dir / name).exists():
+            continue
+        eval_config = EvalConfig(checkpoint=str(run_dir / name), data_dir=config.data_dir, device=config.device,
+                                 precision=config.precision, channels_last=config.channels_last, tta=config.tta,
+                                 report_dir=str(run_dir / folder))
+        report = evaluate_checkpoint(eval_config, data=data)
+        log(f"report of {name} (test top-1 {100 * report['accuracy']:.2f}%, tta {config.tta}): {run_dir / folder}")
+        if board is not None and name == "last.pt":
+            board.log_image("confusion", run_dir / folder / "confusion.png", report["epoch"])
+
+
 def train_model(
     config: TrainConfig,
     data: Dataset,
@@ -440,7 +459,9 @@ def train_model(
 
     progress = make_progress(config.quiet)
     last_test = None
-    with StopSignals() as signals:
+    # Events past the checkpoint's epoch are dropped: a resumed run rewrites them.
+    board = TensorBoardLog(run_dir, purge_epoch=state.epoch + 1) if config.tensorboard else None
+    with StopSignals() as signals, board if board is not None else contextlib.nullcontext():
         # Logged once the handlers are in place: from this line on, a signal always saves.
         log(describe_run(parts, len(data.test), run_dir))
         if device.type == "cpu" and precision == "fp16":
@@ -473,12 +494,17 @@ def train_model(
                 state.best_val_acc = val.accuracy
             state.epoch, state.step, state.totals = epoch + 1, 0, EpochTotals()
             metrics.append(row)
+            plot_curves(metrics.rows(), run_dir / "curves.png")
+            if board is not None:
+                board.log_epoch(row)
             save("last.pt")
             if improved:
                 save("best.pt")
             log(format_epoch_line(row, config.epochs))
             if totals.skipped_steps:
                 log(f"  fp16: {totals.skipped_steps} steps skipped by the GradScaler (gradient overflow)")
+        if (run_dir / "last.pt").exists():
+            write_final_reports(config, data, run_dir, board, log)
     summary = {"run_dir": str(run_dir), "stopped": None, "global_step": state.global_step,
                "checkpoint": str(run_dir / "last.pt")}
     if last_test is not None:

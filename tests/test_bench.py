@@ -48,3 +48,15 @@ def test_throughput_times_exactly_the_steps_it_counts_across_epoch_ends(batches_
     assert set(report["img_per_s"]) == {"train", "compute", "loader"}
     assert report["eval_img_per_s"] is None
     assert len(report["ratio_train_over_compute_per_round"]) == 2
+
+
+def test_feature_cost_measures_every_variant(batches_dir):
+    import feature_cost
+
+    report = feature_cost.main(["--data-dir", str(batches_dir), "--batch-size", "32", "--images", "64",
+                                "--steps", "1", "--eval-images", "50", "--rounds", "1", "--device", "cpu"])
+    assert set(report["loader_img_per_s"]) == set(feature_cost.LOADER_VARIANTS)
+    assert set(report["train_img_per_s"]) == {"plain", "ema 0.999"}
+    assert set(report["eval_img_per_s"]) == {"none", "flip", "flip-translate"}
+    assert all(v > 0 for part in ("loader_img_per_s", "train_img_per_s", "eval_img_per_s")
+               for v in report[part].values())

@@ -46,7 +46,7 @@ def test_help_exits_zero(capsys):
 
 BAD_ARGS = [
     (["--model", "resnet19"], "invalid choice: 'resnet19' (choose from"),
-    (["--mode", "predict"], "invalid choice: 'predict'"),
+    (["--mode", "serve"], "invalid choice: 'serve'"),
     (["--lr", "0"], "argument --lr: expected a number > 0, got '0'"),
     (["--lr", "-1"], "argument --lr: expected a number > 0"),
     (["--lr", "nan"], "argument --lr: expected a finite"),
@@ -59,8 +59,17 @@ BAD_ARGS = [
     (["--momentum", "1.5"], "argument --momentum: expected a number in [0, 1)"),
     (["--mode", "eval"], "--mode eval needs --checkpoint PATH"),
     (["--device", "tpu"], "invalid --device 'tpu'; choose auto, cpu, cuda or cuda:N"),
-    (["--checkpoint", "x.pt"], "--checkpoint is for --mode eval; to continue training use --resume PATH"),
-    (["--output", "r.json"], "--output is for --mode eval"),
+    (["--checkpoint", "x.pt"], "--checkpoint is for --mode eval or --mode predict or --mode export; to continue "
+                               "training use --resume PATH"),
+    (["--output", "r.json"], "--output is for --mode eval or --mode predict or --mode export or --mode summary"),
+    (["--mode", "eval", "--checkpoint", "x.pt", "--top-k", "2"], "--top-k is for --mode predict"),
+    (["--mode", "predict", "--checkpoint", "x.pt"], "--mode predict needs image files or folders after the options"),
+    (["--mode", "export", "--checkpoint", "x.pt", "--format", "onnx"],
+     "--mode export needs --checkpoint PATH, --format {onnx,torchscript,pt2,safetensors} and --output FILE"),
+    (["--mode", "export", "--checkpoint", "x.pt", "--format", "tflite", "--output", "m"],
+     "argument --format: invalid choice: 'tflite'"),
+    (["--mode", "summary"], "--mode summary needs one or more run directories"),
+    (["x.png"], "image or run-directory paths are for --mode predict or --mode summary"),
     (["--mode", "eval", "--resume", "x.pt"], "--resume is for --mode train; to evaluate a checkpoint use"),
 ]
 

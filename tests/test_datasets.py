@@ -93,6 +93,46 @@ def test_image_folder_is_cached_and_cache_invalidated(tmp_path, monkeypatch):
     assert len(third.train) == 19
 
 
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the image arrays: only zipfile's CRC-32 can notice
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte], ids=["truncated", "flipped-byte"])
+def test_a_damaged_cache_is_rebuilt(tmp_path, damage):
+    root = write_image_folder(tmp_path / "img", n_train=20, n_test=10)
+    first = read_image_folder(root)
+    damage(root / datasets.CACHE_NAME)
+    second = read_image_folder(root)  # no BadZipFile: decoded again and the cache rewritten
+    assert torch.equal(first.train.images, second.train.images)
+    assert torch.equal(first.test.labels, second.test.labels)
+    assert datasets._load_cache(root / datasets.CACHE_NAME, datasets._fingerprint(
+        {split: datasets._list_split(root, split) for split in ("train", "test")})) is not None
+
+
+def test_processes_starting_together_decode_once(tmp_path, monkeypatch):
+    import threading
+
+    root = write_image_folder(tmp_path / "img", n_train=20, n_test=10)
+    decoded, real_decode = [], datasets._decode_split
+    monkeypatch.setattr(datasets, "_decode_split", lambda *a: decoded.append(1) or real_decode(*a))
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(read_image_folder(root))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 3 and all(torch.equal(r.train.images, results[0].train.images) for r in results)
+    assert len(decoded) == 2  # train and test, once: the others waited for the lock and read the cache
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [
+        datasets.CACHE_NAME, datasets.CACHE_NAME + ".lock"]  # no temporary file left behind
+
+
 def test_load_order_prefers_batches_then_images(tmp_path):
     write_image_folder(tmp_path, n_train=20, n_test=10)
     assert len(load_cifar10(tmp_path, download=False).train) == 20

@@ -1,0 +1,247 @@
+"""What each --mode does, given its configuration (main.py turns the command line into one)."""
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+from checkpoints import load_checkpoint
+from config import PER_INVOCATION, RESUME_OVERRIDABLE, EvalConfig, ExportConfig, PredictConfig, TrainConfig
+from datasets import Normalizer, load_cifar10
+from devices import resolve_device
+from errors import UserError
+from evaluation import evaluate_checkpoint, load_model
+from exporting import ATOL, RTOL, export_model, require_packages
+from predict import collect_paths, decode_all, predict_images
+from predict import write_csv as write_predictions_csv
+from recipes import apply_recipe
+from report import format_report, write_json
+from runs import check_writable, default_run_dir, prepare_new_run_dir
+from seeds import SeedSummary, seed_run_dir, write_summary
+from summary import format_lines as format_summary
+from summary import read_run
+from summary import write_csv as write_summary_csv
+from tensorboard_log import require_tensorboard
+from training import Interrupted, data_summary, train_model
+
+
+def resume_config(saved: TrainConfig, requested: TrainConfig, explicit: set[str]) -> TrainConfig:
+    """The saved config, with the options the user typed that a resume may change and this
+    command's per-invocation options. Any other typed option that differs from the checkpoint is
+    refused, naming both values.
+    """
+    saved_values, requested_values = saved.to_dict(), requested.to_dict()
+    changes = {name: requested_values[name] for name in PER_INVOCATION}
+    for name in sorted(explicit & set(saved_values)):
+        if requested_values[name] == saved_values[name]:
+            continue
+        if name not in RESUME_OVERRIDABLE:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(
+                f"{flag} {requested_values[name]} conflicts with the checkpoint's {name} "
+                f"{saved_values[name]}; drop {flag} to resume, or start a new run"
+            )
+        changes[name] = requested_values[name]
+    if "epochs" in explicit and saved.iterations is not None:
+        changes["iterations"] = None  # a typed --epochs replaces the run's --iterations, as for a new run
+    return TrainConfig.from_dict({**saved_values, **changes})
+
+
+def check_data_matches(payload: dict, data) -> None:
+    saved, found = payload.get("data", {}), data_summary(data)
+    for key in ("classes", "n_train", "n_test"):
+        if key in saved and saved[key] != found[key]:
+            raise UserError(
+                f"the data set differs from the checkpoint's: {key} is {found[key]} in --data-dir "
+                f"but {saved[key]} in the checkpoint"
+            )
+
+
+def _remove_if_unused(run_dir: Path, created: bool) -> None:
+    """Undo a new run directory that never got a checkpoint, so a failed start leaves no files."""
+    if not created or (run_dir / "last.pt").exists():
+        return
+    for name in ("config.json", "metrics.csv"):
+        try:
+            (run_dir / name).unlink()
+        except OSError:
+            pass
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # it holds files we did not write: leave them alone
+
+
+def train_command(config: TrainConfig, explicit: set[str], resume: Path | None = None,
+                  seeds: list[int] | None = None) -> int:
+    """A new run (its recipe resolved), a resumed one, or one run per seed."""
+    if resume is not None and seeds is not None:
+        raise UserError("--seeds starts new runs; resume each seed's run with --resume RUN_DIR/seed<N>/last.pt")
+    if config.tensorboard:
+        require_tensorboard()
+    if resume is not None:
+        payload = load_checkpoint(resume)
+        config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
+        if payload["epoch"] >= config.epochs:
+            print(f"{resume}: this run already finished all {payload['epoch']} epochs; nothing to do "
+                  f"(pass a larger --epochs to train further)")
+            return 0
+        return run_training(config, explicit, payload, resume)[0]
+    config = apply_recipe(config, explicit)
+    if seeds is None:
+        return run_training(config, explicit)[0]
+    return seeds_command(config, explicit, seeds)
+
+
+def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int]) -> int:
+    """One run per seed into RUN_DIR/seed<N>/, then the final test accuracies' mean ± std."""
+    if "seed" in explicit:
+        raise UserError("--seed and --seeds both choose the seed; give one of them")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds lists a seed twice: {' '.join(map(str, seeds))}")
+    root = Path(config.run_dir) if config.run_dir else default_run_dir(config.model)
+    accuracies = []
+    for seed in seeds:
+        print(f"seed {seed}: run dir {seed_run_dir(root, seed)}")
+        code, summary = run_training(TrainConfig.from_dict({**config.to_dict(), "seed": seed,
+                                                            "run_dir": str(seed_run_dir(root, seed))}), explicit)
+        if code != 0 or summary.get("test_accuracy") is None:
+            print(f"seed {seed} did not finish; seeds after it were not run", file=sys.stderr)
+            return code or 1
+        accuracies.append(summary["test_accuracy"])
+    result = SeedSummary(tuple(seeds), tuple(accuracies))
+    print(result.line(config.tta))
+    print(f"wrote {write_summary(root, result, config.tta)}")
+    return 0
+
+
+def run_training(config: TrainConfig, explicit: set[str], payload: dict | None = None,
+                 resume_path: Path | None = None) -> tuple[int, dict]:
+    """Train a new run, or resume one from payload; returns (exit code, train_model's summary)."""
+    resolve_device(config.device)  # fail on a bad --device before anything is written
+    data = load_cifar10(Path(config.data_dir), download=config.download)
+    if payload is not None:
+        check_data_matches(payload, data)
+    if config.batch_size > len(data.train) - config.val_size:
+        raise UserError(
+            f"--batch-size {config.batch_size} is larger than the training set "
+            f"({len(data.train) - config.val_size} images)"
+        )
+    if resume_path is not None:
+        run_dir = Path(config.run_dir) if "run_dir" in explicit else resume_path.resolve().parent
+        check_writable(run_dir)
+        created = False
+    else:
+        run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.model)
+        created = not run_dir.exists()
+        prepare_new_run_dir(run_dir)
+    try:
+        summary = train_model(config, data, run_dir, resume=payload)
+    except Interrupted as stop:
+        name = signal.Signals(stop.signum).name
+        print(f"{name}: stopped after saving {stop.checkpoint}; resume with: "
+              f"python main.py --mode train --resume {stop.checkpoint}", file=sys.stderr)
+        return 128 + stop.signum, {}
+    except UserError:
+        _remove_if_unused(run_dir, created)
+        raise
+    if summary.get("test_accuracy") is not None:
+        print(f"done: test accuracy {100 * summary['test_accuracy']:.2f}% (final epoch, tta {summary['tta']}), "
+              f"checkpoint {summary['checkpoint']}")
+    return 0, summary
+
+
+def eval_command(config: EvalConfig, expected_model: str | None = None) -> int:
+    """The checkpoint's report on the terminal; JSON with --output, pictures with --report-dir."""
+    report = evaluate_checkpoint(config, expected_model=expected_model)
+    print(f"{report['model']} ({report['weights']} weights, tta {report['tta']}) on {report['n']} {report['split']} "
+          f"images: accuracy {100 * report['accuracy']:.2f}%, loss {report['loss']:.4f}")
+    print(format_report(report))
+    if config.output:
+        try:
+            write_json(Path(config.output), report)
+        except OSError as e:
+            raise UserError(f"cannot write --output {config.output}: {e.strerror or e}") from None
+        print(f"wrote {config.output}")
+    if config.report_dir:
+        print(f"wrote report.json, per_class.csv, confusion.png, calibration.png, mistakes.png in {config.report_dir}")
+    return 0
+
+
+def predict_command(config: PredictConfig) -> int:
+    """Top-k classes per image. Exit 0 when every image was read, 1 when some failed, 2 when none."""
+    paths = collect_paths(config.inputs)
+    if not paths:
+        raise UserError(f"no image files found in {' '.join(config.inputs)}")
+    payload = load_checkpoint(Path(config.checkpoint))
+    device = resolve_device(config.device)
+    model = load_model(payload, Path(config.checkpoint), config.weights).to(device)
+    failures = []
+
+    def report_failure(item) -> None:
+        failures.append(item.path)
+        print(f"skipped {item.path}: {item.error}", file=sys.stderr)
+
+    predictions = []
+    for prediction in predict_images(model, decode_all(paths), payload["mean"], payload["std"], payload["classes"],
+                                     config.top_k, device, report_failure):
+        predictions.append(prediction)
+        if config.output is None:
+            ranked = ", ".join(f"{name} {100 * p:.1f}%" for name, p in zip(prediction.classes,
+                                                                             prediction.probabilities, strict=True))
+            print(f"{prediction.path}: {ranked}")
+    resized = sum(p.resized_from is not None for p in predictions)
+    if resized:
+        print(f"note: {resized} of {len(predictions)} images were not 32x32 and were resized to 32x32 "
+              f"(bilinear) first", file=sys.stderr)
+    if config.output is not None and predictions:
+        write_predictions_csv(Path(config.output), predictions, config.top_k)
+        print(f"wrote {len(predictions)} predictions to {config.output}")
+    if not predictions:
+        print(f"error: none of the {len(paths)} files could be read as an image", file=sys.stderr)
+        return 2
+    return 1 if failures else 0
+
+
+def export_command(config: ExportConfig) -> int:
+    """Write the model in the asked format, then check it against PyTorch on test images."""
+    require_packages(config.format)
+    path = Path(config.checkpoint)
+    payload = load_checkpoint(path)
+    model = load_model(payload, path, config.weights)
+    images, source = check_images(payload, config.data_dir)
+    normalizer = Normalizer(tuple(payload["mean"]), tuple(payload["std"]), torch.device("cpu"))
+    metadata = {"model": payload["model_name"], "classes": list(payload["classes"]), "mean": list(payload["mean"]),
+                "std": list(payload["std"]), "weights": config.weights, "input": "float32 (N, 3, 32, 32), RGB, "
+                "scaled to 0-1 then normalised with mean/std per channel"}
+    result = export_model(model, config.format, Path(config.output), metadata,
+                          normalizer(images, channels_last=False))
+    sidecars = "".join(f" and {p}" for p in result.extra_files)
+    print(f"wrote {result.path}{sidecars}; loaded back, its logits on {result.n_images} {source} match PyTorch's "
+          f"(max |difference| {result.max_abs_diff:.2e}, allowed {ATOL} + {RTOL} x |logit|)")
+    return 0
+
+
+def check_images(payload: dict, data_dir: str | None, count: int = 64) -> tuple[torch.Tensor, str]:
+    """The first test images of the checkpoint's data set or, where it cannot be found, seeded
+    random images (the comparison is about arithmetic, not accuracy)."""
+    folder = Path(data_dir or payload["config"].get("data_dir", "./data"))
+    try:
+        test = load_cifar10(folder, download=False).test
+        return test.images[:count], "test images"
+    except UserError:
+        generator = torch.Generator().manual_seed(0)
+        return torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator), \
+            f"random images (no data set in {folder})"
+
+
+def summary_command(run_dirs: list[str], output: str | None) -> int:
+    runs = [read_run(Path(d)) for d in run_dirs]
+    for line in format_summary(runs):
+        print(line)
+    if output:
+        write_summary_csv(Path(output), runs)
+        print(f"wrote {output}")
+    return 0

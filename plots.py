@@ -1,0 +1,122 @@
+"""The report's pictures and the training curves, drawn with matplotlib.
+
+matplotlib's object API (Figure, not pyplot) draws without choosing a GUI backend or keeping
+global figure state, so these functions are safe in a training process and in tests. Every
+PNG is written to a temporary name and renamed, so a reader never sees half a file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from errors import UserError
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # a runtime requirement; say so rather than fail deep inside a run
+        raise UserError("plots need matplotlib: pip install matplotlib") from None
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _save(figure, path: Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    figure.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def plot_confusion(report: dict, path: Path) -> Path:
+    """Row-normalised confusion matrix (each true class sums to 100%), annotated in percent."""
+    classes = report["confusion_matrix"]["classes"]
+    counts = torch.tensor(report["confusion_matrix"]["counts"], dtype=torch.float64)
+    rows = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    figure = _figure(7.5, 6.5)
+    ax = figure.add_subplot()
+    image = ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for t in range(len(classes)):
+        for p in range(len(classes)):
+            value = float(rows[t, p])
+            if value >= 0.005:
+                ax.text(p, t, f"{100 * value:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if value > 0.5 else "black")
+    ax.set_title(f"confusion (%), top-1 {100 * report['accuracy']:.2f}% on {report['n']} images")
+    return _save(figure, path)
+
+
+def plot_calibration(report: dict, path: Path) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, with the diagonal of perfect calibration."""
+    bins = [b for b in report["calibration_bins"] if b["count"]]
+    figure = _figure(5.5, 5.0)
+    ax = figure.add_subplot()
+    width = report["calibration_bins"][0]["high"] - report["calibration_bins"][0]["low"]
+    ax.bar([b["low"] for b in bins], [b["accuracy"] for b in bins], width=width, align="edge",
+           edgecolor="black", color="tab:blue", label="accuracy")
+    ax.bar([b["low"] for b in bins], [b["confidence"] - b["accuracy"] for b in bins], width=width, align="edge",
+           bottom=[b["accuracy"] for b in bins], color="tab:red", alpha=0.3, label="gap to confidence")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (max softmax probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability, ECE {100 * report['ece']:.2f}% ({len(report['calibration_bins'])} bins)")
+    ax.legend(loc="upper left")
+    return _save(figure, path)
+
+
+def plot_mistakes(images: torch.Tensor, probabilities: torch.Tensor, labels: torch.Tensor, classes: list[str],
+                  path: Path, count: int = 24) -> Path:
+    """The most confidently wrong images (uint8 (N, 3, H, W)), with true and predicted labels."""
+    confidence, predicted = probabilities.max(1)
+    wrong = (predicted != labels).nonzero().flatten()
+    order = wrong[confidence[wrong].argsort(descending=True)][:count]
+    columns = 8
+    rows = max(1, -(-len(order) // columns))
+    figure = _figure(columns * 1.35, rows * 1.6)
+    for slot, index in enumerate(order.tolist()):
+        ax = figure.add_subplot(rows, columns, slot + 1)
+        ax.imshow(images[index].permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_title(f"{classes[int(labels[index])]}\n→ {classes[int(predicted[index])]} "
+                     f"{100 * float(confidence[index]):.0f}%", fontsize=7)
+        ax.axis("off")
+    if len(order) == 0:
+        figure.text(0.5, 0.5, "no mistakes", ha="center")
+    figure.suptitle("most confidently wrong (true → predicted, confidence)", fontsize=9)
+    return _save(figure, path)
+
+
+def _column(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_curves(rows: list[dict], path: Path) -> Path:
+    """Loss and accuracy (train / val / test, and the EMA's) against epoch; the lr on its own axis."""
+    figure = _figure(11, 4)
+    loss_ax, acc_ax, lr_ax = figure.subplots(1, 3)
+    for split, style in (("train", "-"), ("val", "--"), ("test", "-."), ("ema_test", ":")):
+        epochs, losses = _column(rows, f"{split}_loss")
+        if epochs:
+            loss_ax.plot(epochs, losses, style, label=split.replace("_", " "))
+        epochs, accuracies = _column(rows, f"{split}_acc")
+        if epochs:
+            acc_ax.plot(epochs, [100 * a for a in accuracies], style, label=split.replace("_", " "))
+    epochs, lrs = _column(rows, "lr")
+    lr_ax.plot(epochs, lrs, color="tab:green")
+    tta = next((r.get("tta") for r in reversed(rows) if r.get("tta")), "none")
+    for ax, title in ((loss_ax, "loss"), (acc_ax, f"accuracy (%), eval tta {tta}"), (lr_ax, "learning rate")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    loss_ax.legend()
+    acc_ax.legend()
+    return _save(figure, path)

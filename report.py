@@ -1,0 +1,140 @@
+"""The evaluation report: metrics computed from a split's logits, as text, JSON and CSV.
+
+Everything here is a pure function of (logits, labels, class names), so each figure can be
+checked by hand on a tiny case (tests/test_report.py).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """A split's logits (N, C) float32 on the CPU, with the true labels (N,)."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return self.logits.softmax(1)
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """counts[true, predicted], (C, C) int64."""
+    flat = labels * num_classes + predicted
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def top_k_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    k = min(k, logits.shape[1])
+    hits = (logits.topk(k, dim=1).indices == labels[:, None]).any(1)
+    return hits.float().mean().item()
+
+
+def most_confused_pairs(confusion: torch.Tensor, classes: list[str], count: int = 5) -> list[dict]:
+    """The largest off-diagonal cells: (true, predicted, images), largest first, ties by class order."""
+    off = confusion.clone()
+    off.fill_diagonal_(0)
+    cells = sorted(((int(off[t, p]), t, p) for t in range(len(classes)) for p in range(len(classes)) if off[t, p]),
+                   key=lambda cell: (-cell[0], cell[1], cell[2]))
+    return [{"true": classes[t], "predicted": classes[p], "count": n} for n, t, p in cells[:count]]
+
+
+def calibration_bins(confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS) -> list[dict]:
+    """Equal-width confidence bins (lo, hi]: count, mean confidence and accuracy of each."""
+    edges = torch.linspace(0, 1, bins + 1)
+    # Bin b holds lo < confidence <= hi; a confidence of exactly 0 cannot occur after softmax.
+    index = (torch.bucketize(confidence, edges, right=False) - 1).clamp(0, bins - 1)
+    result = []
+    for b in range(bins):
+        members = index == b
+        n = int(members.sum())
+        result.append({
+            "low": float(edges[b]), "high": float(edges[b + 1]), "count": n,
+            "confidence": float(confidence[members].mean()) if n else None,
+            "accuracy": float(correct[members].float().mean()) if n else None,
+        })
+    return result
+
+
+def expected_calibration_error(bins: list[dict], total: int) -> float:
+    """sum over bins of |accuracy - confidence| weighted by the bin's share (Guo et al. 2017)."""
+    return sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"])
+
+
+def build_report(predictions: Predictions, classes: list[str]) -> dict:
+    """Every figure of the report as a JSON-ready dict (accuracies 0-1, confusion as counts)."""
+    logits, labels = predictions.logits.float(), predictions.labels
+    n, num_classes = logits.shape
+    probabilities = logits.softmax(1)
+    confidence, predicted = probabilities.max(1)
+    correct = predicted == labels
+    confusion = confusion_matrix(labels, predicted, num_classes)
+    totals = confusion.sum(1)
+    bins = calibration_bins(confidence, correct)
+    return {
+        "n": n,
+        "accuracy": correct.float().mean().item(),
+        "top5_accuracy": top_k_accuracy(logits, labels, 5),
+        "loss": F.cross_entropy(logits, labels).item(),
+        "per_class_accuracy": {name: (int(confusion[i, i]) / int(totals[i]) if totals[i] else None)
+                               for i, name in enumerate(classes)},
+        "confusion_matrix": {"classes": list(classes), "counts": confusion.tolist()},
+        "most_confused": most_confused_pairs(confusion, list(classes)),
+        "ece": expected_calibration_error(bins, n),
+        "calibration_bins": bins,
+    }
+
+
+def format_report(report: dict) -> str:
+    """The report as compact text for the terminal."""
+    classes = report["confusion_matrix"]["classes"]
+    lines = [f"top-1 {100 * report['accuracy']:.2f}%  top-5 {100 * report['top5_accuracy']:.2f}%  "
+             f"loss {report['loss']:.4f}  ECE {100 * report['ece']:.2f}% ({ECE_BINS} bins)", "per class:"]
+    lines += [f"  {name:>12s} {'-' if acc is None else f'{100 * acc:6.2f}%'}"
+              for name, acc in report["per_class_accuracy"].items()]
+    short = [name[:5] for name in classes]
+    lines.append("confusion matrix (rows true, columns predicted):")
+    lines.append(" " * 14 + " ".join(f"{s:>5s}" for s in short))
+    for name, row in zip(classes, report["confusion_matrix"]["counts"], strict=True):
+        lines.append(f"  {name:>12s}" + " ".join(f"{v:5d}" for v in row))
+    if report["most_confused"]:
+        lines.append("most confused: " + ", ".join(f"{p['true']} -> {p['predicted']} ({p['count']})"
+                                                   for p in report["most_confused"]))
+    return "\n".join(lines)
+
+
+def write_json(path: Path, report: dict) -> None:
+    _atomic_write_text(Path(path), json.dumps(report, indent=2) + "\n")
+
+
+def write_per_class_csv(path: Path, report: dict) -> None:
+    classes = report["confusion_matrix"]["classes"]
+    counts = report["confusion_matrix"]["counts"]
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "images", "correct", "accuracy", "most_predicted_instead"])
+        for i, name in enumerate(classes):
+            row = counts[i]
+            wrong = [(v, classes[j]) for j, v in enumerate(row) if j != i and v]
+            instead = max(wrong, key=lambda w: (w[0], -classes.index(w[1])))[1] if wrong else ""
+            total = sum(row)
+            writer.writerow([name, total, row[i], f"{row[i] / total:.6f}" if total else "", instead])
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,97 @@
+"""--mode summary: one line per run directory, and mean ± std over runs that differ only by seed."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from errors import UserError
+from runs import MetricsLog
+from seeds import SeedSummary
+
+# Config keys that do not make two runs different experiments.
+NOT_THE_EXPERIMENT = {"seed", "run_dir", "data_dir", "download", "device", "quiet", "max_steps", "threads",
+                      "compile", "tensorboard", "resolved_device"}
+
+
+@dataclass(frozen=True)
+class RunLine:
+    run_dir: Path
+    model: str
+    recipe: str
+    seed: int
+    epochs_done: int
+    epochs: int
+    final_test_acc: float | None
+    best_val_test_acc: float | None  # test accuracy at the epoch of the best validation accuracy
+    train_seconds: float
+    tta: str
+    experiment: str  # the config without NOT_THE_EXPERIMENT keys, as a key for grouping
+
+    def as_row(self) -> dict:
+        return {"run_dir": str(self.run_dir), "model": self.model, "recipe": self.recipe, "seed": self.seed,
+                "epochs_done": self.epochs_done, "epochs": self.epochs, "final_test_acc": self.final_test_acc,
+                "best_val_test_acc": self.best_val_test_acc, "train_seconds": round(self.train_seconds, 1),
+                "tta": self.tta}
+
+
+def read_run(run_dir: Path) -> RunLine:
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.json)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{config_path} is not readable JSON ({e})") from None
+    rows = MetricsLog(run_dir / "metrics.csv").rows()
+    final = float(rows[-1]["test_acc"]) if rows and rows[-1].get("test_acc") else None
+    with_val = [r for r in rows if r.get("val_acc")]
+    best = max(with_val, key=lambda r: float(r["val_acc"])) if with_val else None
+    experiment = json.dumps({k: v for k, v in config.items() if k not in NOT_THE_EXPERIMENT}, sort_keys=True)
+    return RunLine(
+        run_dir=run_dir, model=config.get("model", "?"), recipe=config.get("recipe", "seed"),
+        seed=int(config.get("seed", 0)), epochs_done=len(rows), epochs=int(config.get("epochs", 0)),
+        final_test_acc=final, best_val_test_acc=float(best["test_acc"]) if best else None,
+        train_seconds=sum(float(r.get("seconds") or 0) for r in rows),
+        tta=(rows[-1].get("tta") or "none") if rows else config.get("tta", "none"), experiment=experiment,
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def format_lines(runs: list[RunLine]) -> list[str]:
+    """A line per run, then one per group of two or more finished runs that differ only by seed."""
+    lines = [f"{run.run_dir}: {run.model} {run.recipe} seed {run.seed}, epoch {run.epochs_done}/{run.epochs}, "
+             f"final test {_percent(run.final_test_acc)}, best-on-val test {_percent(run.best_val_test_acc)}, "
+             f"train time {run.train_seconds / 60:.1f} min (tta {run.tta})" for run in runs]
+    for group in seed_groups(runs):
+        finished = [r for r in group if r.final_test_acc is not None]
+        summary = SeedSummary(tuple(r.seed for r in finished), tuple(r.final_test_acc for r in finished))
+        lines.append(f"{group[0].model} {group[0].recipe}: " + summary.line(group[0].tta))
+    return lines
+
+
+def seed_groups(runs: list[RunLine]) -> list[list[RunLine]]:
+    groups: dict[str, list[RunLine]] = {}
+    for run in runs:
+        groups.setdefault(run.experiment, []).append(run)
+    return [g for g in groups.values()
+            if len({r.seed for r in g if r.final_test_acc is not None}) >= 2]
+
+
+def write_csv(path: Path, runs: list[RunLine]) -> None:
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(runs[0].as_row()))
+            writer.writeheader()
+            for run in runs:
+                writer.writerow({k: ("" if v is None else v) for k, v in run.as_row().items()})
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write --output {path}: {e.strerror or e}") from None

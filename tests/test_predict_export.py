@@ -1,0 +1,163 @@
+"""--mode predict on generated image files, and --mode export round trips."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from checkpoints import load_checkpoint
+from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
+from evaluation import load_model
+
+from helpers import run_cli, tiny_train_args
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """One tiny trained ResNet-20 shared by the tests of this module (training is the slow part)."""
+    import main as cli
+
+    from conftest import write_batches
+
+    root = tmp_path_factory.mktemp("trained")
+    data_dir = root / "data"
+    write_batches(data_dir / "cifar-10-batches-py")
+    code = cli.main([str(a) for a in tiny_train_args(data_dir, root / "run", "--epochs", "1")])
+    assert code == 0
+    return root / "run" / "last.pt"
+
+
+def write_images(folder):
+    """PNG, JPEG, RGBA, grayscale and palette files of several sizes, plus a 32x32 RGB reference."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(0)
+    rgb = rng.randint(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(folder / "exact.png")
+    Image.fromarray(rng.randint(0, 256, (64, 48, 3), dtype=np.uint8)).save(folder / "photo.jpg", quality=90)
+    Image.fromarray(rng.randint(0, 256, (40, 40, 4), dtype=np.uint8), mode="RGBA").save(folder / "alpha.png")
+    Image.fromarray(rng.randint(0, 256, (20, 30), dtype=np.uint8), mode="L").save(folder / "gray.png")
+    Image.fromarray(rgb).convert("P").save(folder / "palette.gif")
+    return folder
+
+
+def test_predict_folder_and_files_to_csv(checkpoint, tmp_path, capsys):
+    folder = write_images(tmp_path / "imgs")
+    (folder / "notes.txt").write_text("not an image, and not picked up by the folder walk")
+    output = tmp_path / "preds.csv"
+    code, out, err = run_cli(capsys, "--mode", "predict", "--checkpoint", checkpoint, folder, "--output", output,
+                             "--top-k", "2")
+    assert code == 0, err
+    with open(output, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["path"].rsplit("/", 1)[1] for r in rows) == ["alpha.png", "exact.png", "gray.png",
+                                                                 "palette.gif", "photo.jpg"]
+    for row in rows:
+        assert float(row["prob_1"]) >= float(row["prob_2"]) and row["class_1"] != row["class_2"]
+    sizes = {r["path"].rsplit("/", 1)[1]: r["resized_from"] for r in rows}
+    assert sizes == {"exact.png": "", "photo.jpg": "48x64", "alpha.png": "40x40", "gray.png": "30x20",
+                     "palette.gif": ""}
+    assert "3 of 5 images were not 32x32 and were resized to 32x32" in err
+
+
+def test_predict_probabilities_match_the_model(checkpoint, tmp_path, capsys):
+    folder = write_images(tmp_path / "imgs")
+    code, out, err = run_cli(capsys, "--mode", "predict", "--checkpoint", checkpoint, folder / "exact.png",
+                             "--top-k", "10")
+    assert code == 0, err
+    payload = load_checkpoint(checkpoint)
+    model = load_model(payload, checkpoint).eval()
+    pixels = torch.from_numpy(np.asarray(Image.open(folder / "exact.png"))).permute(2, 0, 1)[None].float() / 255
+    mean, std = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        probabilities = model((pixels - mean) / std).softmax(1)[0]
+    best = int(probabilities.argmax())
+    assert out.startswith(f"{folder / 'exact.png'}: {payload['classes'][best]} {100 * probabilities[best]:.1f}%")
+
+
+def test_predict_skips_broken_files_with_exit_1(checkpoint, tmp_path, capsys):
+    folder = write_images(tmp_path / "imgs")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    (folder / "text.png").write_text("hello, I am text")
+    code, out, err = run_cli(capsys, "--mode", "predict", "--checkpoint", checkpoint, folder)
+    assert code == 1
+    skipped = [line for line in err.splitlines() if line.startswith("skipped")]
+    assert [line.split(":")[0] for line in skipped] == [f"skipped {folder / 'broken.png'}",
+                                                        f"skipped {folder / 'text.png'}"]
+    assert len(out.splitlines()) == 5
+
+
+def test_predict_none_readable_is_exit_2(checkpoint, tmp_path, capsys):
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    code, _, err = run_cli(capsys, "--mode", "predict", "--checkpoint", checkpoint, text, tmp_path / "missing.jpg")
+    assert code == 2
+    assert f"skipped {tmp_path / 'missing.jpg'}: no such file" in err
+    assert err.strip().splitlines()[-1] == "error: none of the 2 files could be read as an image"
+
+
+def test_predict_an_empty_folder_is_a_usage_error(checkpoint, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "--mode", "predict", "--checkpoint", checkpoint, tmp_path / "empty")
+    assert code == 2 and err == f"error: no image files found in {tmp_path / 'empty'}\n"
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2", "safetensors"])
+def test_export_round_trips_with_matching_logits(checkpoint, tmp_path, capsys, fmt):
+    output = tmp_path / f"model.{fmt}"
+    code, out, err = run_cli(capsys, "--mode", "export", "--checkpoint", checkpoint, "--format", fmt,
+                             "--output", output)
+    assert code == 0, err
+    assert "64 test images match PyTorch's" in out
+    assert not list(tmp_path.glob(".*.tmp"))
+    payload = load_checkpoint(checkpoint)
+    model = load_model(payload, checkpoint).eval()
+    test = load_cifar10(checkpoint.parent.parent / "data", download=False).test
+    mean, std = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    inputs = (test.images[:7].float() / 255 - mean) / std  # another batch size than the export's example
+    with torch.no_grad():
+        expected = model(inputs)
+    if fmt == "onnx":
+        import onnxruntime
+        session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: inputs.numpy()})[0])
+    elif fmt == "torchscript":
+        got = torch.jit.load(str(output))(inputs)
+    elif fmt == "pt2":
+        got = torch.export.load(str(output)).module()(inputs)
+    else:
+        from safetensors.torch import load_file
+
+        sidecar = json.loads(output.with_suffix(".json").read_text())
+        assert sidecar["classes"] == payload["classes"] and sidecar["mean"] == list(CIFAR10_MEAN)
+        from models import modeltype
+        rebuilt = modeltype(sidecar["model"], len(sidecar["classes"])).eval()
+        rebuilt.load_state_dict(load_file(str(output)))
+        with torch.no_grad():
+            got = rebuilt(inputs)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_export_mismatch_is_an_error_and_writes_nothing(checkpoint, tmp_path, capsys, monkeypatch):
+    import exporting
+
+    writer, _ = exporting._EXPORTERS["safetensors"]
+    wrong = (writer, lambda path, inputs: torch.zeros(len(inputs), 10))
+    monkeypatch.setitem(exporting._EXPORTERS, "safetensors", wrong)
+    output = tmp_path / "model.safetensors"
+    code, _, err = run_cli(capsys, "--mode", "export", "--checkpoint", checkpoint, "--format", "safetensors",
+                           "--output", output)
+    assert code == 2
+    assert err.startswith("error: --format safetensors: the exported model's logits differ from PyTorch's by up to")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_without_its_package_names_it(checkpoint, tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    code, _, err = run_cli(capsys, "--mode", "export", "--checkpoint", checkpoint, "--format", "onnx",
+                           "--output", tmp_path / "m.onnx")
+    assert code == 2 and err == "error: --format onnx needs onnxruntime: pip install onnxruntime\n"
