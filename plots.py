@@ -74,23 +74,32 @@ def plot_calibration(report: dict, path: Path) -> Path:
 
 
 def plot_mistakes(images: torch.Tensor, probabilities: torch.Tensor, labels: torch.Tensor, classes: list[str],
-                  path: Path, count: int = 24) -> Path:
-    """The most confidently wrong images (uint8 (N, 3, H, W)), with true and predicted labels."""
+                  path: Path, count: int = 24, columns: int = 8) -> Path:
+    """The most confidently wrong images (uint8 (N, 3, H, W)), with true and predicted labels.
+
+    Drawn as one mosaic in a single axes (one subplot per image is ~5x slower to render).
+    """
     confidence, predicted = probabilities.max(1)
     wrong = (predicted != labels).nonzero().flatten()
-    order = wrong[confidence[wrong].argsort(descending=True)][:count]
-    columns = 8
+    order = wrong[confidence[wrong].argsort(descending=True)][:count].tolist()
     rows = max(1, -(-len(order) // columns))
-    figure = _figure(columns * 1.35, rows * 1.6)
-    for slot, index in enumerate(order.tolist()):
-        ax = figure.add_subplot(rows, columns, slot + 1)
-        ax.imshow(images[index].permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.set_title(f"{classes[int(labels[index])]}\n→ {classes[int(predicted[index])]} "
-                     f"{100 * float(confidence[index]):.0f}%", fontsize=7)
-        ax.axis("off")
-    if len(order) == 0:
-        figure.text(0.5, 0.5, "no mistakes", ha="center")
-    figure.suptitle("most confidently wrong (true → predicted, confidence)", fontsize=9)
+    size, gap, caption = images.shape[-1], 4, 18  # pixels: image, gap between images, room for two lines
+    cell_w, cell_h = size + gap, size + gap + caption
+    mosaic = torch.full((rows * cell_h, columns * cell_w, 3), 255, dtype=torch.uint8)
+    for slot, index in enumerate(order):
+        top, left = (slot // columns) * cell_h + caption, (slot % columns) * cell_w
+        mosaic[top:top + size, left:left + size] = images[index].permute(1, 2, 0)
+    figure = _figure(columns * 1.35, rows * 1.75 + 0.3)
+    ax = figure.add_subplot()
+    ax.imshow(mosaic.numpy(), interpolation="nearest")
+    ax.axis("off")
+    for slot, index in enumerate(order):
+        x, y = (slot % columns) * cell_w + size / 2, (slot // columns) * cell_h + caption - 1
+        ax.text(x, y, f"{classes[int(labels[index])]}\n→ {classes[int(predicted[index])]} "
+                f"{100 * float(confidence[index]):.0f}%", ha="center", va="bottom", fontsize=7)
+    if not order:
+        ax.text(0.5, 0.5, "no mistakes", ha="center", transform=ax.transAxes)
+    ax.set_title("most confidently wrong (true → predicted, confidence)", fontsize=9)
     return _save(figure, path)
 
 
@@ -113,7 +122,10 @@ def plot_curves(rows: list[dict], path: Path) -> Path:
     epochs, lrs = _column(rows, "lr")
     lr_ax.plot(epochs, lrs, color="tab:green")
     tta = next((r.get("tta") for r in reversed(rows) if r.get("tta")), "none")
+    from matplotlib.ticker import MaxNLocator
+
     for ax, title in ((loss_ax, "loss"), (acc_ax, f"accuracy (%), eval tta {tta}"), (lr_ax, "learning rate")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)

@@ -72,7 +72,8 @@ def test_standard_and_fast_recipes():
         True, 0.9, 5e-4, 500, "triangular")
     assert (fast.translate_pad, fast.cutout, fast.tta, fast.epochs, fast.lr) == (
         "reflect", 12, "flip-translate", 26, 0.4)
-    assert resolved(["--recipe", "fast", "--model", "resnet20"]).epochs == 30
+    fast20 = resolved(["--recipe", "fast", "--model", "resnet20"])
+    assert (fast20.epochs, fast20.cutout) == (30, 0)  # Cutout cost the small net accuracy (bench/README.md)
 
 
 def test_triangular_schedule():
@@ -106,8 +107,8 @@ def test_config_json_and_checkpoint_record_the_recipe_and_its_values(batches_dir
                                                     "--batch-size", "32", "--tta", "none"))
     assert code == 0, err
     config = json.loads((run_dir / "config.json").read_text())
-    assert (config["recipe"], config["nesterov"], config["cutout"], config["scheduler"]) == (
-        "fast", True, 12, "triangular")
+    assert (config["recipe"], config["nesterov"], config["cutout"], config["scheduler"], config["lr"]) == (
+        "fast", True, 0, "triangular", 0.4)
     from checkpoints import load_checkpoint
     saved = load_checkpoint(run_dir / "last.pt")["config"]
     assert saved["recipe"] == "fast" and saved["translate_pad"] == "reflect" and saved["batch_size"] == 32
