@@ -11,7 +11,7 @@ from errors import UserError
 
 METRIC_COLUMNS = (
     "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-    "seconds", "img_per_s", "ema_val_loss", "ema_val_acc", "ema_test_loss", "ema_test_acc", "tta",
+    "seconds", "img_per_s", "ema_val_loss", "ema_val_acc", "ema_test_loss", "ema_test_acc", "tta", "epoch_seconds",
 )
 RUN_MARKERS = ("config.json", "metrics.csv", "last.pt")
 

@@ -26,14 +26,14 @@ class RunLine:
     epochs: int
     final_test_acc: float | None
     best_val_test_acc: float | None  # test accuracy at the epoch of the best validation accuracy
-    train_seconds: float
+    wall_seconds: float  # training and evaluation of every epoch (start-up and checkpoint writes aside)
     tta: str
     experiment: str  # the config without NOT_THE_EXPERIMENT keys, as a key for grouping
 
     def as_row(self) -> dict:
         return {"run_dir": str(self.run_dir), "model": self.model, "recipe": self.recipe, "seed": self.seed,
                 "epochs_done": self.epochs_done, "epochs": self.epochs, "final_test_acc": self.final_test_acc,
-                "best_val_test_acc": self.best_val_test_acc, "train_seconds": round(self.train_seconds, 1),
+                "best_val_test_acc": self.best_val_test_acc, "wall_seconds": round(self.wall_seconds, 1),
                 "tta": self.tta}
 
 
@@ -55,7 +55,8 @@ def read_run(run_dir: Path) -> RunLine:
         run_dir=run_dir, model=config.get("model", "?"), recipe=config.get("recipe", "seed"),
         seed=int(config.get("seed", 0)), epochs_done=len(rows), epochs=int(config.get("epochs", 0)),
         final_test_acc=final, best_val_test_acc=float(best["test_acc"]) if best else None,
-        train_seconds=sum(float(r.get("seconds") or 0) for r in rows),
+        # Rows written before the epoch_seconds column existed count their training time only.
+        wall_seconds=sum(float(r.get("epoch_seconds") or r.get("seconds") or 0) for r in rows),
         tta=(rows[-1].get("tta") or "none") if rows else config.get("tta", "none"), experiment=experiment,
     )
 
@@ -68,7 +69,7 @@ def format_lines(runs: list[RunLine]) -> list[str]:
     """A line per run, then one per group of two or more finished runs that differ only by seed."""
     lines = [f"{run.run_dir}: {run.model} {run.recipe} seed {run.seed}, epoch {run.epochs_done}/{run.epochs}, "
              f"final test {_percent(run.final_test_acc)}, best-on-val test {_percent(run.best_val_test_acc)}, "
-             f"train time {run.train_seconds / 60:.1f} min (tta {run.tta})" for run in runs]
+             f"wall time {run.wall_seconds / 60:.1f} min (tta {run.tta})" for run in runs]
     for group in seed_groups(runs):
         finished = [r for r in group if r.final_test_acc is not None]
         summary = SeedSummary(tuple(r.seed for r in finished), tuple(r.final_test_acc for r in finished))

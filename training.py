@@ -401,6 +401,9 @@ def epoch_row(epoch: int, lr: float, totals: EpochTotals, results: dict[str, Eva
         "val_loss": val.loss if val else None, "val_acc": val.accuracy if val else None,
         "test_loss": test.loss, "test_acc": test.accuracy,
         "seconds": totals.seconds, "img_per_s": totals.seen / max(1e-9, totals.seconds),
+        # Training plus every evaluation of the epoch (EMA and TTA included): the epoch's wall time
+        # but for checkpoint writing and the process's start-up.
+        "epoch_seconds": totals.seconds + sum(result.seconds for result in results.values()),
     }
 
 

@@ -15,7 +15,8 @@ def test_train_then_eval_end_to_end(batches_dir, tmp_path, capsys):
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert set(rows[0]) == {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
                             "test_acc", "seconds", "img_per_s", "ema_val_loss", "ema_val_acc", "ema_test_loss",
-                            "ema_test_acc", "tta"}
+                            "ema_test_acc", "tta", "epoch_seconds"}
+    assert all(float(r["epoch_seconds"]) > float(r["seconds"]) for r in rows)  # evaluation included
     assert rows[0]["tta"] == "none" and rows[0]["ema_test_acc"] == ""
     assert json.loads((run_dir / "config.json").read_text())["model"] == "resnet20"
     assert "epoch 2/2" in out
