@@ -1,7 +1,7 @@
 """Training-time augmentation on whole batches, and test-time augmentation (TTA) of logits.
 
 Every random choice is drawn up front, per epoch, from the loader's generator seeded with
-(seed, epoch) (see datasets.BatchLoader.plan), so a run resumed at any step replays exactly the
+(seed, epoch) (see loader.BatchLoader.plan), so a run resumed at any step replays exactly the
 images the uninterrupted run saw. The functions here only apply choices they are given.
 """
 from __future__ import annotations

@@ -9,22 +9,24 @@ import torch
 
 from checkpoints import load_checkpoint
 from config import PER_INVOCATION, RESUME_OVERRIDABLE, EvalConfig, ExportConfig, PredictConfig, TrainConfig
-from datasets import Normalizer, load_cifar10
+from datasets import load_cifar10
 from devices import resolve_device
 from errors import UserError
 from evaluation import evaluate_checkpoint, load_model
 from exporting import ATOL, RTOL, export_model, require_packages
+from loader import Normalizer
 from predict import collect_paths, decode_all, predict_images
 from predict import write_csv as write_predictions_csv
 from recipes import apply_recipe
 from report import format_report, write_json
+from run_state import data_summary
 from runs import check_writable, default_run_dir, prepare_new_run_dir
 from seeds import SeedSummary, seed_run_dir, write_summary
 from summary import format_lines as format_summary
 from summary import read_run
 from summary import write_csv as write_summary_csv
 from tensorboard_log import require_tensorboard
-from training import Interrupted, data_summary, train_model
+from training import Interrupted, train_model
 
 
 def resume_config(saved: TrainConfig, requested: TrainConfig, explicit: set[str]) -> TrainConfig:

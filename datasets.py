@@ -1,8 +1,6 @@
-"""CIFAR-10 loading, normalisation and batch augmentation.
+"""CIFAR-10 loading: the official batches, image-folder trees (with a cache), or a download.
 
-Each split is held as one uint8 tensor (N, 3, 32, 32) on the training device. Random crop and
-flip are drawn per sample but applied to a whole batch at once, as the speed-run trainers
-(airbench, hlb-CIFAR10) do: no per-image PIL work and no worker processes in the loop.
+Each split is held as one uint8 tensor (N, 3, 32, 32); loader.py batches and augments it.
 """
 from __future__ import annotations
 
@@ -22,16 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from augmentations import (
-    Augmentation,
-    MixPlan,
-    apply_policy,
-    cutout,
-    draw_mix_plan,
-    mix_batch,
-    policy_transform,
-    random_crop_flip,
-)
 from errors import UserError
 
 CIFAR10_CLASSES = (
@@ -42,7 +30,6 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 IMAGE_SIZE = 32
-CHUNK_IMAGES = 2048  # images prepared at once: 25 MB as float32 on the device
 BATCHES_FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
@@ -376,142 +363,3 @@ def split_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Spl
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(train), generator=generator)
     return train.subset(order[val_size:]), train.subset(order[:val_size])
-
-
-# ---------------------------------------------------------------------------------------------
-# Augmentation and batching
-
-
-class Normalizer:
-    """uint8 images to float32, scaled by the per-channel mean and std."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
-        std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
-        mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        self.scale = 1.0 / (255.0 * std_t)
-        self.shift = mean_t / std_t
-
-    def __call__(self, images: torch.Tensor, channels_last: bool) -> torch.Tensor:
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        return (images.float() * self.scale - self.shift).contiguous(memory_format=layout)
-
-
-@dataclass(frozen=True)
-class EpochPlan:
-    """Everything random about one training epoch, drawn at once from the loader's generator."""
-
-    order: torch.Tensor  # (N,) permutation
-    offsets: torch.Tensor  # (N, 2) crop offsets
-    flips: torch.Tensor  # (N,) bool
-    cutout_centres: torch.Tensor | None = None  # (N, 2) with --cutout
-    policy_seeds: torch.Tensor | None = None  # (N,) one seed per image position with --augment
-    mix: MixPlan | None = None  # per step, with --mixup / --cutmix
-
-
-class BatchLoader:
-    """Batches from a Split held on the training device.
-
-    For training, each epoch's order, crops and flips come from a generator seeded with
-    (seed, epoch): the loader needs no state beyond its seed, and a run resumed at any step
-    of any epoch replays exactly the batches the uninterrupted run would have seen.
-    The last incomplete batch is dropped in training so every step has the same shape
-    (cudnn autotuning and torch.compile see one shape); evaluation keeps every image.
-    """
-
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        device: torch.device,
-        normalizer: Normalizer,
-        channels_last: bool,
-        train: bool,
-        seed: int = 0,
-        augmentation: Augmentation | None = None,
-        num_classes: int = 10,
-    ):
-        if batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {batch_size}")
-        if batch_size > len(split):
-            raise UserError(f"--batch-size {batch_size} is larger than the data set ({len(split)} images)")
-        self.split = split.to(device)
-        self.batch_size = batch_size
-        self.device = device
-        self.normalizer = normalizer
-        self.channels_last = channels_last
-        self.train = train
-        self.seed = seed
-        self.augmentation = augmentation if augmentation is not None else Augmentation()
-        self.num_classes = num_classes
-        # Built once: torchvision's policy objects are cheap but hold the op table.
-        self.policy = policy_transform(self.augmentation.policy) if self.augmentation.policy != "none" else None
-
-    @property
-    def mixes(self) -> bool:
-        """True when training targets are soft (B, num_classes) probabilities, not labels."""
-        return self.train and self.augmentation.mixes
-
-    def __len__(self) -> int:
-        if self.train:
-            return len(self.split) // self.batch_size
-        return -(-len(self.split) // self.batch_size)
-
-    def plan(self, epoch: int) -> EpochPlan:
-        """Draw the epoch's choices. Optional augmentations draw after the classic ones, so
-        turning one on leaves the order, crops and flips of a run unchanged."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        aug = self.augmentation
-        n, height, width = len(self.split), self.split.images.shape[2], self.split.images.shape[3]
-        order = torch.randperm(n, generator=generator)
-        offsets = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), generator=generator)
-        flips = torch.randint(0, 2, (n,), generator=generator).bool()
-        centres = policy_seeds = mix = None
-        if aug.cutout > 0:
-            centres = torch.stack([torch.randint(0, height, (n,), generator=generator),
-                                   torch.randint(0, width, (n,), generator=generator)], dim=1).to(self.device)
-        if self.policy is not None:
-            base = int(torch.randint(0, 2**62, (1,), generator=generator))
-            policy_seeds = (base + torch.arange(n)) % 2**63
-        if aug.mixes:
-            # numpy draws the Beta variates (torch's Beta takes no generator), seeded from ours.
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
-            mix = draw_mix_plan(rng, len(self), aug, height, width)
-        return EpochPlan(order.to(self.device), offsets.to(self.device), flips.to(self.device), centres,
-                         policy_seeds, mix)
-
-    def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (inputs, targets) for the steps start_step.. of the given epoch.
-
-        Crops, flips and normalisation are made for several batches at once (CHUNK_IMAGES images):
-        on a GPU a small batch's step is bound by the host launching kernels, and the ~30 small ops
-        of a batch's gather/crop/flip/normalise would otherwise be launched every step. Each
-        image's values are the same whatever the chunking, so resume still replays exactly.
-        """
-        plan = self.plan(epoch) if self.train else None
-        steps_per_chunk = max(1, CHUNK_IMAGES // self.batch_size)
-        for first in range(start_step, len(self), steps_per_chunk):
-            last = min(first + steps_per_chunk, len(self))
-            chunk = slice(first * self.batch_size, min(last * self.batch_size, len(self.split)))
-            if plan is None:
-                inputs = self.normalizer(self.split.images[chunk], self.channels_last)
-                labels = self.split.labels[chunk]
-            else:
-                inputs, labels = self._augmented_chunk(plan, chunk)
-            for step, start in enumerate(range(0, len(labels), self.batch_size), start=first):
-                batch_inputs, targets = inputs[start:start + self.batch_size], labels[start:start + self.batch_size]
-                if plan is not None and plan.mix is not None:
-                    batch_inputs, targets, _ = mix_batch(batch_inputs, targets, plan.mix, step, self.num_classes)
-                yield batch_inputs, targets
-
-    def _augmented_chunk(self, plan: EpochPlan, chunk: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crop and flip (uint8), then the policy (uint8), normalise, then Cutout (float)."""
-        aug = self.augmentation
-        index = plan.order[chunk]
-        images = random_crop_flip(self.split.images[index], plan.offsets[chunk], plan.flips[chunk],
-                                  aug.crop_padding, aug.pad_mode)
-        if self.policy is not None:
-            images = apply_policy(self.policy, images, plan.policy_seeds[chunk])
-        inputs = self.normalizer(images, self.channels_last)
-        if plan.cutout_centres is not None:
-            inputs = cutout(inputs, plan.cutout_centres[chunk], aug.cutout)
-        return inputs, self.split.labels[index]

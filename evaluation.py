@@ -13,9 +13,10 @@ from torch import nn
 from augmentations import tta_logits
 from checkpoints import load_checkpoint
 from config import EvalConfig
-from datasets import BatchLoader, Dataset, Normalizer, Split, load_cifar10, split_validation
+from datasets import Dataset, Split, load_cifar10, split_validation
 from devices import autocast, resolve_device, resolve_precision
 from errors import UserError
+from loader import BatchLoader, Normalizer
 from models import modeltype
 from plots import plot_calibration, plot_confusion, plot_mistakes
 from report import Predictions, build_report, write_json, write_per_class_csv

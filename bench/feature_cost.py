@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from augmentations import Augmentation  # noqa: E402
 from config import TrainConfig  # noqa: E402
-from datasets import BatchLoader, Split, load_cifar10  # noqa: E402
+from datasets import Split, load_cifar10  # noqa: E402
 from evaluation import evaluate  # noqa: E402
+from loader import BatchLoader  # noqa: E402
 from models import MODEL_NAMES  # noqa: E402
 from progress import NoProgress  # noqa: E402
 from training import EpochTotals, build_run, train_one_epoch  # noqa: E402

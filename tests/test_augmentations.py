@@ -16,8 +16,9 @@ from augmentations import (
     random_crop_flip,
     tta_logits,
 )
-from datasets import CIFAR10_MEAN, CIFAR10_STD, BatchLoader, Normalizer, Split
+from datasets import CIFAR10_MEAN, CIFAR10_STD, Split
 from ema import ModelEMA
+from loader import BatchLoader, Normalizer
 from seeds import SeedSummary
 
 from conftest import synthetic_images

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-import datasets  # noqa: E402
+import loader  # noqa: E402
 import training  # noqa: E402
 
 
@@ -23,7 +23,7 @@ def test_throughput_times_exactly_the_steps_it_counts_across_epoch_ends(batches_
     # 250 train images at batch 64: 3 steps an epoch, fewer than the 5 steps a round asks for, so
     # the real path must go on into the next epoch instead of stopping short.
     counted = {"real": 0, "compute": 0, "loader": 0}
-    real_step, original_epoch = training.train_step, datasets.BatchLoader.epoch
+    real_step, original_epoch = training.train_step, loader.BatchLoader.epoch
 
     def counting_step(variant):
         def step(*args, **kwargs):
@@ -39,7 +39,7 @@ def test_throughput_times_exactly_the_steps_it_counts_across_epoch_ends(batches_
 
     monkeypatch.setattr(training, "train_step", counting_step("real"))  # train_one_epoch's step
     monkeypatch.setattr(throughput, "train_step", counting_step("compute"))  # the compute-only loop
-    monkeypatch.setattr(datasets.BatchLoader, "epoch", count_batches)
+    monkeypatch.setattr(loader.BatchLoader, "epoch", count_batches)
     report = throughput.main(["--model", "resnet20", "--data-dir", str(batches_dir), "--device", "cpu",
                               "--precision", "fp32", "--batch-size", "64", "--steps", "5", "--rounds", "2",
                               "--warmup", "1", "--no-classic", "--no-eval"])

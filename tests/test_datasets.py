@@ -10,8 +10,6 @@ from augmentations import random_crop_flip
 from datasets import (
     CIFAR10_MEAN,
     CIFAR10_STD,
-    BatchLoader,
-    Normalizer,
     Split,
     load_cifar10,
     read_batches,
@@ -19,6 +17,7 @@ from datasets import (
     split_validation,
 )
 from errors import UserError
+from loader import BatchLoader, Normalizer
 
 from conftest import CLASSES, synthetic_images, write_batches, write_image_folder
 

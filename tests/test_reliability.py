@@ -16,7 +16,7 @@ import torch
 from test_training import synthetic_dataset
 
 import checkpoints
-import datasets
+import loader
 import rng
 import training
 from checkpoints import load_checkpoint, save_checkpoint
@@ -172,8 +172,8 @@ def test_resume_without_replaying_the_data_stream_differs(tmp_path, monkeypatch)
     """The comparison above can fail: resume with a data order that is not replayed exactly."""
     straight = load_checkpoint(run_training(tmp_path, "straight", BASE) / "last.pt")
     partial = load_checkpoint(run_training(tmp_path, "part", replace(BASE, max_steps=3)) / "last.pt")
-    original_plan = datasets.BatchLoader.plan
-    monkeypatch.setattr(datasets.BatchLoader, "plan", lambda self, epoch: original_plan(self, epoch + 1000))
+    original_plan = loader.BatchLoader.plan
+    monkeypatch.setattr(loader.BatchLoader, "plan", lambda self, epoch: original_plan(self, epoch + 1000))
     resumed = load_checkpoint(run_training(tmp_path, "part", BASE, resume=partial) / "last.pt")
     assert not same_state(straight["model_state"], resumed["model_state"])
 
