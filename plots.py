@@ -6,12 +6,12 @@ PNG is written to a temporary name and renamed, so a reader never sees half a fi
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from errors import UserError
+from runs import atomic_path
 
 
 def _figure(width: float, height: float):
@@ -23,11 +23,9 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path: Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, format="png")
+    return Path(path)
 
 
 def plot_confusion(report: dict, path: Path) -> Path:

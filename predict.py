@@ -13,6 +13,8 @@ import torch
 
 from datasets import IMAGE_SIZE
 from errors import UserError
+from loader import Normalizer
+from runs import atomic_path
 
 BATCH = 500
 # What a folder walk picks up; a file named on the command line is always tried, whatever its name.
@@ -86,13 +88,12 @@ def predict_images(model: torch.nn.Module, decoded: Iterator[Decoded], mean: Seq
     """Top-k predictions for each readable image, BATCH images a forward pass; on_error(decoded)
     is called for each unreadable one."""
     model.eval()
-    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    normalizer = Normalizer(tuple(mean), tuple(std), device)  # the same arithmetic as training's
     batch: list[Decoded] = []
 
     def flush() -> Iterator[Prediction]:
         pixels = torch.from_numpy(np.stack([d.pixels for d in batch])).to(device)
-        inputs = (pixels.float() / 255 - mean_t) / std_t
+        inputs = normalizer(pixels, channels_last=False)
         probabilities = model(inputs).float().softmax(1).cpu()
         top = probabilities.topk(min(top_k, probabilities.shape[1]), dim=1)
         for item, values, indices in zip(batch, top.values.tolist(), top.indices.tolist(), strict=True):
@@ -114,9 +115,8 @@ def predict_images(model: torch.nn.Module, decoded: Iterator[Decoded], mean: Seq
 def write_csv(path: Path, predictions: list[Prediction], top_k: int) -> None:
     """path, then class_1, prob_1, ..., class_k, prob_k, and the original size when resized."""
     header = ["path"] + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("class", "prob")] + ["resized_from"]
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
     try:
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(header)
             for p in predictions:
@@ -124,6 +124,5 @@ def write_csv(path: Path, predictions: list[Prediction], top_k: int) -> None:
                 cells = [cell for name, prob in ranked for cell in (name, f"{prob:.6f}")]
                 size = f"{p.resized_from[0]}x{p.resized_from[1]}" if p.resized_from else ""
                 writer.writerow([str(p.path), *cells, size])
-        os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write --output {path}: {e.strerror or e}") from None

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from runs import atomic_path
 
 ECE_BINS = 15
 
@@ -115,14 +116,14 @@ def format_report(report: dict) -> str:
 
 
 def write_json(path: Path, report: dict) -> None:
-    _atomic_write_text(Path(path), json.dumps(report, indent=2) + "\n")
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def write_per_class_csv(path: Path, report: dict) -> None:
     classes = report["confusion_matrix"]["classes"]
     counts = report["confusion_matrix"]["counts"]
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "images", "correct", "accuracy", "most_predicted_instead"])
         for i, name in enumerate(classes):
@@ -131,10 +132,3 @@ def write_per_class_csv(path: Path, report: dict) -> None:
             instead = max(wrong, key=lambda w: (w[0], -classes.index(w[1])))[1] if wrong else ""
             total = sum(row)
             writer.writerow([name, total, row[i], f"{row[i] / total:.6f}" if total else "", instead])
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -1,10 +1,12 @@
 """The run directory: config.json, metrics.csv, last.pt and best.pt."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from errors import UserError
@@ -47,10 +49,22 @@ def check_writable(path: Path) -> None:
         raise UserError(f"--run-dir {path} is not writable")
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write; renamed over `path` when the block succeeds and
+    removed when it fails, so a reader sees the old file or the whole new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_config(path: Path, config: dict) -> None:
-    tmp = path / ".config.json.tmp"
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path / "config.json")
+    with atomic_path(path / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 class MetricsLog:
@@ -71,12 +85,10 @@ class MetricsLog:
     def _write(self, rows: list[dict]) -> None:
         """Rewrite the whole (small) file through a temp file and a rename, so a crash never
         leaves half a row behind."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
             writer.writeheader()
             writer.writerows({k: _format(row.get(k)) for k in METRIC_COLUMNS} for row in rows)
-        os.replace(tmp, self.path)
 
     def rows(self) -> list[dict]:
         if not self.path.exists():

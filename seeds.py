@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from runs import atomic_path
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,6 @@ def seed_run_dir(root: Path, seed: int) -> Path:
 
 def write_summary(root: Path, summary: SeedSummary, tta: str) -> Path:
     path = Path(root) / "seeds.json"
-    tmp = path.with_name(".seeds.json.tmp")
-    tmp.write_text(json.dumps({**summary.as_dict(), "tta": tta}, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({**summary.as_dict(), "tta": tta}, indent=2) + "\n")
     return path

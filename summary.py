@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from errors import UserError
-from runs import MetricsLog
+from runs import MetricsLog, atomic_path
 from seeds import SeedSummary
 
 # Config keys that do not make two runs different experiments.
@@ -86,13 +85,11 @@ def seed_groups(runs: list[RunLine]) -> list[list[RunLine]]:
 
 
 def write_csv(path: Path, runs: list[RunLine]) -> None:
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
     try:
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(runs[0].as_row()))
             writer.writeheader()
             for run in runs:
                 writer.writerow({k: ("" if v is None else v) for k, v in run.as_row().items()})
-        os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write --output {path}: {e.strerror or e}") from None
