@@ -147,25 +147,26 @@ def draw_mix_plan(rng: np.random.Generator, steps: int, augmentation: Augmentati
     return MixPlan(lams=lams, cutmix=use_cutmix, boxes=boxes)
 
 
-def mix_batch(inputs: torch.Tensor, labels: torch.Tensor, plan: MixPlan, step: int,
-              num_classes: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+def mix_batch(inputs: torch.Tensor, labels: torch.Tensor, plan: MixPlan, step: int, num_classes: int,
+              partner: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Mix each image with its neighbour in the (already shuffled) batch, as torchvision's v2
     MixUp/CutMix do; returns (inputs, soft targets (B, num_classes), the lambda used).
 
-    For CutMix the returned lambda is the share of the image that was *not* pasted over, so the
-    targets weigh each class by the area it covers.
+    partner: (images, labels) to mix with, when the batch is one process's share of a larger one;
+    default: the batch rolled by one. For CutMix the returned lambda is the share of the image
+    that was *not* pasted over, so the targets weigh each class by the area it covers.
     """
-    partner = inputs.roll(1, 0)
+    partner_inputs, partner_labels = partner if partner is not None else (inputs.roll(1, 0), labels.roll(1, 0))
     lam = float(plan.lams[step])
     if plan.cutmix[step]:
         top, bottom, left, right = (int(v) for v in plan.boxes[step])
         inputs = inputs.clone()
-        inputs[:, :, top:bottom, left:right] = partner[:, :, top:bottom, left:right]
+        inputs[:, :, top:bottom, left:right] = partner_inputs[:, :, top:bottom, left:right]
         lam = 1.0 - (bottom - top) * (right - left) / (inputs.shape[2] * inputs.shape[3])
     else:
-        inputs = inputs * lam + partner * (1.0 - lam)
-    one_hot = F.one_hot(labels, num_classes).float()
-    targets = one_hot * lam + one_hot.roll(1, 0) * (1.0 - lam)
+        inputs = inputs * lam + partner_inputs * (1.0 - lam)
+    targets = (F.one_hot(labels, num_classes).float() * lam
+               + F.one_hot(partner_labels, num_classes).float() * (1.0 - lam))
     return inputs, targets, lam
 
 

@@ -1,16 +1,21 @@
 """What each --mode does, given its configuration (main.py turns the command line into one)."""
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 
+import distributed
+import runs
 from checkpoints import load_checkpoint
 from config import PER_INVOCATION, RESUME_OVERRIDABLE, EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from datasets import load_cifar10
 from devices import resolve_device
+from distributed import Distributed
 from errors import UserError
 from evaluation import evaluate_checkpoint, load_model
 from exporting import ATOL, RTOL, export_model, require_packages
@@ -65,11 +70,7 @@ def _remove_if_unused(run_dir: Path, created: bool) -> None:
     """Undo a new run directory that never got a checkpoint, so a failed start leaves no files."""
     if not created or (run_dir / "last.pt").exists():
         return
-    for name in ("config.json", "metrics.csv"):
-        try:
-            (run_dir / name).unlink()
-        except OSError:
-            pass
+    runs.remove_run_files(run_dir)
     try:
         run_dir.rmdir()
     except OSError:
@@ -77,51 +78,122 @@ def _remove_if_unused(run_dir: Path, created: bool) -> None:
 
 
 def train_command(config: TrainConfig, explicit: set[str], resume: Path | None = None,
-                  seeds: list[int] | None = None) -> int:
-    """A new run (its recipe resolved), a resumed one, or one run per seed."""
+                  seeds: list[int] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """A new run (its recipe resolved), a resumed one, or one run per seed; under torchrun, one
+    process of a distributed run (and, after a torchrun restart, the resumed run)."""
+    launch = distributed.describe_launch(environ)
     if resume is not None and seeds is not None:
         raise UserError("--seeds starts new runs; resume each seed's run with --resume RUN_DIR/seed<N>/last.pt")
     if config.tensorboard:
         require_tensorboard()
+    if launch.max_restarts > 0 and resume is None:
+        resume = restart_checkpoint(config, seeds, launch)
     if resume is not None:
         payload = load_checkpoint(resume)
         config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
         if payload["epoch"] >= config.epochs:
-            print(f"{resume}: this run already finished all {payload['epoch']} epochs; nothing to do "
-                  f"(pass a larger --epochs to train further)")
+            if launch.is_main:
+                print(f"{resume}: this run already finished all {payload['epoch']} epochs; nothing to do "
+                      f"(pass a larger --epochs to train further)")
             return 0
-        return run_training(config, explicit, payload, resume)[0]
+        with joined(launch, config) as dist:
+            return run_training(config, explicit, payload, resume, dist)[0]
     config = apply_recipe(config, explicit)
-    if seeds is None:
-        return run_training(config, explicit)[0]
-    return seeds_command(config, explicit, seeds)
+    with joined(launch, config) as dist:
+        if seeds is None:
+            return run_training(config, explicit, dist=dist)[0]
+        return seeds_command(config, explicit, seeds, dist)
 
 
-def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int]) -> int:
+@contextlib.contextmanager
+def joined(launch: Distributed, config: TrainConfig) -> Iterator[Distributed]:
+    """torchrun's process group for the length of the run (a single process: nothing to join)."""
+    dist = distributed.start(launch, config.device, config.dist_timeout, config.sync_bn)
+    try:
+        yield dist
+    finally:
+        distributed.stop(dist)
+
+
+def restart_checkpoint(config: TrainConfig, seeds: list[int] | None, launch: Distributed) -> Path | None:
+    """Under torchrun --max-restarts: after a restart, the run directory's last.pt when this job
+    (TORCHELASTIC_RUN_ID) wrote it; None on the first attempt or before the first checkpoint.
+
+    A checkpoint of another job is never picked up: pointing --run-dir at an old run is refused
+    as usual, on every attempt."""
+    if config.run_dir is None:
+        raise UserError("torchrun --max-restarts needs --run-dir, where a restarted job finds its last.pt "
+                        "(the default run dir is named by the start time)")
+    if seeds is not None:
+        raise UserError("torchrun --max-restarts with --seeds: run one seed per job (--seed N)")
+    if launch.restart_count == 0:
+        return None
+    run_dir = Path(config.run_dir)
+    last = run_dir / "last.pt"
+    if last.exists():
+        if load_checkpoint(last).get("elastic_run_id") == launch.run_id:
+            if launch.is_main:
+                print(f"torchrun restart {launch.restart_count}: resuming from {last}")
+            return last
+        return None
+    if launch.is_main and runs.written_by_job(run_dir, launch.run_id):
+        runs.remove_run_files(run_dir)  # the failed attempt's config.json and metrics.csv, no checkpoint yet
+    return None
+
+
+def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int], dist: Distributed) -> int:
     """One run per seed into RUN_DIR/seed<N>/, then the final test accuracies' mean ± std."""
     if "seed" in explicit:
         raise UserError("--seed and --seeds both choose the seed; give one of them")
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds lists a seed twice: {' '.join(map(str, seeds))}")
-    root = Path(config.run_dir) if config.run_dir else default_run_dir(config.model)
+    root = Path(config.run_dir) if config.run_dir else Path(dist.broadcast_object(str(default_run_dir(config.model))))
+    say = print if dist.is_main else (lambda *args, **kwargs: None)
     accuracies = []
     for seed in seeds:
-        print(f"seed {seed}: run dir {seed_run_dir(root, seed)}")
+        say(f"seed {seed}: run dir {seed_run_dir(root, seed)}")
         code, summary = run_training(TrainConfig.from_dict({**config.to_dict(), "seed": seed,
-                                                            "run_dir": str(seed_run_dir(root, seed))}), explicit)
+                                                            "run_dir": str(seed_run_dir(root, seed))}), explicit,
+                                     dist=dist)
         if code != 0 or summary.get("test_accuracy") is None:
-            print(f"seed {seed} did not finish; seeds after it were not run", file=sys.stderr)
+            say(f"seed {seed} did not finish; seeds after it were not run", file=sys.stderr)
             return code or 1
         accuracies.append(summary["test_accuracy"])
     result = SeedSummary(tuple(seeds), tuple(accuracies))
-    print(result.line(config.tta))
-    print(f"wrote {write_summary(root, result, config.tta)}")
+    say(result.line(config.tta))
+    if dist.is_main:
+        print(f"wrote {write_summary(root, result, config.tta)}")
     return 0
 
 
+def prepare_run_dir(config: TrainConfig, explicit: set[str], resume_path: Path | None,
+                    dist: Distributed) -> tuple[Path, bool]:
+    """The run directory and whether this call created it. Rank 0 decides (the default name holds
+    its clock) and creates it; the other ranks get its answer, or its error, and raise the same."""
+    outcome: tuple[str, bool, str | None]
+    if dist.is_main:
+        try:
+            if resume_path is not None:
+                run_dir = Path(config.run_dir) if "run_dir" in explicit else resume_path.resolve().parent
+                check_writable(run_dir)
+                outcome = (str(run_dir), False, None)
+            else:
+                run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.model)
+                created = not run_dir.exists()
+                prepare_new_run_dir(run_dir)
+                outcome = (str(run_dir), created, None)
+        except UserError as e:
+            outcome = ("", False, str(e))
+    run_dir, created, error = dist.broadcast_object(outcome if dist.is_main else None)
+    if error is not None:
+        raise UserError(error)
+    return Path(run_dir), created
+
+
 def run_training(config: TrainConfig, explicit: set[str], payload: dict | None = None,
-                 resume_path: Path | None = None) -> tuple[int, dict]:
+                 resume_path: Path | None = None, dist: Distributed | None = None) -> tuple[int, dict]:
     """Train a new run, or resume one from payload; returns (exit code, train_model's summary)."""
+    dist = dist if dist is not None else Distributed()
     resolve_device(config.device)  # fail on a bad --device before anything is written
     data = load_cifar10(Path(config.data_dir), download=config.download)
     if payload is not None:
@@ -131,28 +203,29 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
             f"--batch-size {config.batch_size} is larger than the training set "
             f"({len(data.train) - config.val_size} images)"
         )
-    if resume_path is not None:
-        run_dir = Path(config.run_dir) if "run_dir" in explicit else resume_path.resolve().parent
-        check_writable(run_dir)
-        created = False
-    else:
-        run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.model)
-        created = not run_dir.exists()
-        prepare_new_run_dir(run_dir)
+    run_dir, created = prepare_run_dir(config, explicit, resume_path, dist)
     try:
-        summary = train_model(config, data, run_dir, resume=payload)
+        summary = train_model(config, data, run_dir, resume=payload, dist=dist)
     except Interrupted as stop:
-        name = signal.Signals(stop.signum).name
-        print(f"{name}: stopped after saving {stop.checkpoint}; resume with: "
-              f"python main.py --mode train --resume {stop.checkpoint}", file=sys.stderr)
+        if dist.is_main:
+            name = signal.Signals(stop.signum).name
+            print(f"{name}: stopped after saving {stop.checkpoint}; resume with: "
+                  f"{resume_command(dist)} --mode train --resume {stop.checkpoint}", file=sys.stderr)
         return 128 + stop.signum, {}
     except UserError:
-        _remove_if_unused(run_dir, created)
+        if dist.is_main:
+            _remove_if_unused(run_dir, created)
         raise
-    if summary.get("test_accuracy") is not None:
+    if summary.get("test_accuracy") is not None and dist.is_main:
         print(f"done: test accuracy {100 * summary['test_accuracy']:.2f}% (final epoch, tta {summary['tta']}), "
               f"checkpoint {summary['checkpoint']}")
     return 0, summary
+
+
+def resume_command(dist: Distributed) -> str:
+    if dist.active:
+        return f"torchrun --nproc-per-node={dist.world_size} main.py"
+    return "python main.py"
 
 
 def eval_command(config: EvalConfig, expected_model: str | None = None) -> int:

@@ -16,7 +16,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # because continuing with it would silently train a different experiment.
 RESUME_OVERRIDABLE = frozenset(
     {"epochs", "max_steps", "data_dir", "download", "device", "quiet", "run_dir", "compile", "precision",
-     "channels_last", "tta", "tensorboard", "iterations"}
+     "channels_last", "tta", "tensorboard", "iterations", "dist_timeout"}
 )
 
 
@@ -69,6 +69,8 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     deterministic: bool = False
     tensorboard: bool = False
+    sync_bn: bool = False  # SyncBatchNorm across torchrun's processes (CUDA only)
+    dist_timeout: float = 600.0  # seconds a collective waits for a lost peer before the job fails
     threads: int | None = None  # None: torch's default; recorded in checkpoints once resolved
     quiet: bool = False
 

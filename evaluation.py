@@ -15,6 +15,7 @@ from checkpoints import load_checkpoint
 from config import EvalConfig
 from datasets import Dataset, Split, load_cifar10, split_validation
 from devices import autocast, resolve_device, resolve_precision
+from distributed import Distributed
 from errors import UserError
 from loader import BatchLoader, Normalizer
 from models import modeltype
@@ -51,23 +52,35 @@ def evaluate(
     num_classes: int,
     should_stop: Callable[[], bool] = lambda: False,
     tta: str = "none",
+    dist: Distributed | None = None,
 ) -> EvalResult:
     """Loss, accuracy and per-class counts over every image of the loader's split, from the
-    logits of the views `tta` names (augmentations.tta_logits)."""
+    logits of the views `tta` names (augmentations.tta_logits).
+
+    Under torchrun the loader holds this process's share and the sums are added over the ranks.
+    should_stop may be a collective, so every rank calls it once per batch of the longest share.
+    """
+    dist = dist if dist is not None else Distributed()
     model.eval()
     started = time.perf_counter()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     class_correct = torch.zeros(num_classes, dtype=torch.long, device=device)
     class_total = torch.zeros(num_classes, dtype=torch.long, device=device)
-    for inputs, targets in loader.epoch():
+    batches = loader.epoch()
+    for _ in range(dist.max_int(len(loader))):
         if should_stop():
             raise EvalInterrupted()
+        batch = next(batches, None)
+        if batch is None:
+            continue  # this rank's share ran out one batch early
+        inputs, targets = batch
         with autocast(device, precision):
             logits = tta_logits(model, inputs, tta)
         loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double()
         hits = (logits.argmax(1) == targets).long()
         class_correct.index_add_(0, targets, hits)
         class_total.index_add_(0, targets, torch.ones_like(hits))
+    dist.sum_(loss_sum, class_correct, class_total)
     n = int(class_total.sum())
     return EvalResult(
         loss=float(loss_sum) / max(1, n),

@@ -63,6 +63,10 @@ class BatchLoader:
     of any epoch replays exactly the batches the uninterrupted run would have seen.
     The last incomplete batch is dropped in training so every step has the same shape
     (cudnn autotuning and torch.compile see one shape); evaluation keeps every image.
+
+    Under torchrun every rank draws the same plan and takes its own slice (rank * share ..) of each
+    global batch of batch_size images, so the ranks' batches at a step together are exactly the
+    single-process batch, whatever the number of processes.
     """
 
     def __init__(
@@ -76,11 +80,16 @@ class BatchLoader:
         seed: int = 0,
         augmentation: Augmentation | None = None,
         num_classes: int = 10,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {batch_size}")
         if batch_size > len(split):
             raise UserError(f"--batch-size {batch_size} is larger than the data set ({len(split)} images)")
+        if train and batch_size % world_size:
+            raise UserError(f"--batch-size {batch_size} is the global batch and must divide evenly among the "
+                            f"{world_size} processes; choose a multiple of {world_size}")
         self.split = split.to(device)
         self.batch_size = batch_size
         self.device = device
@@ -90,6 +99,9 @@ class BatchLoader:
         self.seed = seed
         self.augmentation = augmentation if augmentation is not None else Augmentation()
         self.num_classes = num_classes
+        self.rank = rank
+        self.world_size = world_size
+        self.share = batch_size // world_size if train else batch_size  # this process's images a step
         # Built once: torchvision's policy objects are cheap but hold the op table.
         self.policy = policy_transform(self.augmentation.policy) if self.augmentation.policy != "none" else None
 
@@ -134,31 +146,52 @@ class BatchLoader:
         of a batch's gather/crop/flip/normalise would otherwise be launched every step. Each
         image's values are the same whatever the chunking, so resume still replays exactly.
         """
-        plan = self.plan(epoch) if self.train else None
-        steps_per_chunk = max(1, CHUNK_IMAGES // self.batch_size)
+        if not self.train:
+            yield from self._evaluation_batches()
+            return
+        plan = self.plan(epoch)
+        # With mixing, each step's rows start with the image before this rank's share: the partner
+        # of its first image (the neighbour in the global batch), so that mixing pairs are those
+        # of the single-process batch.
+        lead = 1 if plan.mix is not None else 0
+        rows = self.share + lead
+        steps_per_chunk = max(1, CHUNK_IMAGES // rows)
         for first in range(start_step, len(self), steps_per_chunk):
             last = min(first + steps_per_chunk, len(self))
-            chunk = slice(first * self.batch_size, min(last * self.batch_size, len(self.split)))
-            if plan is None:
-                inputs = self.normalizer(self.split.images[chunk], self.channels_last)
-                labels = self.split.labels[chunk]
-            else:
-                inputs, labels = self._augmented_chunk(plan, chunk)
-            for step, start in enumerate(range(0, len(labels), self.batch_size), start=first):
-                batch_inputs, targets = inputs[start:start + self.batch_size], labels[start:start + self.batch_size]
-                if plan is not None and plan.mix is not None:
-                    batch_inputs, targets, _ = mix_batch(batch_inputs, targets, plan.mix, step, self.num_classes)
+            inputs, labels = self._augmented_chunk(plan, self._positions(first, last, lead))
+            for step in range(first, last):
+                at = (step - first) * rows
+                batch_inputs, targets = inputs[at:at + rows], labels[at:at + rows]
+                if plan.mix is not None:
+                    batch_inputs, targets, _ = mix_batch(batch_inputs[1:], targets[1:], plan.mix, step,
+                                                         self.num_classes, partner=(batch_inputs[:-1], targets[:-1]))
                 yield batch_inputs, targets
 
-    def _augmented_chunk(self, plan: EpochPlan, chunk: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    def _evaluation_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        steps_per_chunk = max(1, CHUNK_IMAGES // self.batch_size)
+        for first in range(0, len(self), steps_per_chunk):
+            chunk = slice(first * self.batch_size, min((first + steps_per_chunk) * self.batch_size, len(self.split)))
+            inputs = self.normalizer(self.split.images[chunk], self.channels_last)
+            labels = self.split.labels[chunk]
+            for start in range(0, len(labels), self.batch_size):
+                yield inputs[start:start + self.batch_size], labels[start:start + self.batch_size]
+
+    def _positions(self, first: int, last: int, lead: int) -> torch.Tensor:
+        """Plan positions of this rank's rows for steps first..last-1: its share of each global
+        batch, preceded by `lead` images before it (wrapping around inside the same batch)."""
+        within = torch.arange(self.rank * self.share - lead, (self.rank + 1) * self.share) % self.batch_size
+        return (torch.arange(first, last)[:, None] * self.batch_size + within[None, :]).reshape(-1)
+
+    def _augmented_chunk(self, plan: EpochPlan, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Crop and flip (uint8), then the policy (uint8), normalise, then Cutout (float)."""
         aug = self.augmentation
-        index = plan.order[chunk]
-        images = random_crop_flip(self.split.images[index], plan.offsets[chunk], plan.flips[chunk],
+        on_device = positions.to(self.device)
+        index = plan.order[on_device]
+        images = random_crop_flip(self.split.images[index], plan.offsets[on_device], plan.flips[on_device],
                                   aug.crop_padding, aug.pad_mode)
         if self.policy is not None:
-            images = apply_policy(self.policy, images, plan.policy_seeds[chunk])
+            images = apply_policy(self.policy, images, plan.policy_seeds[positions])
         inputs = self.normalizer(images, self.channels_last)
         if plan.cutout_centres is not None:
-            inputs = cutout(inputs, plan.cutout_centres[chunk], aug.cutout)
+            inputs = cutout(inputs, plan.cutout_centres[on_device], aug.cutout)
         return inputs, self.split.labels[index]

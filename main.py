@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -198,6 +199,14 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     group.add_argument("--quiet", action="store_true", default=default(False), help="no progress bars")
     group.add_argument("--tensorboard", action="store_true", default=default(False),
                        help="also write TensorBoard event files in the run directory (needs tensorboard)")
+
+    group = parser.add_argument_group(
+        "several processes", "launch with torchrun (e.g. torchrun --standalone --nproc-per-node=2 main.py ...); "
+        "--batch-size is then the global batch, split evenly among the processes")
+    group.add_argument("--sync-bn", action="store_true", default=default(False),
+                       help="BatchNorm statistics over the global batch (SyncBatchNorm; CUDA only)")
+    group.add_argument("--dist-timeout", type=positive_float, default=default(defaults.dist_timeout),
+                       metavar="SECONDS", help="how long a process waits for a lost peer before the job fails")
     return parser
 
 
@@ -225,7 +234,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         val_size=args.val_size, seed=args.seed, device=args.device, precision=args.precision,
         channels_last=args.channels_last, compile=args.compile, max_steps=args.max_steps,
         clip_grad_norm=args.clip_grad_norm, deterministic=args.deterministic, threads=args.threads,
-        quiet=args.quiet, tensorboard=args.tensorboard,
+        quiet=args.quiet, tensorboard=args.tensorboard, sync_bn=args.sync_bn, dist_timeout=args.dist_timeout,
     )
 
 
@@ -280,6 +289,8 @@ MODE_OPTIONS = {
     "seeds": (("train",), ""),
     "recipe": (("train",), ""),
     "tensorboard": (("train",), ""),
+    "sync_bn": (("train",), ""),
+    "dist_timeout": (("train",), ""),
 }
 
 
@@ -290,6 +301,13 @@ def check_mode_options(mode: str, explicit: set[str]) -> None:
             flag = "image or run-directory paths" if dest == "paths" else "--" + dest.replace("_", "-")
             owners = " or ".join(f"--mode {m}" for m in modes)
             raise UsageError(f"{flag} {'are' if dest == 'paths' else 'is'} for {owners}{hint}")
+
+
+def rank_prefix(environ) -> str:
+    """'[rank N] ' under torchrun with several processes: each process reports its own errors."""
+    world_size = environ.get("WORLD_SIZE", "1")
+    several = world_size.isdigit() and int(world_size) > 1
+    return f"[rank {environ.get('RANK', '?')}] " if several else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -312,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train_command(train_config_from_args(args), explicit,
                              resume=Path(args.resume) if args.resume is not None else None, seeds=args.seeds)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {rank_prefix(os.environ)}{e}", file=sys.stderr)
         return 2
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0

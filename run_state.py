@@ -7,14 +7,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from datasets import CIFAR10_MEAN, CIFAR10_STD, Dataset
 from errors import UserError
 from rng import capture_rng_state, restore_rng_state
 
 if TYPE_CHECKING:
-    from training import RunParts, StepContext
+    from run_setup import RunParts, StepContext
 
 
 @dataclass
@@ -69,13 +68,17 @@ def build_payload(parts: RunParts, state: TrainState, data: Dataset) -> dict:
         "finished": state.epoch >= parts.config.epochs,
         "rng": capture_rng_state(),
         "loader_seed": parts.train_loader.seed,
+        # The data order depends on the global batch only; BatchNorm statistics on each process's
+        # share of it, so a resume with another number of processes is exact in data, not in BN.
+        "world_size": parts.dist.world_size,
+        "elastic_run_id": parts.dist.run_id,
         "num_threads": torch.get_num_threads(),
         "torch_version": str(torch.__version__),
     }
 
 
-def restore_payload(payload: dict, model: nn.Module, ctx: StepContext) -> TrainState:
-    model.load_state_dict(payload["model_state"])
+def restore_payload(payload: dict, ctx: StepContext) -> TrainState:
+    """Everything but the weights, which build_run loads before wrapping the model."""
     if ctx.ema is not None:
         if payload.get("ema_state") is None:
             raise UserError("--ema: the checkpoint holds no moving average to continue; start a new run")

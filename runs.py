@@ -44,6 +44,21 @@ def prepare_new_run_dir(path: Path) -> Path:
     return path
 
 
+def remove_run_files(path: Path) -> None:
+    """Remove the config.json and metrics.csv of a start that never wrote a checkpoint."""
+    for name in ("config.json", "metrics.csv"):
+        (Path(path) / name).unlink(missing_ok=True)
+
+
+def written_by_job(path: Path, run_id: str | None) -> bool:
+    """True when path/config.json was written by the torchrun job run_id (TORCHELASTIC_RUN_ID)."""
+    try:
+        recorded = json.loads((Path(path) / "config.json").read_text()).get("elastic_run_id")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return run_id is not None and recorded == run_id
+
+
 def check_writable(path: Path) -> None:
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"--run-dir {path} is not writable")

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-import math
+import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,21 +13,18 @@ from torch import nn
 
 import checkpoints
 import runs
-from augmentations import Augmentation
 from config import EvalConfig, TrainConfig
-from datasets import CIFAR10_MEAN, CIFAR10_STD, Dataset, split_validation
-from devices import autocast, configure_determinism, resolve_device, resolve_precision
-from ema import ModelEMA
+from datasets import Dataset
+from devices import autocast
+from distributed import Distributed, fault_injector
 from errors import UserError
 from evaluation import EvalInterrupted, EvalResult, evaluate, evaluate_checkpoint
 from interrupts import StopSignals
-from loader import BatchLoader, Normalizer
-from models import modeltype
+from loader import BatchLoader
 from plots import plot_curves
 from progress import make_progress
-from rng import seed_everything
+from run_setup import RunParts, StepContext, build_run, describe_run, unwrap
 from run_state import EpochTotals, TrainState, build_payload, restore_payload
-from schedules import LRSchedule, build_optimizer
 from tensorboard_log import TensorBoardLog
 
 Log = Callable[[str], None]
@@ -49,21 +46,6 @@ class Interrupted(Exception):
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
         self.checkpoint = checkpoint
-
-
-@dataclass
-class StepContext:
-    """What one optimizer step needs besides the batch."""
-
-    model: nn.Module  # possibly compiled; the unwrapped module is saved
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    schedule: LRSchedule
-    criterion: nn.Module
-    device: torch.device
-    precision: str
-    clip_grad_norm: float | None
-    ema: ModelEMA | None = None
 
 
 def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr: float):
@@ -93,11 +75,6 @@ def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr
     else:
         correct = (predicted == targets).sum()
     return loss.detach().float() * targets.shape[0], correct
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module torch.compile wrapped (its parameters are the same tensors)."""
-    return getattr(model, "_orig_mod", model)
 
 
 @dataclass
@@ -178,6 +155,8 @@ def train_one_epoch(
         stop = "max_steps"
     sync(final=True)
     bar.close()
+    # Each process summed its own share of the batches; the epoch's figures are over all of them.
+    ctx.dist.sum_(loss_sum, correct)
     totals = EpochTotals(
         loss_sum=totals.loss_sum + float(loss_sum),
         correct=totals.correct + correct.item(),
@@ -207,82 +186,6 @@ def format_epoch_line(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
-@dataclass
-class RunParts:
-    """Everything a training run is made of, built the same way for main.py and bench/."""
-
-    config: TrainConfig  # with threads resolved
-    device: torch.device
-    precision: str
-    channels_last: bool
-    model: nn.Module  # unwrapped: what checkpoints save
-    ctx: StepContext
-    train_loader: BatchLoader
-    eval_loaders: dict[str, BatchLoader]
-
-
-def make_step_context(model: nn.Module, config: TrainConfig, device: torch.device, precision: str,
-                      steps_per_epoch: int) -> StepContext:
-    """Optimizer, schedule, GradScaler and loss for `model` as the config asks (the one place
-    the trainer and the benchmarks build them)."""
-    return StepContext(
-        model=torch.compile(model) if config.compile else model,
-        optimizer=build_optimizer(model, config),
-        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
-        schedule=LRSchedule(config, steps_per_epoch),
-        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
-        device=device,
-        precision=precision,
-        clip_grad_norm=config.clip_grad_norm,
-        ema=ModelEMA(model, config.ema) if config.ema is not None else None,
-    )
-
-
-def augmentation_of(config: TrainConfig) -> Augmentation:
-    return Augmentation(pad_mode=config.translate_pad, cutout=config.cutout, policy=config.augment,
-                        mixup=config.mixup, cutmix=config.cutmix)
-
-
-def build_run(config: TrainConfig, data: Dataset) -> RunParts:
-    """Resolve device and precision, seed, split, and build loaders, model and optimizer."""
-    device = resolve_device(config.device)
-    precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    config = replace(config, threads=torch.get_num_threads())
-    configure_determinism(device, config.deterministic)
-    if data.classes and len(data.classes) != config.num_classes:
-        raise UserError(
-            f"the data set has {len(data.classes)} classes but the model is built for {config.num_classes}"
-        )
-    seed_everything(config.seed)
-    train_split, val_split = split_validation(data.train, config.val_size, config.seed)
-    normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
-    train_loader = BatchLoader(train_split, config.batch_size, device, normalizer, channels_last,
-                               train=True, seed=config.seed, augmentation=augmentation_of(config),
-                               num_classes=config.num_classes)
-    if config.iterations is not None:
-        config = replace(config, epochs=math.ceil(config.iterations / len(train_loader)))
-    eval_batch = max(config.batch_size, 256)
-    eval_loaders = {
-        name: BatchLoader(split, min(eval_batch, len(split)), device, normalizer, channels_last, train=False)
-        for name, split in (("val", val_split), ("test", data.test)) if split is not None
-    }
-    model = modeltype(config.model, config.num_classes).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    ctx = make_step_context(model, config, device, precision, len(train_loader))
-    return RunParts(config, device, precision, channels_last, model, ctx, train_loader, eval_loaders)
-
-
-def describe_run(parts: RunParts, n_test: int, run_dir: Path) -> str:
-    n_params = sum(p.numel() for p in parts.model.parameters())
-    n_val = len(parts.eval_loaders["val"].split) if "val" in parts.eval_loaders else 0
-    layout = " channels_last" if parts.channels_last else ""
-    return (f"training {parts.config.model} ({n_params:,} parameters) on {parts.device}, {parts.precision}{layout}, "
-            f"{len(parts.train_loader.split)} train / {n_val} val / {n_test} test images, run dir {run_dir}")
-
-
 def train_epoch_explaining_compile(parts: RunParts, state: TrainState, step_budget: int | None,
                                    should_stop: Callable[[], bool], progress) -> EpochOutcome:
     """train_one_epoch, with a torch.compile failure (raised at the first call, e.g. when no C++
@@ -308,12 +211,17 @@ def epoch_steps(parts: RunParts, epoch: int) -> int:
 
 
 def evaluate_epoch(parts: RunParts, should_stop: Callable[[], bool]) -> dict[str, EvalResult]:
-    """The raw model on val/test and, with --ema, the moving average too ("ema_val", "ema_test")."""
-    models = {"": parts.ctx.model}
+    """The raw model on val/test and, with --ema, the moving average too ("ema_val", "ema_test").
+
+    Under torchrun each process evaluates its share of each split with rank 0's BatchNorm
+    statistics (the model rank 0 saves) and the sums are added up: every image counted once."""
+    models = {"": parts.ctx.eval_model}
+    parts.dist.broadcast_buffers(parts.model)
     if parts.ctx.ema is not None:
+        parts.dist.broadcast_buffers(parts.ctx.ema.module)
         models["ema_"] = parts.ctx.ema.module
     return {prefix + name: evaluate(model, loader, parts.device, parts.precision, parts.config.num_classes,
-                                    should_stop, tta=parts.config.tta)
+                                    should_stop, tta=parts.config.tta, dist=parts.dist)
             for prefix, model in models.items() for name, loader in parts.eval_loaders.items()}
 
 
@@ -356,48 +264,75 @@ def train_model(
     run_dir: Path,
     resume: dict | None = None,
     log: Log = print,
+    dist: Distributed | None = None,
+    on_end: Callable[[RunParts], None] | None = None,
 ) -> dict:
     """Train (or resume) a run in run_dir; returns a summary dict.
 
     Raises Interrupted after saving a resumable checkpoint on SIGINT/SIGTERM, NonFiniteLoss on a
     NaN/Inf loss (keeping the last good checkpoint), UserError for anything the user can fix.
+    Under torchrun (dist active) only rank 0 logs and writes files. on_end sees the run's parts
+    when training stops (tests look at each rank's weights there).
     """
     run_dir = Path(run_dir)
-    parts = build_run(config, data)
+    dist = dist if dist is not None else Distributed()
+    log = log if dist.is_main else (lambda line: None)
+    parts = build_run(config, data, dist, model_state=resume["model_state"] if resume is not None else None)
     config, device, precision, channels_last = parts.config, parts.device, parts.precision, parts.channels_last
     model, ctx = parts.model, parts.ctx
     state = TrainState()
     metrics = runs.MetricsLog(run_dir / "metrics.csv")
     if resume is not None:
-        state = restore_payload(resume, model, ctx)
-        checkpoints.remove_stale_temporaries(run_dir)
-        metrics.truncate_after(state.epoch)
+        state = restore_payload(resume, ctx)
         log(f"resumed {config.model} from epoch {state.epoch + 1}, step {state.step} "
             f"({state.global_step} steps done)")
-    runs.write_config(run_dir, {**config.to_dict(), "resolved_device": str(device),
-                                "resolved_precision": precision, "resolved_channels_last": channels_last})
+    if dist.is_main:
+        if resume is not None:
+            checkpoints.remove_stale_temporaries(run_dir)
+            metrics.truncate_after(state.epoch)
+        runs.write_config(run_dir, {**config.to_dict(), "resolved_device": str(device),
+                                    "resolved_precision": precision, "resolved_channels_last": channels_last,
+                                    "world_size": dist.world_size, "elastic_run_id": dist.run_id})
 
     def save(name: str) -> Path:
+        """Rank 0 writes; the others wait, so that none exits (and makes torchrun stop the job)
+        while the file is being written."""
         path = run_dir / name
         if not all(bool(p.isfinite().all()) for p in model.parameters()):
             raise NonFiniteLoss(
                 f"the weights became NaN/Inf in epoch {state.epoch + 1}; {name} was not overwritten "
                 f"(try a lower --lr or --clip-grad-norm)"
             )
-        checkpoints.save_checkpoint(path, build_payload(parts, state, data))
+        dist.broadcast_buffers(model)
+        if dist.is_main:
+            checkpoints.save_checkpoint(path, build_payload(parts, state, data))
+        dist.barrier()
         return path
 
-    progress = make_progress(config.quiet)
+    progress = make_progress(config.quiet or not dist.is_main)
     last_test = None
     # Events past the checkpoint's epoch are dropped: a resumed run rewrites them.
-    board = TensorBoardLog(run_dir, purge_epoch=state.epoch + 1) if config.tensorboard else None
+    board = TensorBoardLog(run_dir, purge_epoch=state.epoch + 1) if config.tensorboard and dist.is_main else None
     with StopSignals() as signals, board if board is not None else contextlib.nullcontext():
         # Logged once the handlers are in place: from this line on, a signal always saves.
         log(describe_run(parts, len(data.test), run_dir))
         if device.type == "cpu" and precision == "fp16":
             log("warning: fp16 has no fast CPU kernels (~25x slower than fp32 in bench/precision_matrix.py); "
                 "prefer --precision bf16 or fp32 on a CPU")
-        stop_requested = lambda: signals.requested is not None  # noqa: E731
+
+        inject_fault = fault_injector(os.environ, dist)
+
+        def stop_requested() -> bool:
+            # torchrun forwards a signal to every worker, but a worker may get it a step later than
+            # another (or alone, from kill): the ranks agree at each step boundary, so all stop at
+            # the same step. The handler itself only sets a flag.
+            inject_fault()
+            return dist.max_int(signals.requested or 0) > 0
+
+        def interrupted() -> Interrupted:
+            signum = dist.max_int(signals.requested or 0)  # the signal some rank received
+            return Interrupted(signum, save("last.pt"))
+
         while state.epoch < config.epochs:
             epoch = state.epoch
             step_budget = None if config.max_steps is None else config.max_steps - state.global_step
@@ -405,16 +340,18 @@ def train_model(
             state.global_step += outcome.steps_done - state.step
             state.step, state.totals = outcome.steps_done, outcome.totals
             if outcome.stop == "signal":
-                raise Interrupted(signals.requested, save("last.pt"))
+                raise interrupted()
             if outcome.stop == "max_steps":
                 path = save("last.pt")
                 log(f"stopped after {state.global_step} steps (--max-steps); checkpoint {path}")
+                if on_end is not None:
+                    on_end(parts)
                 return {"run_dir": str(run_dir), "stopped": "max_steps", "global_step": state.global_step,
                         "checkpoint": str(path)}
             try:
                 results = evaluate_epoch(parts, stop_requested)
             except EvalInterrupted:
-                raise Interrupted(signals.requested, save("last.pt")) from None
+                raise interrupted() from None
             totals = state.totals
             row = epoch_row(epoch, ctx.optimizer.param_groups[0]["lr"], totals, results, config.tta)
             val, last_test = results.get("val"), results["test"]
@@ -423,17 +360,20 @@ def train_model(
             if improved:
                 state.best_val_acc = val.accuracy
             state.epoch, state.step, state.totals = epoch + 1, 0, EpochTotals()
-            metrics.append(row)
-            plot_curves(metrics.rows(), run_dir / "curves.png")
-            if board is not None:
-                board.log_epoch(row)
+            if dist.is_main:
+                metrics.append(row)
+                plot_curves(metrics.rows(), run_dir / "curves.png")
+                if board is not None:
+                    board.log_epoch(row)
             save("last.pt")
             if improved:
                 save("best.pt")
             log(format_epoch_line(row, config.epochs))
             if totals.skipped_steps:
                 log(f"  fp16: {totals.skipped_steps} steps skipped by the GradScaler (gradient overflow)")
-        if (run_dir / "last.pt").exists():
+        if on_end is not None:
+            on_end(parts)
+        if dist.is_main and (run_dir / "last.pt").exists():
             write_final_reports(config, data, run_dir, board, log)
     summary = {"run_dir": str(run_dir), "stopped": None, "global_step": state.global_step,
                "checkpoint": str(run_dir / "last.pt")}

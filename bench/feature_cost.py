@@ -29,7 +29,8 @@ from evaluation import evaluate  # noqa: E402
 from loader import BatchLoader  # noqa: E402
 from models import MODEL_NAMES  # noqa: E402
 from progress import NoProgress  # noqa: E402
-from training import EpochTotals, build_run, train_one_epoch  # noqa: E402
+from run_setup import build_run  # noqa: E402
+from training import EpochTotals, train_one_epoch  # noqa: E402
 
 from common import cpu_name, interleaved_img_per_s, medians  # noqa: E402
 

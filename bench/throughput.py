@@ -31,7 +31,8 @@ from datasets import load_cifar10  # noqa: E402
 from evaluation import evaluate  # noqa: E402
 from models import MODEL_NAMES  # noqa: E402
 from progress import NoProgress  # noqa: E402
-from training import EpochTotals, build_run, train_one_epoch, train_step  # noqa: E402
+from run_setup import build_run  # noqa: E402
+from training import EpochTotals, train_one_epoch, train_step  # noqa: E402
 
 from classic_baseline import classic_loader, classic_setup, classic_step  # noqa: E402
 from common import cpu_name, interleaved_img_per_s, medians  # noqa: E402

@@ -72,6 +72,9 @@ BAD_ARGS = [
     (["--mode", "summary"], "--mode summary needs one or more run directories"),
     (["x.png"], "image or run-directory paths are for --mode predict or --mode summary"),
     (["--mode", "eval", "--resume", "x.pt"], "--resume is for --mode train; to evaluate a checkpoint use"),
+    (["--sync-bn"], "--sync-bn synchronises BatchNorm across processes; launch with torchrun"),
+    (["--dist-timeout", "0"], "argument --dist-timeout: expected a number > 0, got '0'"),
+    (["--mode", "eval", "--checkpoint", "x.pt", "--sync-bn"], "--sync-bn is for --mode train"),
 ]
 
 

@@ -209,12 +209,26 @@ def interrupt_args(data_dir, run_dir):
                                         "--threads", "1", "--scheduler", "cosine")]
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
-def test_signal_saves_and_resume_matches_uninterrupted(batches_dir, tmp_path, sig, code):
-    straight = python(*interrupt_args(batches_dir, tmp_path / "straight"))
+@pytest.fixture(scope="module")
+def signal_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("signal-data")
+    write_batches(root / "cifar-10-batches-py")
+    return root
+
+
+@pytest.fixture(scope="module")
+def straight_run(signal_data, tmp_path_factory) -> Path:
+    """The uninterrupted run both signal tests compare with."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    straight = python(*interrupt_args(signal_data, run_dir))
     assert straight.returncode == 0, straight.stderr
+    return run_dir
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_signal_saves_and_resume_matches_uninterrupted(signal_data, straight_run, tmp_path, sig, code):
     run_dir = tmp_path / "stopped"
-    proc = subprocess.Popen([sys.executable, *interrupt_args(batches_dir, run_dir)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, *interrupt_args(signal_data, run_dir)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout.readline().startswith("training resnet20")  # printed once the handlers are set
@@ -227,7 +241,7 @@ def test_signal_saves_and_resume_matches_uninterrupted(batches_dir, tmp_path, si
     assert f"resume with: python main.py --mode train --resume {run_dir / 'last.pt'}" in err
     resumed = python("main.py", "--resume", str(run_dir / "last.pt"), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    a = load_checkpoint(straight_run / "last.pt")
     b = load_checkpoint(run_dir / "last.pt")
     assert same_state(training_state(a), training_state(b))
 
@@ -329,7 +343,7 @@ def test_fp16_skipped_steps_are_logged(tmp_path, monkeypatch):
     lines = []
     config = replace(BASE, epochs=1, precision="fp16")
     (tmp_path / "run").mkdir()
-    training.train_model(config, synthetic_dataset(256, 40), tmp_path / "run", log=lines.append)
+    training.train_model(config, synthetic_dataset(64, 16), tmp_path / "run", log=lines.append)
     assert any("steps skipped by the GradScaler" in line for line in lines)
 
 

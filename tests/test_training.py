@@ -5,6 +5,7 @@ import torch
 
 import devices
 import progress
+import run_setup
 import training
 from config import TrainConfig
 from datasets import Dataset, Split
@@ -145,7 +146,7 @@ def test_the_training_loop_adds_few_ops_to_the_step():
     # On a GPU, a small batch's step is bound by the host launching kernels (README, GPU): the
     # loader and the NaN bookkeeping must not add a chain of small ops to every step.
     config = TrainConfig(model="resnet20", batch_size=32, precision="fp32", epochs=2)
-    parts = training.build_run(config, synthetic_dataset(n_train=1024))
+    parts = run_setup.build_run(config, synthetic_dataset(n_train=1024))
     inputs, targets = next(parts.train_loader.epoch(5))
     steps = 32  # one epoch
     training.train_step(parts.ctx, inputs, targets, 0.1)  # creates the momentum buffers first
@@ -163,7 +164,7 @@ def test_nan_is_reported_at_its_exact_step(monkeypatch, start_step, first_bad):
     # The NaN check runs at each sync (every LOG_EVERY_STEPS steps) over the steps since the
     # last one: the message must still name the first bad step, also in a resumed epoch.
     config = TrainConfig(model="resnet20", batch_size=8, precision="fp32", epochs=1)
-    parts = training.build_run(config, synthetic_dataset(n_train=320))
+    parts = run_setup.build_run(config, synthetic_dataset(n_train=320))
     step = {"n": start_step}
 
     def fake_step(ctx, inputs, targets, lr):

@@ -1,0 +1,157 @@
+"""Building a run: device and precision, seeded splits and loaders (each process's share under
+torchrun), the model (loaded, laid out, then wrapped in DDP, then compiled) and its optimizer."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from augmentations import Augmentation
+from config import TrainConfig
+from datasets import CIFAR10_MEAN, CIFAR10_STD, Dataset, Split, split_validation
+from devices import configure_determinism, resolve_device, resolve_precision
+from distributed import Distributed, shard_bounds, wrap_model
+from ema import ModelEMA
+from errors import UserError
+from loader import BatchLoader, Normalizer
+from models import modeltype
+from rng import seed_everything
+from schedules import LRSchedule, build_optimizer
+
+
+@dataclass
+class StepContext:
+    """What one optimizer step needs besides the batch."""
+
+    model: nn.Module  # what the step calls: possibly DDP-wrapped and compiled
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: LRSchedule
+    criterion: nn.Module
+    device: torch.device
+    precision: str
+    clip_grad_norm: float | None
+    ema: ModelEMA | None = None
+    eval_model: nn.Module | None = None  # what evaluation calls: never DDP (no collectives per batch)
+    dist: Distributed = field(default_factory=Distributed)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside torch.compile and DDP wrappers (its parameters are the same tensors)."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def make_step_context(model: nn.Module, config: TrainConfig, device: torch.device, precision: str,
+                      steps_per_epoch: int, dist: Distributed | None = None) -> StepContext:
+    """Optimizer, schedule, GradScaler and loss for `model` as the config asks (the one place
+    the trainer and the benchmarks build them). Under torchrun the step calls DDP(model),
+    compiled after wrapping as DDP's documentation asks; evaluation calls the bare model."""
+    dist = dist if dist is not None else Distributed()
+    compile_ = torch.compile if config.compile else (lambda module: module)
+    trained = compile_(wrap_model(model, dist))
+    return StepContext(
+        model=trained,
+        optimizer=build_optimizer(model, config),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
+        schedule=LRSchedule(config, steps_per_epoch),
+        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        device=device,
+        precision=precision,
+        clip_grad_norm=config.clip_grad_norm,
+        ema=ModelEMA(model, config.ema) if config.ema is not None else None,
+        eval_model=compile_(model) if dist.active else trained,
+        dist=dist,
+    )
+
+
+@dataclass
+class RunParts:
+    """Everything a training run is made of, built the same way for main.py and bench/."""
+
+    config: TrainConfig  # with threads resolved
+    device: torch.device
+    precision: str
+    channels_last: bool
+    model: nn.Module  # unwrapped: what checkpoints save
+    ctx: StepContext
+    train_loader: BatchLoader
+    eval_loaders: dict[str, BatchLoader]  # this process's share of each evaluation split
+    dist: Distributed = field(default_factory=Distributed)
+
+
+def augmentation_of(config: TrainConfig) -> Augmentation:
+    return Augmentation(pad_mode=config.translate_pad, cutout=config.cutout, policy=config.augment,
+                        mixup=config.mixup, cutmix=config.cutmix)
+
+
+def shard(split: Split, dist: Distributed) -> Split:
+    start, stop = shard_bounds(len(split), dist.rank, dist.world_size)
+    return Split(split.images[start:stop], split.labels[start:stop])
+
+
+def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = None,
+              model_state: dict | None = None) -> RunParts:
+    """Resolve device and precision, seed, split, and build loaders, model and optimizer.
+
+    model_state (a resumed run's weights) is loaded before the model is wrapped in DDP, so
+    that DDP's first broadcast and the compiled graph see the resumed weights.
+    """
+    dist = dist if dist is not None else Distributed()
+    device = dist.device if dist.device is not None else resolve_device(config.device)
+    precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    config = replace(config, threads=torch.get_num_threads())
+    configure_determinism(device, config.deterministic)
+    if data.classes and len(data.classes) != config.num_classes:
+        raise UserError(
+            f"the data set has {len(data.classes)} classes but the model is built for {config.num_classes}"
+        )
+    # Every rank seeds alike: the same initial weights, validation split and epoch plans.
+    seed_everything(config.seed)
+    train_split, val_split = split_validation(data.train, config.val_size, config.seed)
+    normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
+    train_loader = BatchLoader(train_split, config.batch_size, device, normalizer, channels_last,
+                               train=True, seed=config.seed, augmentation=augmentation_of(config),
+                               num_classes=config.num_classes, rank=dist.rank, world_size=dist.world_size)
+    if config.iterations is not None:
+        config = replace(config, epochs=math.ceil(config.iterations / len(train_loader)))
+    eval_batch = max(config.batch_size, 256)
+    eval_loaders = {}
+    for name, split in (("val", val_split), ("test", data.test)):
+        if split is not None:
+            mine = shard(split, dist)
+            eval_loaders[name] = BatchLoader(mine, max(1, min(eval_batch, len(mine))), device, normalizer,
+                                             channels_last, train=False)
+    model = modeltype(config.model, config.num_classes).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if model_state is not None:
+        model.load_state_dict(model_state)
+    if config.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ctx = make_step_context(model, config, device, precision, len(train_loader), dist)
+    return RunParts(config, device, precision, channels_last, model, ctx, train_loader, eval_loaders, dist)
+
+
+def describe_run(parts: RunParts, n_test: int, run_dir: Path) -> str:
+    n_params = sum(p.numel() for p in parts.model.parameters())
+    n_val = parts.config.val_size
+    layout = " channels_last" if parts.channels_last else ""
+    processes = ""
+    if parts.dist.active:
+        backend = "nccl" if parts.device.type == "cuda" else "gloo"
+        processes = (f", {parts.dist.world_size} processes ({backend}, global batch {parts.config.batch_size} = "
+                     f"{parts.dist.world_size} x {parts.train_loader.share})")
+    return (f"training {parts.config.model} ({n_params:,} parameters) on {parts.device}, {parts.precision}{layout}"
+            f"{processes}, {len(parts.train_loader.split)} train / {n_val} val / {n_test} test images, "
+            f"run dir {run_dir}")

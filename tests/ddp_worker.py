@@ -1,0 +1,66 @@
+"""A training run through the library API, alone or as one torchrun worker, that saves what each
+rank ends with, so the DDP tests can compare ranks and runs (only main.py's files are written
+otherwise, and only by rank 0).
+
+    torchrun --standalone --nproc-per-node=2 tests/ddp_worker.py OUT_DIR [--toy] -- MAIN_ARGS...
+    python tests/ddp_worker.py OUT_DIR [--toy] -- MAIN_ARGS...
+
+Writes OUT_DIR/rank<R>.pt: {"state": parameters and buffers, "n": test images evaluated,
+"correct": per-class correct counts, "logits": the model's logits on the first 64 test images}.
+--toy trains a BatchNorm-free model instead of the one --model names.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import distributed  # noqa: E402
+import main as cli  # noqa: E402
+import run_setup  # noqa: E402
+from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: E402
+from loader import Normalizer  # noqa: E402
+from training import evaluate_epoch, train_model  # noqa: E402
+
+
+def toy_model(name: str, num_classes: int) -> nn.Module:
+    """No BatchNorm: DDP's averaged gradient then equals the single process's gradient."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                         nn.Linear(8 * 16, num_classes))
+
+
+def main(argv: list[str]) -> int:
+    split = argv.index("--")
+    out, options, main_args = Path(argv[0]), argv[1:split], argv[split + 1:]
+    if "--toy" in options:
+        run_setup.modeltype = toy_model
+    args = cli.parse_args(main_args)
+    config = cli.train_config_from_args(args)
+    launch = distributed.describe_launch()
+    dist = distributed.start(launch, config.device, config.dist_timeout)
+    data = load_cifar10(Path(config.data_dir), download=False)
+    Path(config.run_dir).mkdir(parents=True, exist_ok=True)
+
+    def dump(parts: run_setup.RunParts) -> None:
+        results = evaluate_epoch(parts, lambda: False)  # leaves every rank with rank 0's buffers
+        model = parts.model.eval()
+        images = Normalizer(CIFAR10_MEAN, CIFAR10_STD, parts.device)(data.test.images[:64], False)
+        with torch.no_grad():
+            logits = model(images)
+        torch.save({"state": {k: v.clone() for k, v in model.state_dict().items()}, "n": results["test"].n,
+                    "correct": results["test"].per_class_correct, "logits": logits},
+                   out / f"rank{dist.rank}.pt")
+
+    out.mkdir(parents=True, exist_ok=True)
+    train_model(config, data, Path(config.run_dir), dist=dist, on_end=dump, log=lambda line: None)
+    distributed.stop(dist)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
