@@ -223,9 +223,11 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
 
 
 def resume_command(dist: Distributed) -> str:
-    if dist.active:
-        return f"torchrun --nproc-per-node={dist.world_size} main.py"
-    return "python main.py"
+    if not dist.active:
+        return "python main.py"
+    if dist.local_world_size == dist.world_size:
+        return f"torchrun --standalone --nproc-per-node={dist.world_size} main.py"
+    return "torchrun [the job's node options] main.py"
 
 
 def eval_command(config: EvalConfig, expected_model: str | None = None) -> int:

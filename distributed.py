@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.rendezvous import rendezvous
 
 from devices import resolve_device
 from errors import UserError
@@ -31,6 +32,7 @@ class Distributed:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    local_world_size: int = 1  # processes on this node
     torchrun: bool = False  # started by torchrun
     active: bool = False  # joined torchrun's process group (even with one process)
     device: torch.device | None = None  # cuda:LOCAL_RANK or cpu under torchrun
@@ -98,6 +100,7 @@ def describe_launch(environ: Mapping[str, str] | None = None) -> Distributed:
     return Distributed(
         torchrun=True, rank=_int_variable(environ, "RANK"), local_rank=_int_variable(environ, "LOCAL_RANK"),
         world_size=_int_variable(environ, "WORLD_SIZE", 1),
+        local_world_size=_int_variable(environ, "LOCAL_WORLD_SIZE", 1),
         restart_count=_int_variable(environ, "TORCHELASTIC_RESTART_COUNT"),
         max_restarts=_int_variable(environ, "TORCHELASTIC_MAX_RESTARTS"),
         run_id=environ.get("TORCHELASTIC_RUN_ID"),
@@ -128,7 +131,12 @@ def start(launch: Distributed, device_name: str, timeout_s: float, sync_bn: bool
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
     options = {"device_id": device} if backend == "nccl" else {}
-    dist.init_process_group(backend, timeout=timeout, **options)
+    # torchrun's env:// store outlives a restart of the workers, and with it the previous
+    # attempt's gloo addresses: a restarted group read them and failed to connect (measured with
+    # torch 2.14, --max-restarts=1). Each attempt's keys get their own prefix.
+    store, rank, world_size = next(rendezvous("env://", timeout=timeout))
+    store = dist.PrefixStore(f"resnet-cifar/attempt_{launch.restart_count}/", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout, **options)
     # The per-step stop flag travels on the CPU: an NCCL flag would make the host wait for the GPU
     # at every step.
     control = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None

@@ -316,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
         explicit = explicit_options(argv)
         check_mode_options(args.mode, explicit)
+        if args.mode != "train" and rank_prefix(os.environ):
+            raise UsageError(f"--mode {args.mode} runs in one process: start it with python main.py, not torchrun")
         if args.mode == "eval":
             return eval_command(eval_config_from_args(args, explicit),
                                 expected_model=args.model if "model" in explicit else None)

@@ -6,7 +6,9 @@ otherwise, and only by rank 0).
     python tests/ddp_worker.py OUT_DIR [--toy] -- MAIN_ARGS...
 
 Writes OUT_DIR/rank<R>.pt: {"state": parameters and buffers, "n": test images evaluated,
-"correct": per-class correct counts, "logits": the model's logits on the first 64 test images}.
+"correct": per-class correct counts, "logits": the model's logits on the first 64 test images,
+"writes": the run-directory writes this rank made, in order (checkpoint, config, metrics, curves,
+report)}.
 --toy trains a BatchNorm-free model instead of the one --model names.
 """
 from __future__ import annotations
@@ -20,12 +22,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import checkpoints  # noqa: E402
 import distributed  # noqa: E402
 import main as cli  # noqa: E402
 import run_setup  # noqa: E402
+import runs  # noqa: E402
+import training  # noqa: E402
 from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: E402
 from loader import Normalizer  # noqa: E402
-from training import evaluate_epoch, train_model  # noqa: E402
 
 
 def toy_model(name: str, num_classes: int) -> nn.Module:
@@ -46,20 +50,41 @@ def main(argv: list[str]) -> int:
     data = load_cifar10(Path(config.data_dir), download=False)
     Path(config.run_dir).mkdir(parents=True, exist_ok=True)
 
+    dumped = {}
+
     def dump(parts: run_setup.RunParts) -> None:
-        results = evaluate_epoch(parts, lambda: False)  # leaves every rank with rank 0's buffers
+        results = training.evaluate_epoch(parts, lambda: False)  # leaves every rank with rank 0's buffers
         model = parts.model.eval()
         images = Normalizer(CIFAR10_MEAN, CIFAR10_STD, parts.device)(data.test.images[:64], False)
         with torch.no_grad():
             logits = model(images)
-        torch.save({"state": {k: v.clone() for k, v in model.state_dict().items()}, "n": results["test"].n,
-                    "correct": results["test"].per_class_correct, "logits": logits},
-                   out / f"rank{dist.rank}.pt")
+        dumped.update(state={k: v.clone() for k, v in model.state_dict().items()}, n=results["test"].n,
+                      correct=results["test"].per_class_correct, logits=logits)
 
     out.mkdir(parents=True, exist_ok=True)
-    train_model(config, data, Path(config.run_dir), dist=dist, on_end=dump, log=lambda line: None)
+    writes = count_writes()
+    training.train_model(config, data, Path(config.run_dir), dist=dist, on_end=dump, log=lambda line: None)
     distributed.stop(dist)
+    torch.save({**dumped, "writes": writes}, out / f"rank{dist.rank}.pt")
     return 0
+
+
+def count_writes() -> list[str]:
+    """Record every call of the functions through which a run writes its files."""
+    writes = []
+
+    def counting(function, name):
+        def wrapper(*args, **kwargs):
+            writes.append(name)
+            return function(*args, **kwargs)
+        return wrapper
+
+    checkpoints.save_checkpoint = counting(checkpoints.save_checkpoint, "checkpoint")
+    runs.write_config = counting(runs.write_config, "config")
+    runs.MetricsLog._write = counting(runs.MetricsLog._write, "metrics")
+    training.plot_curves = counting(training.plot_curves, "curves")
+    training.write_final_reports = counting(training.write_final_reports, "report")
+    return writes
 
 
 if __name__ == "__main__":

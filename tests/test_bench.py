@@ -60,3 +60,21 @@ def test_feature_cost_measures_every_variant(batches_dir):
     assert set(report["eval_img_per_s"]) == {"none", "flip", "flip-translate"}
     assert all(v > 0 for part in ("loader_img_per_s", "train_img_per_s", "eval_img_per_s")
                for v in report[part].values())
+
+
+def test_the_scaling_model_follows_the_ring_all_reduce_formula():
+    import scaling_model as model
+
+    link = model.Link("test", bytes_per_s=1e9, hop_latency_s=0.0)
+    # 2(N-1)/N of the bytes through each GPU's link: N=2 moves all of them, N=4 one and a half times.
+    assert model.allreduce_seconds(10**9, 2, link) == pytest.approx(1.0)
+    assert model.allreduce_seconds(10**9, 4, link) == pytest.approx(1.5)
+    assert model.allreduce_seconds(10**9, 1, link) == 0.0
+    assert model.gradient_bytes("resnet18") == 4 * 11_173_962
+    # A 9 ms step with a 1 ms all-reduce is 90% efficient without overlap; hidden entirely behind
+    # the backward pass (6 ms) it costs nothing.
+    assert model.efficiency(0.009, 0.001, overlap=False) == pytest.approx(0.9)
+    assert model.efficiency(0.009, 0.001, overlap=True) == 1.0
+    # No measured batch reaches 90% here (1 ms steps, 1 ms all-reduce): extrapolated at 1,000 img/s.
+    assert model.batch_for(0.9, 2, 0.001, {1: 1000}, overlap=False) == "~18"
+    assert model.batch_for(0.9, 2, 0.001, {100: 1000}, overlap=False) == "200"

@@ -49,7 +49,7 @@ def train_args(data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
     """ResNet-20, 256 training images in global batches of 64 (32 a process): 4 steps an epoch."""
     return ["--mode", "train", "--model", "resnet20", "--data-dir", str(data_dir), "--run-dir", str(run_dir),
             "--batch-size", "64", "--quiet", "--no-download", "--precision", "fp32", "--device", "cpu",
-            "--dist-timeout", "60", *extra]
+            "--dist-timeout", "60", *map(str, extra)]
 
 
 @pytest.fixture(scope="module")
@@ -128,11 +128,12 @@ def test_evaluation_shares_cover_each_image_once():
 
 def test_torchrun_environment_is_read_and_a_single_process_needs_none():
     assert distributed.describe_launch({}) == distributed.Distributed()
-    launch = distributed.describe_launch({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4",
+    launch = distributed.describe_launch({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2",
                                           "TORCHELASTIC_RESTART_COUNT": "2", "TORCHELASTIC_MAX_RESTARTS": "5",
                                           "TORCHELASTIC_RUN_ID": "job7"})
-    assert (launch.rank, launch.local_rank, launch.world_size, launch.restart_count, launch.max_restarts,
-            launch.run_id, launch.torchrun, launch.active) == (3, 1, 4, 2, 5, "job7", True, False)
+    assert (launch.rank, launch.local_rank, launch.world_size, launch.local_world_size) == (3, 1, 4, 2)
+    assert (launch.restart_count, launch.max_restarts, launch.run_id) == (2, 5, "job7")
+    assert launch.torchrun and not launch.active
     assert not launch.is_main
 
 
@@ -141,6 +142,16 @@ def test_under_torchrun_each_process_names_itself_in_its_errors():
 
     assert rank_prefix({"RANK": "1", "WORLD_SIZE": "2"}) == "[rank 1] "
     assert rank_prefix({"RANK": "0", "WORLD_SIZE": "1"}) == rank_prefix({}) == rank_prefix({"WORLD_SIZE": "x"}) == ""
+
+
+def test_only_training_runs_under_torchrun(monkeypatch, capsys):
+    from main import main as cli_main
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli_main(["--mode", "eval", "--checkpoint", "x.pt"]) == 2
+    assert capsys.readouterr().err == ("error: [rank 1] --mode eval runs in one process: start it with python "
+                                       "main.py, not torchrun\n")
 
 
 def test_sync_bn_is_refused_on_the_cpu_and_without_torchrun():
@@ -182,8 +193,8 @@ def test_a_restart_resumes_only_its_own_jobs_checkpoint(tmp_path, small_data, ca
 def test_ranks_stay_identical_and_evaluation_counts_each_image_once(tmp_path, odd_data):
     """Two ranks end with bit-identical parameters and buffers; a second job with the same seed
     ends bit-identical to the first; the distributed evaluation of 1,001 images (shares of 500
-    and 501) counts n = 1,001 with exactly the single-process per-class counts; the checkpoint
-    (written by rank 0 alone) gives the DDP model's logits exactly in a single process."""
+    and 501) counts n = 1,001 with exactly the single-process per-class counts; only rank 0
+    writes, and its checkpoint gives the DDP model's logits exactly in a single process."""
     outputs = []
     for attempt in ("first", "second"):
         out, run_dir = tmp_path / attempt, tmp_path / f"run-{attempt}"
@@ -195,6 +206,9 @@ def test_ranks_stay_identical_and_evaluation_counts_each_image_once(tmp_path, od
         assert torch.equal(tensor, rank1["state"][name]), name
         assert torch.equal(tensor, again0["state"][name]), name
     assert rank0["n"] == rank1["n"] == 1001
+    # One epoch: config.json, then the epoch's metrics row, curves and last.pt, then the report.
+    assert rank0["writes"] == ["config", "metrics", "curves", "checkpoint", "report"]
+    assert rank1["writes"] == []
 
     run_dir = tmp_path / "run-first"
     payload = load_checkpoint(run_dir / "last.pt")
@@ -271,6 +285,7 @@ def test_sigterm_saves_once_and_the_resumed_job_equals_the_uninterrupted_one(tmp
     # torchrun reports a worker that exited 143 as a failure: exit 1, not 143.
     assert job.returncode == 1, err[-3000:]
     assert err.count("SIGTERM: stopped after saving") == 1, err[-3000:]
+    assert f"resume with: torchrun --standalone --nproc-per-node=2 main.py --mode train --resume {run_dir}" in err
     payload = load_checkpoint(run_dir / "last.pt")
     assert not payload["finished"]
     result = run_job(torchrun_command("main.py", *train_args(small_data, run_dir, "--resume", run_dir / "last.pt")))
@@ -299,3 +314,21 @@ def test_with_max_restarts_a_crashed_job_resumes_from_its_checkpoint(tmp_path, s
     assert "fault injected on rank 1" in result.stderr
     assert f"torchrun restart 1: resuming from {run_dir / 'last.pt'}" in result.stdout
     assert_same_weights(run_dir, uninterrupted)
+
+
+@pytest.mark.torchrun
+def test_a_ddp_checkpoint_resumes_in_one_process_with_the_same_global_batch(tmp_path, small_data, uninterrupted,
+                                                                            capsys):
+    """The data order depends on the global batch only, so another number of processes continues
+    the same data stream from an epoch boundary (BatchNorm then sees 64 images a step, not 32)."""
+    import shutil
+
+    from main import main as cli_main
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    assert cli_main(train_args(small_data, run_dir, "--resume", run_dir / "last.pt", "--epochs", "5")) == 0
+    assert "resumed resnet20 from epoch 5, step 0" in capsys.readouterr().out
+    payload = load_checkpoint(run_dir / "last.pt")
+    assert (payload["epoch"], payload["world_size"]) == (5, 1)
+    assert len((run_dir / "metrics.csv").read_text().strip().splitlines()) == 6

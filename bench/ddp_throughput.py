@@ -1,7 +1,11 @@
 """One process with T threads against T gloo processes (torchrun) with one thread each, same
 global batch, on this CPU; and the share of a DDP step spent on the gradient all-reduce.
 
-    python bench/ddp_cpu.py --data-dir /tmp/cifar10 [--model resnet20] [--batch-size 256] [--steps 20]
+    python bench/ddp_throughput.py --data-dir /tmp/cifar10 [--model resnet20] [--batch-size 256] [--steps 20]
+    python bench/ddp_throughput.py --data-dir /tmp/cifar10 --device cuda --processes 1 --model resnet18 --batch-size 512
+
+With --device cuda: the plain run on the GPU against torchrun with --processes NCCL processes (1 on
+a one-GPU machine: what DDP's wrapper and its all-reduce of one cost), bf16 + channels_last.
 
 Each round runs, one after the other (never two jobs at once):
   single   python, torch.set_num_threads(T), the training path as main.py runs it (train_one_epoch);
@@ -40,15 +44,17 @@ def worker(args: argparse.Namespace) -> None:
     from run_setup import build_run
     from training import EpochTotals, train_one_epoch
 
+    from common import synchronize
+
     launch = distributed.describe_launch()
-    dist = distributed.start(launch, "cpu", timeout_s=300)
-    if not launch.torchrun:
+    dist = distributed.start(launch, args.device, timeout_s=300)
+    if not launch.torchrun and args.device == "cpu":
         torch.set_num_threads(args.threads)
     data = load_cifar10(Path(args.data_dir), download=False)
     images = args.batch_size * (args.warmup + args.steps)
     data = replace(data, train=Split(data.train.images[:images], data.train.labels[:images]))
-    config = TrainConfig(model=args.model, batch_size=args.batch_size, device="cpu", precision="fp32",
-                         data_dir=args.data_dir, quiet=True)
+    config = TrainConfig(model=args.model, batch_size=args.batch_size, device=args.device,
+                         precision="fp32" if args.device == "cpu" else "auto", data_dir=args.data_dir, quiet=True)
     parts = build_run(config, data, dist)
     no_sync = parts.ctx.model.no_sync if args.no_sync else contextlib.nullcontext
 
@@ -58,9 +64,11 @@ def worker(args: argparse.Namespace) -> None:
                             NoProgress, epoch_steps=first_step + steps)
 
     run(0, args.warmup)
+    synchronize(parts.device)
     dist.barrier()
     started = time.perf_counter()
     run(args.warmup, args.steps)
+    synchronize(parts.device)
     dist.barrier()
     seconds = time.perf_counter() - started
     if dist.is_main:
@@ -71,15 +79,17 @@ def worker(args: argparse.Namespace) -> None:
 
 def job(args: argparse.Namespace, kind: str) -> dict:
     common = ["--worker", "--data-dir", args.data_dir, "--model", args.model, "--batch-size", str(args.batch_size),
-              "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+              "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+              "--device", args.device]
     env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)
     if kind == "single":
         command = [sys.executable, __file__, *common]
-        env.pop("OMP_NUM_THREADS", None)
     else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc-per-node={args.threads}", __file__, *common, *(["--no-sync"] if kind == "no-sync" else [])]
-        env["OMP_NUM_THREADS"] = "1"
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.processes}",
+                   __file__, *common, *(["--no-sync"] if kind == "no-sync" else [])]
+        if args.device == "cpu":
+            env["OMP_NUM_THREADS"] = "1"  # one core a process (torchrun's own default for several)
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     if result.returncode != 0:
         raise SystemExit(f"{kind} job failed:\n{result.stderr[-3000:]}")
@@ -93,8 +103,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="global batch")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2,
-                        help="threads of the single process = processes of the DDP job")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="CPU threads of the single process")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="processes of the DDP job (default: --threads on the CPU, 1 on CUDA)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-sync", action="store_true", help=argparse.SUPPRESS)
@@ -102,6 +114,8 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if args.processes is None:
+        args.processes = args.threads if args.device == "cpu" else 1
     kinds = ("single", "ddp", "no-sync")
     samples = {kind: [] for kind in kinds}
     for _ in range(args.rounds):
@@ -109,13 +123,17 @@ def main() -> None:
             samples[kind].append(job(args, kind)["img_per_s"])
     median = {kind: statistics.median(values) for kind, values in samples.items()}
     share = 1 - median["ddp"] / median["no-sync"]
-    print(f"{args.model}, global batch {args.batch_size}, {args.steps} timed steps, medians of {args.rounds} rounds")
-    print(f"  1 process x {args.threads} threads:           {median['single']:8.1f} img/s")
-    print(f"  {args.threads} processes x 1 thread (gloo DDP): {median['ddp']:8.1f} img/s  "
+    backend = "gloo" if args.device == "cpu" else "nccl"
+    single = f"1 process x {args.threads} threads" if args.device == "cpu" else "1 process, plain"
+    print(f"{args.model} on {args.device}, global batch {args.batch_size}, {args.steps} timed steps, "
+          f"medians of {args.rounds} rounds")
+    print(f"  {single + ':':34s} {median['single']:8.1f} img/s")
+    print(f"  {f'{args.processes} process(es), {backend} DDP:':34s} {median['ddp']:8.1f} img/s  "
           f"({median['ddp'] / median['single']:.2f}x the single process)")
-    print(f"  the same without the all-reduce:  {median['no-sync']:8.1f} img/s  (communication share of a "
+    print(f"  {'the same without the all-reduce:':34s} {median['no-sync']:8.1f} img/s  (communication share of a "
           f"DDP step: {100 * share:.1f}%)")
-    print(json.dumps({"model": args.model, "batch_size": args.batch_size, "threads": args.threads,
+    print(json.dumps({"model": args.model, "device": args.device, "batch_size": args.batch_size,
+                      "threads": args.threads, "processes": args.processes,
                       "samples": samples, "median": median, "communication_share": share}))
 
 
