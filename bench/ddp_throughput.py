@@ -89,7 +89,8 @@ def job(args: argparse.Namespace, kind: str) -> dict:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.processes}",
                    __file__, *common, *(["--no-sync"] if kind == "no-sync" else [])]
         if args.device == "cpu":
-            env["OMP_NUM_THREADS"] = "1"  # one core a process (torchrun's own default for several)
+            # The cores shared among the processes (torchrun's own default is 1 for several).
+            env["OMP_NUM_THREADS"] = str(max(1, args.threads // args.processes))
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     if result.returncode != 0:
         raise SystemExit(f"{kind} job failed:\n{result.stderr[-3000:]}")
