@@ -203,6 +203,10 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
             f"--batch-size {config.batch_size} is larger than the training set "
             f"({len(data.train) - config.val_size} images)"
         )
+    # Each process read (or did not find) the checkpoint on its own node's file system.
+    if not dist.same_everywhere(payload["global_step"] if payload is not None else -1):
+        raise UserError("the processes disagree about the checkpoint to resume (a node cannot see the run "
+                        "directory's last.pt, or sees another one): put the run directory on a shared file system")
     run_dir, created = prepare_run_dir(config, explicit, resume_path, dist)
     try:
         summary = train_model(config, data, run_dir, resume=payload, dist=dist)

@@ -59,6 +59,10 @@ class Distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.control_group)
         return int(tensor)
 
+    def same_everywhere(self, value: int) -> bool:
+        """True when every rank passed the same value."""
+        return self.max_int(value) == -self.max_int(-value)
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier(group=self.control_group)
