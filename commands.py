@@ -86,10 +86,12 @@ def train_command(config: TrainConfig, explicit: set[str], resume: Path | None =
         raise UserError("--seeds starts new runs; resume each seed's run with --resume RUN_DIR/seed<N>/last.pt")
     if config.tensorboard:
         require_tensorboard()
-    if launch.max_restarts > 0 and resume is None:
-        resume = restart_checkpoint(config, seeds, launch)
-    if resume is not None:
+    restarted = restart_checkpoint(config, seeds, launch) if launch.max_restarts > 0 and resume is None else None
+    if restarted is not None:
+        resume, payload = restarted
+    elif resume is not None:
         payload = load_checkpoint(resume)
+    if resume is not None:
         config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
         if payload["epoch"] >= config.epochs:
             if launch.is_main:
@@ -115,9 +117,11 @@ def joined(launch: Distributed, config: TrainConfig) -> Iterator[Distributed]:
         distributed.stop(dist)
 
 
-def restart_checkpoint(config: TrainConfig, seeds: list[int] | None, launch: Distributed) -> Path | None:
-    """Under torchrun --max-restarts: after a restart, the run directory's last.pt when this job
-    (TORCHELASTIC_RUN_ID) wrote it; None on the first attempt or before the first checkpoint.
+def restart_checkpoint(config: TrainConfig, seeds: list[int] | None,
+                       launch: Distributed) -> tuple[Path, dict] | None:
+    """Under torchrun --max-restarts: after a restart, the run directory's last.pt (path and
+    loaded payload) when this job (TORCHELASTIC_RUN_ID) wrote it; None on the first attempt or
+    before the first checkpoint.
 
     A checkpoint of another job is never picked up: pointing --run-dir at an old run is refused
     as usual, on every attempt."""
@@ -131,10 +135,11 @@ def restart_checkpoint(config: TrainConfig, seeds: list[int] | None, launch: Dis
     run_dir = Path(config.run_dir)
     last = run_dir / "last.pt"
     if last.exists():
-        if load_checkpoint(last).get("elastic_run_id") == launch.run_id:
+        payload = load_checkpoint(last)
+        if payload.get("elastic_run_id") == launch.run_id:
             if launch.is_main:
                 print(f"torchrun restart {launch.restart_count}: resuming from {last}")
-            return last
+            return last, payload
         return None
     if launch.is_main and runs.written_by_job(run_dir, launch.run_id):
         runs.remove_run_files(run_dir)  # the failed attempt's config.json and metrics.csv, no checkpoint yet

@@ -94,8 +94,7 @@ def augmentation_of(config: TrainConfig) -> Augmentation:
 
 
 def shard(split: Split, dist: Distributed) -> Split:
-    start, stop = shard_bounds(len(split), dist.rank, dist.world_size)
-    return Split(split.images[start:stop], split.labels[start:stop])
+    return split.subset(slice(*shard_bounds(len(split), dist.rank, dist.world_size)))
 
 
 def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = None,

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import medians, synchronize  # noqa: E402
+
 
 def worker(args: argparse.Namespace) -> None:
     """One timed job (or one rank of it): prints {"img_per_s": ...} from rank 0."""
@@ -39,12 +40,10 @@ def worker(args: argparse.Namespace) -> None:
 
     import distributed
     from config import TrainConfig
-    from datasets import Split, load_cifar10
+    from datasets import load_cifar10
     from progress import NoProgress
     from run_setup import build_run
     from training import EpochTotals, train_one_epoch
-
-    from common import synchronize
 
     launch = distributed.describe_launch()
     dist = distributed.start(launch, args.device, timeout_s=300)
@@ -52,7 +51,7 @@ def worker(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     data = load_cifar10(Path(args.data_dir), download=False)
     images = args.batch_size * (args.warmup + args.steps)
-    data = replace(data, train=Split(data.train.images[:images], data.train.labels[:images]))
+    data = replace(data, train=data.train.subset(slice(0, images)))
     config = TrainConfig(model=args.model, batch_size=args.batch_size, device=args.device,
                          precision="fp32" if args.device == "cpu" else "auto", data_dir=args.data_dir, quiet=True)
     parts = build_run(config, data, dist)
@@ -122,7 +121,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for kind in kinds:
             samples[kind].append(job(args, kind)["img_per_s"])
-    median = {kind: statistics.median(values) for kind, values in samples.items()}
+    median = medians(samples)
     share = 1 - median["ddp"] / median["no-sync"]
     backend = "gloo" if args.device == "cpu" else "nccl"
     single = f"1 process x {args.threads} threads" if args.device == "cpu" else "1 process, plain"
