@@ -16,7 +16,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # because continuing with it would silently train a different experiment.
 RESUME_OVERRIDABLE = frozenset(
     {"epochs", "max_steps", "data_dir", "download", "device", "quiet", "run_dir", "compile", "precision",
-     "channels_last", "tta", "tensorboard", "iterations", "dist_timeout"}
+     "channels_last", "tta", "tensorboard", "iterations", "dist_timeout", "eval_every"}
 )
 
 
@@ -59,6 +59,7 @@ class TrainConfig:
     cutmix: float = 0.0
     ema: float | None = None  # decay of the weights' exponential moving average
     tta: str = "none"
+    eval_every: int = 1  # epochs between val/test evaluations (0: none but the last, which always is)
     val_size: int = 0
     seed: int = 0
     device: str = "auto"
@@ -73,6 +74,11 @@ class TrainConfig:
     dist_timeout: float = 600.0  # seconds a collective waits for a lost peer before the job fails
     threads: int | None = None  # None: torch's default; recorded in checkpoints once resolved
     quiet: bool = False
+
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether the val/test evaluation runs after 0-based `epoch` (every eval_every-th, and the last)."""
+        last = epoch + 1 >= self.epochs
+        return last if self.eval_every == 0 else last or (epoch + 1) % self.eval_every == 0
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

@@ -74,6 +74,14 @@ class Distributed:
             for buffer in module.buffers():
                 dist.broadcast(buffer, src=0)
 
+    def gather_objects(self, value: Any) -> list:
+        """Every rank's value, in rank order, on every rank (CPU objects: the control group is gloo)."""
+        if not self.active:
+            return [value]
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, value, group=self.control_group)
+        return gathered
+
     def broadcast_object(self, value: Any) -> Any:
         """Rank 0's value on every rank (a run directory name, say)."""
         if not self.active:

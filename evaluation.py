@@ -31,6 +31,7 @@ class EvalResult:
     per_class_correct: list[int]
     per_class_total: list[int]
     seconds: float
+    predictions: Predictions | None = None  # every image's logits, with keep_predictions
 
     def per_class_accuracy(self, classes: Iterable[str]) -> dict[str, float]:
         return {
@@ -53,11 +54,14 @@ def evaluate(
     should_stop: Callable[[], bool] = lambda: False,
     tta: str = "none",
     dist: Distributed | None = None,
+    keep_predictions: bool = False,
 ) -> EvalResult:
     """Loss, accuracy and per-class counts over every image of the loader's split, from the
-    logits of the views `tta` names (augmentations.tta_logits).
+    logits of the views `tta` names (augmentations.tta_logits); with keep_predictions also the
+    logits themselves (for the final report, which then needs no second pass).
 
-    Under torchrun the loader holds this process's share and the sums are added over the ranks.
+    Under torchrun the loader holds this process's share and the sums are added over the ranks
+    (the kept logits are gathered in rank order: the shares are contiguous, so that is the split's).
     should_stop may be a collective, so every rank calls it once per batch of the longest share.
     """
     dist = dist if dist is not None else Distributed()
@@ -66,6 +70,7 @@ def evaluate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     class_correct = torch.zeros(num_classes, dtype=torch.long, device=device)
     class_total = torch.zeros(num_classes, dtype=torch.long, device=device)
+    kept_logits, kept_labels = [], []
     batches = loader.epoch()
     for _ in range(dist.max_int(len(loader))):
         if should_stop():
@@ -80,8 +85,16 @@ def evaluate(
         hits = (logits.argmax(1) == targets).long()
         class_correct.index_add_(0, targets, hits)
         class_total.index_add_(0, targets, torch.ones_like(hits))
+        if keep_predictions:
+            kept_logits.append(logits.float().cpu())
+            kept_labels.append(targets.cpu())
     dist.sum_(loss_sum, class_correct, class_total)
     n = int(class_total.sum())
+    predictions = None
+    if keep_predictions:
+        shares = dist.gather_objects((kept_logits, kept_labels))
+        predictions = Predictions(torch.cat([t for logits, _ in shares for t in logits]),
+                                  torch.cat([t for _, labels in shares for t in labels]))
     return EvalResult(
         loss=float(loss_sum) / max(1, n),
         accuracy=int(class_correct.sum()) / max(1, n),
@@ -89,6 +102,7 @@ def evaluate(
         per_class_correct=class_correct.tolist(),
         per_class_total=class_total.tolist(),
         seconds=time.perf_counter() - started,
+        predictions=predictions,
     )
 
 
@@ -175,22 +189,42 @@ def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, d
     predictions = predict_split(model, loader, device, precision, config.tta)
     seconds = time.perf_counter() - started
     classes = list(payload.get("classes") or data.classes)
-    report = {
-        "checkpoint": str(path),
-        "model": payload["model_name"],
-        "epoch": payload["epoch"],
-        "weights": config.weights,
-        "tta": config.tta,
-        "split": config.split,
-        **build_report(predictions, classes),
-        "device": str(device),
-        "precision": precision,
-        "seconds": seconds,
-        "img_per_s": len(split) / max(1e-9, seconds),
-    }
+    source = ReportSource(str(path), payload["model_name"], payload["epoch"], config.weights, config.tta,
+                          config.split, str(device), precision)
+    report = assemble_report(source, predictions, classes, seconds)
     if config.report_dir is not None:
         write_report_dir(Path(config.report_dir), report, predictions, split.images, classes)
     return report
+
+
+@dataclass(frozen=True)
+class ReportSource:
+    """What produced a report's logits: which weights, on which split, with which TTA, how."""
+    checkpoint: str
+    model: str
+    epoch: int
+    weights: str
+    tta: str
+    split: str
+    device: str
+    precision: str
+
+
+def assemble_report(source: ReportSource, predictions: Predictions, classes: list[str], seconds: float) -> dict:
+    """The JSON-ready report (--mode eval --output) of predictions on a split."""
+    return {
+        "checkpoint": source.checkpoint,
+        "model": source.model,
+        "epoch": source.epoch,
+        "weights": source.weights,
+        "tta": source.tta,
+        "split": source.split,
+        **build_report(predictions, classes),
+        "device": source.device,
+        "precision": source.precision,
+        "seconds": seconds,
+        "img_per_s": len(predictions.labels) / max(1e-9, seconds),
+    }
 
 
 def write_report_dir(folder: Path, report: dict, predictions: Predictions, images: torch.Tensor,

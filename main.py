@@ -127,6 +127,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     add("--tta", choices=TTA_MODES, default=default(defaults.tta),
         help="test-time augmentation for evaluation (each epoch and --mode eval): logits averaged over the "
              "image and its mirror (flip), and one-pixel shifts of both (flip-translate)")
+    add("--eval-every", type=non_negative_int, default=default(defaults.eval_every), metavar="N",
+        help="train: evaluate on val/test after every N-th epoch and after the last (0: after the last only)")
 
     group = parser.add_argument_group("optimisation")
     group.add_argument("--epochs", type=positive_int, default=default(defaults.epochs), help="epochs to train")
@@ -230,7 +232,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         step_size=args.step_size, gamma=args.gamma, plateau_patience=args.plateau_patience,
         warmup_epochs=args.warmup_epochs, warmup_steps=args.warmup_steps, warmup_style=args.warmup_style,
         translate_pad=args.translate_pad, cutout=args.cutout, augment=args.augment, mixup=args.mixup,
-        cutmix=args.cutmix, ema=args.ema, tta=args.tta,
+        cutmix=args.cutmix, ema=args.ema, tta=args.tta, eval_every=args.eval_every,
         val_size=args.val_size, seed=args.seed, device=args.device, precision=args.precision,
         channels_last=args.channels_last, compile=args.compile, max_steps=args.max_steps,
         clip_grad_norm=args.clip_grad_norm, deterministic=args.deterministic, threads=args.threads,
@@ -291,6 +293,7 @@ MODE_OPTIONS = {
     "tensorboard": (("train",), ""),
     "sync_bn": (("train",), ""),
     "dist_timeout": (("train",), ""),
+    "eval_every": (("train",), ""),
 }
 
 

@@ -112,11 +112,13 @@ def plot_curves(rows: list[dict], path: Path) -> Path:
     loss_ax, acc_ax, lr_ax = figure.subplots(1, 3)
     for split, style in (("train", "-"), ("val", "--"), ("test", "-."), ("ema_test", ":")):
         epochs, losses = _column(rows, f"{split}_loss")
+        # Markers where --eval-every left epochs out: a lone final evaluation is still visible.
+        marker = "o" if 0 < len(epochs) < len(rows) else None
         if epochs:
-            loss_ax.plot(epochs, losses, style, label=split.replace("_", " "))
+            loss_ax.plot(epochs, losses, style, marker=marker, label=split.replace("_", " "))
         epochs, accuracies = _column(rows, f"{split}_acc")
         if epochs:
-            acc_ax.plot(epochs, [100 * a for a in accuracies], style, label=split.replace("_", " "))
+            acc_ax.plot(epochs, [100 * a for a in accuracies], style, marker=marker, label=split.replace("_", " "))
     epochs, lrs = _column(rows, "lr")
     lr_ax.plot(epochs, lrs, color="tab:green")
     tta = next((r.get("tta") for r in reversed(rows) if r.get("tta")), "none")

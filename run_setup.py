@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from augmentations import Augmentation
-from config import TrainConfig
+from config import SCHEDULERS, TrainConfig
 from datasets import CIFAR10_MEAN, CIFAR10_STD, Dataset, Split, split_validation
 from devices import configure_determinism, resolve_device, resolve_precision
 from distributed import Distributed, shard_bounds, wrap_model
@@ -115,6 +115,10 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
         raise UserError(
             f"the data set has {len(data.classes)} classes but the model is built for {config.num_classes}"
         )
+    if config.eval_every != 1 and config.scheduler == "plateau" and config.val_size:
+        raise UserError(f"--eval-every {config.eval_every}: --scheduler plateau with --val-size watches the "
+                        f"validation loss after every epoch; use --eval-every 1 or another --scheduler "
+                        f"({', '.join(k for k in SCHEDULERS if k != 'plateau')})")
     # Every rank seeds alike: the same initial weights, validation split and epoch plans.
     seed_everything(config.seed)
     train_split, val_split = split_validation(data.train, config.val_size, config.seed)
@@ -151,6 +155,9 @@ def describe_run(parts: RunParts, n_test: int, run_dir: Path) -> str:
         backend = "nccl" if parts.device.type == "cuda" else "gloo"
         processes = (f", {parts.dist.world_size} processes ({backend}, global batch {parts.config.batch_size} = "
                      f"{parts.dist.world_size} x {parts.train_loader.share})")
+    every = parts.config.eval_every
+    evaluated = ("" if every == 1 else ", evaluated after the last epoch only" if every == 0
+                 else f", evaluated every {every} epochs and after the last")
     return (f"training {parts.config.model} ({n_params:,} parameters) on {parts.device}, {parts.precision}{layout}"
-            f"{processes}, {len(parts.train_loader.split)} train / {n_val} val / {n_test} test images, "
+            f"{processes}, {len(parts.train_loader.split)} train / {n_val} val / {n_test} test images{evaluated}, "
             f"run dir {run_dir}")

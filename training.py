@@ -18,7 +18,15 @@ from datasets import Dataset
 from devices import autocast
 from distributed import Distributed, fault_injector
 from errors import UserError
-from evaluation import EvalInterrupted, EvalResult, evaluate, evaluate_checkpoint
+from evaluation import (
+    EvalInterrupted,
+    EvalResult,
+    ReportSource,
+    assemble_report,
+    evaluate,
+    evaluate_checkpoint,
+    write_report_dir,
+)
 from interrupts import StopSignals
 from loader import BatchLoader
 from plots import plot_curves
@@ -177,10 +185,11 @@ def format_epoch_line(row: dict, epochs: int) -> str:
              f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"]
     if row.get("val_loss") is not None:
         parts.append(f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%")
-    parts.append(f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%")
+    if row.get("test_loss") is not None:
+        parts.append(f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%")
     if row.get("ema_test_acc") is not None:
         parts.append(f"ema test acc {100 * row['ema_test_acc']:.2f}%")
-    if row.get("tta", "none") != "none":
+    if row.get("test_loss") is not None and row.get("tta", "none") != "none":
         parts.append(f"(tta {row['tta']})")
     parts.append(f"{row['seconds']:.1f}s {row['img_per_s']:.0f} img/s")
     return "  ".join(parts)
@@ -210,8 +219,10 @@ def epoch_steps(parts: RunParts, epoch: int) -> int:
     return max(0, min(per_epoch, parts.config.iterations - epoch * per_epoch))
 
 
-def evaluate_epoch(parts: RunParts, should_stop: Callable[[], bool]) -> dict[str, EvalResult]:
-    """The raw model on val/test and, with --ema, the moving average too ("ema_val", "ema_test").
+def evaluate_epoch(parts: RunParts, should_stop: Callable[[], bool],
+                   keep_test_predictions: bool = False) -> dict[str, EvalResult]:
+    """The raw model on val/test and, with --ema, the moving average too ("ema_val", "ema_test");
+    with keep_test_predictions the raw model's test result holds its logits (for the final report).
 
     Under torchrun each process evaluates its share of each split with rank 0's BatchNorm
     statistics (the model rank 0 saves) and the sums are added up: every image counted once."""
@@ -221,20 +232,22 @@ def evaluate_epoch(parts: RunParts, should_stop: Callable[[], bool]) -> dict[str
         parts.dist.broadcast_buffers(parts.ctx.ema.module)
         models["ema_"] = parts.ctx.ema.module
     return {prefix + name: evaluate(model, loader, parts.device, parts.precision, parts.config.num_classes,
-                                    should_stop, tta=parts.config.tta, dist=parts.dist)
+                                    should_stop, tta=parts.config.tta, dist=parts.dist,
+                                    keep_predictions=keep_test_predictions and prefix + name == "test")
             for prefix, model in models.items() for name, loader in parts.eval_loaders.items()}
 
 
 def epoch_row(epoch: int, lr: float, totals: EpochTotals, results: dict[str, EvalResult], tta: str) -> dict:
-    """One metrics.csv row (accuracies 0-1); results holds "val"/"test" and "ema_val"/"ema_test"."""
-    val, test = results.get("val"), results["test"]
+    """One metrics.csv row (accuracies 0-1); results holds "val"/"test" and "ema_val"/"ema_test",
+    or nothing after an epoch that --eval-every skips (its val/test columns stay empty)."""
+    val, test = results.get("val"), results.get("test")
     ema = {f"{name}_{kind}": getattr(result, "accuracy" if kind == "acc" else "loss")
            for name, result in results.items() if name.startswith("ema_") for kind in ("loss", "acc")}
     return {**ema, "tta": tta,
         "epoch": epoch + 1, "lr": lr,
         "train_loss": totals.loss_sum / max(1, totals.seen), "train_acc": totals.correct / max(1, totals.seen),
         "val_loss": val.loss if val else None, "val_acc": val.accuracy if val else None,
-        "test_loss": test.loss, "test_acc": test.accuracy,
+        "test_loss": test.loss if test else None, "test_acc": test.accuracy if test else None,
         "seconds": totals.seconds, "img_per_s": totals.seen / max(1e-9, totals.seconds),
         # Training plus every evaluation of the epoch (EMA and TTA included): the epoch's wall time
         # but for checkpoint writing and the process's start-up.
@@ -242,17 +255,29 @@ def epoch_row(epoch: int, lr: float, totals: EpochTotals, results: dict[str, Eva
     }
 
 
-def write_final_reports(config: TrainConfig, data: Dataset, run_dir: Path, board: TensorBoardLog | None,
-                        log: Log) -> None:
+def write_final_reports(parts: RunParts, data: Dataset, run_dir: Path, board: TensorBoardLog | None,
+                        log: Log, final_test: EvalResult | None = None, epochs_done: int = 0) -> None:
     """The --mode eval --report-dir report of last.pt in run_dir/report/ (and of best.pt, when the
-    run kept one, in run_dir/report-best/), so a finished run explains itself."""
+    run kept one, in run_dir/report-best/), so a finished run explains itself.
+
+    final_test: the last epoch's test evaluation with its logits; last.pt holds those weights,
+    so its report is built from them instead of a second pass over the test set."""
+    config = parts.config
     for name, folder in (("last.pt", "report"), ("best.pt", "report-best")):
         if not (run_dir / name).exists():
             continue
-        eval_config = EvalConfig(checkpoint=str(run_dir / name), data_dir=config.data_dir, device=config.device,
-                                 precision=config.precision, channels_last=config.channels_last, tta=config.tta,
-                                 report_dir=str(run_dir / folder))
-        report = evaluate_checkpoint(eval_config, data=data)
+        reusable = final_test is not None and final_test.predictions is not None
+        # The labels in the split's order: the logits are the images' in that order (mistakes.png pairs them).
+        if name == "last.pt" and reusable and torch.equal(final_test.predictions.labels, data.test.labels.cpu()):
+            source = ReportSource(str(run_dir / name), config.model, epochs_done, "raw", config.tta, "test",
+                                  str(parts.device), parts.precision)
+            report = assemble_report(source, final_test.predictions, list(data.classes), final_test.seconds)
+            write_report_dir(run_dir / folder, report, final_test.predictions, data.test.images, list(data.classes))
+        else:
+            eval_config = EvalConfig(checkpoint=str(run_dir / name), data_dir=config.data_dir, device=config.device,
+                                     precision=config.precision, channels_last=config.channels_last,
+                                     tta=config.tta, report_dir=str(run_dir / folder))
+            report = evaluate_checkpoint(eval_config, data=data)
         log(f"report of {name} (test top-1 {100 * report['accuracy']:.2f}%, tta {config.tta}): {run_dir / folder}")
         if board is not None and name == "last.pt":
             board.log_image("confusion", run_dir / folder / "confusion.png", report["epoch"])
@@ -349,12 +374,13 @@ def train_model(
                 return {"run_dir": str(run_dir), "stopped": "max_steps", "global_step": state.global_step,
                         "checkpoint": str(path)}
             try:
-                results = evaluate_epoch(parts, stop_requested)
+                results = (evaluate_epoch(parts, stop_requested, keep_test_predictions=epoch + 1 == config.epochs)
+                           if config.evaluates_after(epoch) else {})
             except EvalInterrupted:
                 raise interrupted() from None
             totals = state.totals
             row = epoch_row(epoch, ctx.optimizer.param_groups[0]["lr"], totals, results, config.tta)
-            val, last_test = results.get("val"), results["test"]
+            val, last_test = results.get("val"), results.get("test", last_test)
             ctx.schedule.end_epoch(val.loss if val is not None else row["train_loss"])
             improved = val is not None and (state.best_val_acc is None or val.accuracy > state.best_val_acc)
             if improved:
@@ -374,7 +400,7 @@ def train_model(
         if on_end is not None:
             on_end(parts)
         if dist.is_main and (run_dir / "last.pt").exists():
-            write_final_reports(config, data, run_dir, board, log)
+            write_final_reports(parts, data, run_dir, board, log, last_test, state.epoch)
     summary = {"run_dir": str(run_dir), "stopped": None, "global_step": state.global_step,
                "checkpoint": str(run_dir / "last.pt")}
     if last_test is not None:

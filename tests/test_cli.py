@@ -74,6 +74,8 @@ BAD_ARGS = [
     (["--mode", "eval", "--resume", "x.pt"], "--resume is for --mode train; to evaluate a checkpoint use"),
     (["--sync-bn"], "--sync-bn synchronises BatchNorm across processes; launch with torchrun"),
     (["--dist-timeout", "0"], "argument --dist-timeout: expected a number > 0, got '0'"),
+    (["--eval-every", "-1"], "argument --eval-every: expected an integer >= 0, got '-1'"),
+    (["--mode", "eval", "--checkpoint", "x.pt", "--eval-every", "2"], "--eval-every is for --mode train"),
     (["--mode", "eval", "--checkpoint", "x.pt", "--sync-bn"], "--sync-bn is for --mode train"),
 ]
 

@@ -220,6 +220,11 @@ def test_ranks_stay_identical_and_evaluation_counts_each_image_once(tmp_path, od
     single = evaluate(model, BatchLoader(test, 256, torch.device("cpu"), normalizer, False, train=False),
                       torch.device("cpu"), "fp32", 10)
     assert single.n == 1001 and single.per_class_correct == rank0["correct"]
+    # The final report is built from the last epoch's logits, gathered from both shares in order.
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    counts = report["confusion_matrix"]["counts"]
+    assert report["n"] == 1001 and [counts[i][i] for i in range(10)] == single.per_class_correct
+    assert [sum(row) for row in counts] == single.per_class_total
     with torch.no_grad():
         assert torch.equal(model(normalizer(test.images[:64], False)), rank0["logits"])
     assert payload["world_size"] == 2

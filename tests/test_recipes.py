@@ -74,6 +74,12 @@ def test_standard_and_fast_recipes():
         "reflect", 12, "flip-translate", 26, 0.4)
     fast20 = resolved(["--recipe", "fast", "--model", "resnet20"])
     assert (fast20.epochs, fast20.cutout) == (30, 0)  # Cutout cost the small net accuracy (bench/README.md)
+    # Evaluated after the last epoch only, at every epoch count; an explicit --eval-every wins.
+    assert fast.eval_every == fast20.eval_every == 0 and resolved(["--recipe", "standard"]).eval_every == 1
+    assert resolved(["--recipe", "fast", "--eval-every", "1"]).eval_every == 1
+    assert [TrainConfig(epochs=5, eval_every=0).evaluates_after(e) for e in range(5)] == [False] * 4 + [True]
+    assert [TrainConfig(epochs=5, eval_every=2).evaluates_after(e) for e in range(5)] == [False, True, False, True,
+                                                                                         True]
 
 
 def test_triangular_schedule():

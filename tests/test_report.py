@@ -200,3 +200,66 @@ def test_summary_gives_mean_and_std_over_seeds(batches_dir, tmp_path, capsys):
     assert [float(r["wall_seconds"]) for r in rows[:3]] == pytest.approx(walls, abs=0.06)
     code, _, err = run_cli(capsys, "--mode", "summary", tmp_path)
     assert code == 2 and err == f"error: {tmp_path} is not a run directory (no config.json)\n"
+
+
+def test_the_final_report_reuses_the_last_epochs_logits(batches_dir, tmp_path, capsys, monkeypatch):
+    """last.pt holds the weights the last epoch evaluated: its report is built from that pass, and
+    it is the report --mode eval writes for last.pt (best.pt, other weights, is evaluated anew)."""
+    import training
+
+    evaluated = []
+    real = training.evaluate_checkpoint
+    monkeypatch.setattr(training, "evaluate_checkpoint",
+                        lambda config, **kw: evaluated.append(config.checkpoint) or real(config, **kw))
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--tta", "flip"))
+    assert code == 0, err
+    assert evaluated == []
+    saved = json.loads((run_dir / "report" / "report.json").read_text())
+    assert saved["accuracy"] == pytest.approx(float(read_metrics(run_dir)[-1]["test_acc"]), abs=1e-6)
+    assert saved["loss"] == pytest.approx(float(read_metrics(run_dir)[-1]["test_loss"]), rel=1e-4)
+    output = tmp_path / "eval.json"
+    code, _, err = run_cli(capsys, "--mode", "eval", "--checkpoint", run_dir / "last.pt", "--tta", "flip",
+                           "--precision", "fp32", "--output", output)
+    assert code == 0, err
+    fresh = json.loads(output.read_text())
+    assert set(saved) == set(fresh)
+    for key in ("checkpoint", "model", "epoch", "weights", "tta", "split", "n", "confusion_matrix", "most_confused",
+                "per_class_accuracy", "precision", "device"):
+        assert saved[key] == fresh[key], key
+    assert saved["ece"] == pytest.approx(fresh["ece"], abs=1e-5)
+    assert png_ok(run_dir / "report" / "mistakes.png")
+
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, tmp_path / "with-val", "--val-size", "30"))
+    assert code == 0, err
+    assert evaluated == [str(tmp_path / "with-val" / "best.pt")]
+
+
+def test_eval_every_skips_the_evaluations_between(batches_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "3", "--eval-every", "2",
+                                                      "--val-size", "30", "--scheduler", "cosine"))
+    assert code == 0, err
+    rows = read_metrics(run_dir)
+    assert [bool(r["test_acc"]) for r in rows] == [False, True, True]  # epoch 2, and the last
+    assert [bool(r["val_acc"]) for r in rows] == [False, True, True]
+    assert "100 test images, evaluated every 2 epochs and after the last, run dir" in out
+    lines = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert "test loss" not in lines[0] and "test loss" in lines[1] and "test loss" in lines[2]
+    assert png_ok(run_dir / "curves.png")
+    saved = json.loads((run_dir / "report" / "report.json").read_text())
+    assert saved["accuracy"] == pytest.approx(float(rows[-1]["test_acc"]), abs=1e-6)
+    # A resume may change it: the run's weights do not depend on it.
+    code, _, err = run_cli(capsys, "--resume", run_dir / "last.pt", "--epochs", "4", "--eval-every", "1", "--quiet")
+    assert code == 0, err
+    assert [bool(r["test_acc"]) for r in read_metrics(run_dir)] == [False, True, True, True]
+
+
+def test_eval_every_refuses_a_plateau_that_watches_validation(batches_dir, tmp_path, capsys):
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, tmp_path / "run", "--eval-every", "2",
+                                                    "--val-size", "30", "--scheduler", "plateau"))
+    assert code == 2
+    assert err == ("error: --eval-every 2: --scheduler plateau with --val-size watches the validation loss after "
+                   "every epoch; use --eval-every 1 or another --scheduler (step, multistep, cosine, onecycle, "
+                   "triangular)\n")
+    assert not (tmp_path / "run").exists()
