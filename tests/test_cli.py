@@ -131,3 +131,15 @@ def test_unwritable_run_dir(batches_dir, tmp_path, capsys):
         code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, parent / "run"))
         parent.chmod(0o700)
         assert code == 2 and "cannot create --run-dir" in err
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    """`python main.py --mode eval ... | head -3`: the reader leaves, the program stops without a traceback."""
+    import main as cli
+
+    def reader_gone(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "summary_command", reader_gone)
+    code, _, err = run_cli(capsys, "--mode", "summary", "runs/x")
+    assert code == 128 + 13 and err == ""  # as a process killed by SIGPIPE
