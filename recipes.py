@@ -47,8 +47,9 @@ RECIPES: dict[str, Recipe] = {
         summary="short runs: Nesterov SGD, weight decay 5e-4, batch 500, triangular lr peaking at 0.4 at 20% of "
                 "training, crop (reflect pad 4) + flip, Cutout 12 (not for the 6n+2 nets), flip + translate TTA, "
                 "evaluated after the last epoch only; 26 epochs (resnet18), 30 (others)",
-        # Evaluating with flip-translate TTA (6 passes over the test set) after every epoch cost ~20%
-        # of a resnet20 epoch on the CPU (bench/README.md); curves need --eval-every 1.
+        # Evaluating with flip-translate TTA (6 passes over the test set) took 57 s after a 181 s
+        # resnet20 epoch on the CPU (bench/README.md): after every epoch, a third more time.
+        # Per-epoch curves need --eval-every 1.
         values=dict(epochs=30, batch_size=500, lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-4,
                     scheduler="triangular", translate_pad="reflect", cutout=12, tta="flip-translate", eval_every=0),
         # Cutout cost resnet20 3.1 points at a 3-epoch budget (65.06% with, 68.17% without; bench/README.md).

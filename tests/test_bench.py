@@ -62,6 +62,16 @@ def test_feature_cost_measures_every_variant(batches_dir):
                for v in report[part].values())
 
 
+def test_eval_batch_measures_every_batch_and_tta():
+    import eval_batch
+
+    report = eval_batch.main(["--images", "48", "--batches", "16", "48", "--eval-batch", "24",
+                              "--tta", "none", "flip", "--rounds", "1"])
+    assert set(report["forward_img_per_s"]) == {"forward batch 16", "forward batch 48"}
+    assert set(report["eval_img_per_s"]) == {"evaluate batch 24, tta none", "evaluate batch 24, tta flip"}
+    assert report["images"] == 48 and all(v > 0 for v in report["eval_img_per_s"].values())
+
+
 def test_the_scaling_model_follows_the_ring_all_reduce_formula():
     import scaling_model as model
 
