@@ -136,19 +136,6 @@ def load_model(payload: dict, source: Path, weights_kind: str = "raw") -> torch.
     return model
 
 
-@torch.no_grad()
-def predict_split(model: nn.Module, loader: BatchLoader, device: torch.device, precision: str,
-                  tta: str = "none") -> Predictions:
-    """Every image's logits (float32, on the CPU) and label, in the loader's order."""
-    model.eval()
-    logits, labels = [], []
-    for inputs, targets in loader.epoch():
-        with autocast(device, precision):
-            logits.append(tta_logits(model, inputs, tta).float().cpu())
-        labels.append(targets.cpu())
-    return Predictions(torch.cat(logits), torch.cat(labels))
-
-
 def choose_split(payload: dict, data: Dataset, name: str) -> Split:
     """The test set, or the validation images the checkpoint's run held out (same size and seed)."""
     if name == "test":
@@ -185,15 +172,14 @@ def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, d
         model = model.to(memory_format=torch.channels_last)
     normalizer = Normalizer(tuple(payload["mean"]), tuple(payload["std"]), device)
     loader = BatchLoader(split, min(config.batch_size, len(split)), device, normalizer, channels_last, train=False)
-    started = time.perf_counter()
-    predictions = predict_split(model, loader, device, precision, config.tta)
-    seconds = time.perf_counter() - started
+    result = evaluate(model, loader, device, precision, payload["num_classes"], tta=config.tta,
+                      keep_predictions=True)
     classes = list(payload.get("classes") or data.classes)
     source = ReportSource(str(path), payload["model_name"], payload["epoch"], config.weights, config.tta,
                           config.split, str(device), precision)
-    report = assemble_report(source, predictions, classes, seconds)
+    report = assemble_report(source, result.predictions, classes, result.seconds)
     if config.report_dir is not None:
-        write_report_dir(Path(config.report_dir), report, predictions, split.images, classes)
+        write_report_dir(Path(config.report_dir), report, result.predictions, split.images, classes)
     return report
 
 

@@ -263,16 +263,17 @@ def write_final_reports(parts: RunParts, data: Dataset, run_dir: Path, board: Te
     final_test: the last epoch's test evaluation with its logits; last.pt holds those weights,
     so its report is built from them instead of a second pass over the test set."""
     config = parts.config
+    kept = final_test.predictions if final_test is not None else None
+    # Reused only in the split's order: mistakes.png pairs the logits with the test images.
+    reuse = kept is not None and torch.equal(kept.labels, data.test.labels.cpu())
     for name, folder in (("last.pt", "report"), ("best.pt", "report-best")):
         if not (run_dir / name).exists():
             continue
-        reusable = final_test is not None and final_test.predictions is not None
-        # The labels in the split's order: the logits are the images' in that order (mistakes.png pairs them).
-        if name == "last.pt" and reusable and torch.equal(final_test.predictions.labels, data.test.labels.cpu()):
+        if name == "last.pt" and reuse:
             source = ReportSource(str(run_dir / name), config.model, epochs_done, "raw", config.tta, "test",
                                   str(parts.device), parts.precision)
-            report = assemble_report(source, final_test.predictions, list(data.classes), final_test.seconds)
-            write_report_dir(run_dir / folder, report, final_test.predictions, data.test.images, list(data.classes))
+            report = assemble_report(source, kept, list(data.classes), final_test.seconds)
+            write_report_dir(run_dir / folder, report, kept, data.test.images, list(data.classes))
         else:
             eval_config = EvalConfig(checkpoint=str(run_dir / name), data_dir=config.data_dir, device=config.device,
                                      precision=config.precision, channels_last=config.channels_last,
