@@ -2,6 +2,7 @@
 # The GPU measurements of issue #4 as one prepared run (about 6-8 minutes on one H100/H200 class GPU).
 #
 #   bash bench/gpu.sh PATH/TO/cifar10-jpeg.tar.gz OUT_DIR [gpu_suite.py options]
+#   bash bench/gpu.sh UNPACKED_FOLDER OUT_DIR [gpu_suite.py options]
 #
 # Unpacks the image-folder copy into a temporary folder, records the machine, then runs
 # bench/gpu_suite.py (see its docstring for the stages); OUT_DIR gets machine.txt, suite.log,
@@ -18,8 +19,12 @@ shift 2
 python=${PYTHON:-python3}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-data=$(mktemp -d)
-tar xzf "$tarball" -C "$data"
+if [ -d "$tarball" ]; then  # an unpacked copy (its image-folder cache is reused)
+  data=$(cd "$tarball" && pwd)
+else
+  data=$(mktemp -d)
+  tar xzf "$tarball" -C "$data"
+fi
 cd "$(dirname "$0")/.."
 { date -u +%Y-%m-%dT%H:%M:%SZ; nproc; command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
   "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"; } | tee "$out/machine.txt"

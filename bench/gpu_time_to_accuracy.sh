@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Issue #8 run 4 as one prepared GPU run (about 9 minutes on one H200): `--recipe fast --model
+# resnet18` time-to-91% / time-to-94% on the JPEG copy, then `DDP=1 bash bench/gpu.sh` on the
+# current code, then more seeds of the 26-epoch budget with the time left.
+#
+#   bash bench/gpu_time_to_accuracy.sh CIFAR10_TARBALL_OR_FOLDER OUT_DIR
+#
+# Every phase has a time limit, so the whole ends within END_S seconds (default 545) and a phase
+# cut short still leaves its log. OUT_DIR gets machine.txt, tta.log + tta_results.jsonl +
+# tta_table.md (bench/time_to_accuracy.py), gpu.log + gpu_results.jsonl (bench/gpu.sh) and
+# details.tar.gz (each run's config.json, metrics.csv and report.json).
+# CPU dry run on the tests' synthetic batches:
+#   MODEL=resnet20 LADDER="1:0 2:0" SEEDS="2:1" MAIN_ARGS="--device cpu --batch-size 64" \
+#   GPU_ARGS="--device cpu --r18-batches 32 --models resnet20 --batches 32 --steps 2 --rounds 1" \
+#   DDP=0 END_S=400 bash bench/gpu_time_to_accuracy.sh DATA_FOLDER OUT
+set -uo pipefail
+source=${1:?usage: bench/gpu_time_to_accuracy.sh CIFAR10_TARBALL_OR_FOLDER OUT_DIR}
+out=${2:?usage: bench/gpu_time_to_accuracy.sh CIFAR10_TARBALL_OR_FOLDER OUT_DIR}
+end_s=${END_S:-545}
+model=${MODEL:-resnet18}
+ladder=${LADDER:-26:0 80:0 18:0 12:0}   # the 26-epoch budget first: the published route's length
+seeds=${SEEDS:-26:1 26:2}
+main_args=${MAIN_ARGS:-}
+gpu_args=${GPU_ARGS:---r18-batches 128 256 512 1024 --models resnet20 --batches 512 --no-classic --steps 30 --rounds 3 --deadline-s 50}
+python=${PYTHON:-python3}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+work=$(mktemp -d)
+cd "$(dirname "$0")/.."
+if [ -d "$source" ]; then data=$(cd "$source" && pwd); else data=$work/data; mkdir -p "$data"; tar xzf "$source" -C "$data"; fi
+{ date -u +%Y-%m-%dT%H:%M:%SZ; nproc; git rev-parse --short HEAD 2>/dev/null || true
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+  "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"; } | tee "$out/machine.txt"
+
+left() { echo $(( end_s - SECONDS )); }
+ladder_part() {  # RUNS WARMUP_STEPS SECONDS_FOR_THE_PART
+  # shellcheck disable=SC2086  # RUNS and MAIN_ARGS are word lists
+  PYTHONUNBUFFERED=1 timeout "$3" "$python" bench/time_to_accuracy.py --data-dir "$data" --out "$work/tta" \
+    --model "$model" --recipe fast --runs $1 --targets 0.91 0.94 --warmup-steps "$2" --deadline-s $(( $3 - 5 )) \
+    ${main_args:+-- $main_args} 2>&1 | tee -a "$out/tta.log"
+  cp "$work/tta/results.jsonl" "$out/tta_results.jsonl" 2>/dev/null
+  cp "$work/tta/table.md" "$out/tta_table.md" 2>/dev/null
+}
+
+ladder_part "$ladder" 2 $(( $(left) - 190 ))
+# shellcheck disable=SC2086
+DDP=${DDP:-1} timeout $(( $(left) - 60 )) bash bench/gpu.sh "$data" "$work/gpu" $gpu_args 2>&1 | tee "$out/gpu.log"
+cp "$work/gpu/results.jsonl" "$out/gpu_results.jsonl" 2>/dev/null
+[ "$(left)" -gt 40 ] && ladder_part "$seeds" 0 $(( $(left) - 8 ))
+(cd "$work/tta" && find runs \( -name config.json -o -name metrics.csv -o -name report.json \) -print0 \
+  | tar czf "$out/details.tar.gz" --null -T - runs.log)
+echo "done in $SECONDS s"

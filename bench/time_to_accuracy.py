@@ -1,0 +1,177 @@
+"""Time to accuracy: whole `main.py` training commands at several epoch budgets, timed from the
+outside, and the shortest budget whose final-epoch test accuracy reaches each target.
+
+    python bench/time_to_accuracy.py --data-dir /tmp/cifar10 --out OUT --model resnet18 --recipe fast \
+        --runs 12:0 18:0 26:0 80:0 26:1 26:2 --targets 0.91 0.94 --deadline-s 300 [-- MAIN.PY OPTIONS]
+
+Each --runs item is EPOCHS:SEED, one `python main.py --mode train` command a run, run one after
+another in that order (alone: a run beside another would time both wrongly). The schedule
+(triangular for `fast`) is laid out over each run's own budget, so a budget's figure is its final
+epoch, never an epoch in the middle of a longer run. Wall = the whole command (start-up, data
+loading, training, the final evaluation with the recipe's TTA, the report and its plots);
+training = the sum of the run's per-epoch training seconds (metrics.csv).
+
+Before the first timed run, one untimed run of --warmup-steps steps builds the image-folder cache,
+so every timed run starts as a user's second run does. A run whose predicted wall (from the runs
+before it) would end after --deadline-s is skipped and recorded as skipped. Options after `--` go
+to every main.py command (a CPU dry run: `-- --device cpu --max-steps 2`).
+
+Writes OUT/results.jsonl (one object a run, appended as each ends), OUT/runs.log (the commands'
+output) and OUT/table.md (every run in results.jsonl, so a ladder may be run in parts); prints the
+table last.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Plan:
+    epochs: int
+    seed: int
+
+
+def parse_plan(text: str) -> Plan:
+    try:
+        epochs, seed = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected EPOCHS:SEED such as 26:0, got {text!r}") from None
+    if epochs < 1 or seed < 0:
+        raise argparse.ArgumentTypeError(f"EPOCHS must be >= 1 and SEED >= 0, got {text!r}")
+    return Plan(epochs, seed)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--recipe", default="fast")
+    parser.add_argument("--runs", type=parse_plan, nargs="+", required=True, metavar="EPOCHS:SEED")
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.91, 0.94])
+    parser.add_argument("--deadline-s", type=float, default=float("inf"))
+    parser.add_argument("--warmup-steps", type=int, default=2, help="0: no untimed warm-up run")
+    parser.add_argument("main_args", nargs=argparse.REMAINDER, help="after --: options for every main.py command")
+    args = parser.parse_args(argv)
+    args.main_args = [a for a in args.main_args if a != "--"]
+    return args
+
+
+def train_command(args: argparse.Namespace, run_dir: Path, epochs: int, seed: int, extra=()) -> list[str]:
+    return [sys.executable, str(REPO / "main.py"), "--mode", "train", "--model", args.model, "--recipe", args.recipe,
+            "--epochs", str(epochs), "--seed", str(seed), "--data-dir", args.data_dir, "--no-download",
+            "--run-dir", str(run_dir), "--quiet", *extra, *args.main_args]
+
+
+def run_logged(command: list[str], log: Path) -> tuple[int, float]:
+    """(exit code, wall seconds) of command, its output appended to log."""
+    with log.open("a") as f:
+        f.write("$ " + " ".join(command) + "\n")
+        f.flush()
+        started = time.perf_counter()
+        code = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=REPO).returncode
+        return code, time.perf_counter() - started
+
+
+def final_epoch(run_dir: Path) -> dict:
+    """The last row of the run's metrics.csv, with the run's summed training seconds."""
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    last = rows[-1]
+    train_s = round(sum(float(row["seconds"]) for row in rows), 2)
+    final = {"tta": last["tta"], "epochs_done": int(last["epoch"]), "train_s": train_s}
+    if last["test_acc"]:  # empty when the run stopped early (--max-steps) before its last epoch
+        final["test_acc"] = float(last["test_acc"])
+    return final
+
+
+def predicted_wall(plan: Plan, done: list[dict]) -> float | None:
+    """A run's wall from the runs before it: their fixed cost plus seconds an epoch (None: no data)."""
+    timed = [row for row in done if "train_s" in row]
+    if not timed:
+        return None
+    per_epoch = max(row["train_s"] / row["epochs_done"] for row in timed)
+    fixed = max(row["wall_s"] - row["train_s"] for row in timed)
+    return fixed + per_epoch * plan.epochs
+
+
+def summarise(rows: list[dict], targets: list[float]) -> str:
+    """A Markdown table a budget (mean over its seeds) and one line a target: the smallest budget
+    whose mean final accuracy reaches it."""
+    by_epochs: dict[int, list[dict]] = {}
+    for row in rows:
+        if "test_acc" in row:
+            by_epochs.setdefault(row["epochs"], []).append(row)
+    lines = ["| epochs | seeds | final test acc, mean ± std (min–max) | TTA | training s | wall s |",
+             "|---:|---|---|---|---:|---:|"]
+    means = {}
+    for epochs in sorted(by_epochs):
+        group = by_epochs[epochs]
+        accs = [100 * row["test_acc"] for row in group]
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        means[epochs] = (statistics.mean(accs), statistics.mean(row["wall_s"] for row in group))
+        spread = f" ({min(accs):.2f}–{max(accs):.2f})" if len(accs) > 1 else ""
+        lines.append(f"| {epochs} | {' '.join(str(row['seed']) for row in group)} | "
+                     f"{means[epochs][0]:.2f}% ± {std:.2f}{spread} | {group[0]['tta']} | "
+                     f"{statistics.mean(row['train_s'] for row in group):.1f} | {means[epochs][1]:.1f} |")
+    lines.append("")
+    for target in targets:
+        reached = [epochs for epochs in sorted(means) if means[epochs][0] >= 100 * target]
+        if reached:
+            acc, wall = means[reached[0]]
+            lines.append(f"- time to {100 * target:g}%: {wall:.1f} s ({reached[0]} epochs, {acc:.2f}%)")
+        elif means:
+            best = max(means, key=lambda e: means[e][0])
+            lines.append(f"- time to {100 * target:g}%: not reached (best: {means[best][0]:.2f}% at {best} epochs)")
+    skipped = [row for row in rows if row.get("skipped")]
+    for row in skipped:
+        lines.append(f"- skipped {row['epochs']} epochs, seed {row['seed']}: {row['skipped']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, log = out / "results.jsonl", out / "runs.log"
+    started = time.perf_counter()
+    if args.warmup_steps > 0:
+        warmup = train_command(args, out / "runs" / "warmup", 1, 0, ("--max-steps", str(args.warmup_steps)))
+        code, wall = run_logged(warmup, log)
+        print(f"warm-up run (builds the data cache): exit {code}, {wall:.1f} s", flush=True)
+    rows: list[dict] = []
+    for plan in args.runs:
+        row = {"model": args.model, "recipe": args.recipe, "epochs": plan.epochs, "seed": plan.seed}
+        predicted = predicted_wall(plan, rows)
+        elapsed = time.perf_counter() - started
+        if predicted is not None and elapsed + predicted > args.deadline_s:
+            row["skipped"] = f"predicted {predicted:.0f} s would end after the {args.deadline_s:.0f} s deadline"
+        else:
+            run_dir = out / "runs" / f"{args.model}-e{plan.epochs}-s{plan.seed}"
+            code, wall = run_logged(train_command(args, run_dir, plan.epochs, plan.seed), log)
+            row.update(exit_code=code, wall_s=round(wall, 2))
+            if code == 0:
+                row.update(final_epoch(run_dir))
+        rows.append(row)
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+    # The table covers every run in results.jsonl: a ladder may be run in parts into one --out.
+    table = summarise([json.loads(line) for line in results.read_text().splitlines()], args.targets)
+    (out / "table.md").write_text(table + "\n")
+    print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
