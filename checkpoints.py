@@ -5,11 +5,13 @@ strings, lists, tuples and dicts only, so loading one never runs code from the f
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import pickle
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,71 @@ def save_checkpoint(path: Path, payload: dict) -> None:
             ) from None
         raise
     _fsync_directory(path.parent)
+
+
+def detached_copy(value: Any) -> Any:
+    """A copy of a checkpoint payload that training can no longer change: every tensor copied to
+    the CPU (a state_dict's tensors are the live parameters and buffers), containers rebuilt."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: detached_copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(detached_copy(item) for item in value)
+    return value  # numbers, strings, None: immutable
+
+
+class CheckpointWriter:
+    """Writes checkpoints with save_checkpoint, each on a background thread when `background`.
+
+    Why: writing ResNet-18's 89.5 MB checkpoint (checksum, serialise, fsync) takes 0.2-0.6 s,
+    and an epoch of it on an H200 ~1.1 s (bench/README.md). In the background the next epoch
+    trains meanwhile; the thread writes a detached copy of the payload. One write at a time: a save
+    first waits for the one in flight, so last.pt always holds a complete, older or newer epoch.
+    wait() blocks until the write in flight is on disk and raises its error (a full disk is the
+    same UserError as a synchronous write's); call it before anything reads the files and before
+    saying that a checkpoint is saved.
+    """
+
+    def __init__(self, background: bool):
+        self.background = background
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, path: Path, payload: dict) -> None:
+        self.wait()
+        if not self.background:
+            save_checkpoint(path, payload)
+            return
+        snapshot = detached_copy(payload)
+        self._thread = threading.Thread(target=self._write, args=(path, snapshot), name="checkpoint-writer")
+        self._thread.start()
+
+    def _write(self, path: Path, payload: dict) -> None:
+        try:
+            save_checkpoint(path, payload)
+        except BaseException as e:  # re-raised on the training thread by wait()
+            self._error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def __enter__(self) -> CheckpointWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        # The write in flight finishes before the run ends either way; when the run is already
+        # failing, its error is the one to report, not the write's.
+        if exc_type is None:
+            self.wait()
+        else:
+            with contextlib.suppress(BaseException):
+                self.wait()
 
 
 def remove_stale_temporaries(directory: Path) -> list[Path]:

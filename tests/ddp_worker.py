@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 import checkpoints  # noqa: E402
 import distributed  # noqa: E402
 import main as cli  # noqa: E402
+import plots  # noqa: E402
 import run_setup  # noqa: E402
 import runs  # noqa: E402
 import training  # noqa: E402
@@ -82,7 +83,7 @@ def count_writes() -> list[str]:
     checkpoints.save_checkpoint = counting(checkpoints.save_checkpoint, "checkpoint")
     runs.write_config = counting(runs.write_config, "config")
     runs.MetricsLog._write = counting(runs.MetricsLog._write, "metrics")
-    training.plot_curves = counting(training.plot_curves, "curves")
+    plots.plot_curves = counting(plots.plot_curves, "curves")
     training.write_final_reports = counting(training.write_final_reports, "report")
     return writes
 

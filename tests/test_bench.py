@@ -88,3 +88,57 @@ def test_the_scaling_model_follows_the_ring_all_reduce_formula():
     # No measured batch reaches 90% here (1 ms steps, 1 ms all-reduce): extrapolated at 1,000 img/s.
     assert model.batch_for(0.9, 2, 0.001, {1: 1000}, overlap=False) == "~18"
     assert model.batch_for(0.9, 2, 0.001, {100: 1000}, overlap=False) == "200"
+
+
+def test_time_to_accuracy_takes_the_smallest_budget_whose_mean_reaches_each_target():
+    import time_to_accuracy as tta
+
+    def run(epochs, seed, wall, train, acc):
+        return {"epochs": epochs, "seed": seed, "wall_s": wall, "train_s": train, "epochs_done": epochs,
+                "test_acc": acc, "tta": "flip"}
+
+    rows = [run(26, 0, 60.0, 29.0, 0.9114), run(26, 1, 70.0, 33.0, 0.9088), run(18, 0, 45.0, 21.0, 0.9006),
+            run(80, 0, 152.0, 86.0, 0.9264),
+            {"epochs": 12, "seed": 0, "skipped": "predicted 80 s would end after the 343 s deadline"}]
+    table = tta.summarise(rows, [0.90, 0.91, 0.92, 0.94])
+    assert "| 26 | 0 1 | 91.01% ± 0.18 (90.88–91.14) | flip | 31.0 | 65.0 |" in table
+    assert "- time to 90%: 45.0 s (18 epochs, 90.06%)" in table
+    assert "- time to 91%: 65.0 s (26 epochs, 91.01%)" in table  # the mean of the seeds, not the best seed
+    assert "- time to 92%: 152.0 s (80 epochs, 92.64%)" in table
+    assert "- time to 94%: not reached (best: 92.64% at 80 epochs)" in table
+    assert "- skipped 12 epochs, seed 0" in table
+    # the next run's wall: the largest fixed cost seen plus the slowest seconds an epoch
+    assert tta.predicted_wall(tta.Plan(10, 0), rows[:3]) == pytest.approx(37.0 + 10 * 33.0 / 26)
+    assert tta.predicted_wall(tta.Plan(10, 0), []) is None
+
+
+def test_time_to_accuracy_refuses_a_malformed_plan():
+    import argparse
+
+    import time_to_accuracy as tta
+
+    assert tta.parse_plan("26:2") == tta.Plan(26, 2)
+    for text in ("26", "a:1", "0:1", "26:-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            tta.parse_plan(text)
+
+
+def test_time_to_accuracy_times_whole_commands(batches_dir, tmp_path):
+    import time_to_accuracy as tta
+
+    rows = tta.main(["--data-dir", str(batches_dir), "--out", str(tmp_path), "--model", "resnet20",
+                     "--runs", "1:0", "--warmup-steps", "0", "--",
+                     "--device", "cpu", "--precision", "fp32", "--batch-size", "64", "--tta", "none"])
+    assert len(rows) == 1 and rows[0]["exit_code"] == 0 and rows[0]["epochs_done"] == 1
+    assert 0 < rows[0]["train_s"] < rows[0]["wall_s"] and 0 <= rows[0]["test_acc"] <= 1
+    assert "| 1 | 0 |" in (tmp_path / "table.md").read_text()
+    assert "--recipe fast --epochs 1 --seed 0" in (tmp_path / "runs.log").read_text()
+
+
+def test_epoch_end_times_every_variant():
+    import epoch_end
+
+    report = epoch_end.main(["--model", "resnet20", "--steps", "1", "--rounds", "1", "--batch-size", "8"])
+    assert set(report["seconds"]) == {"steps alone", "foreground save alone", "foreground save + steps",
+                                      "background save + steps + wait"}
+    assert all(v > 0 for v in report["seconds"].values()) and report["plot_seconds"] > 0

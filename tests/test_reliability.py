@@ -101,25 +101,55 @@ def test_sigkill_during_write_leaves_previous_checkpoint_and_resume_cleans_up(ba
 DISK_FULL_WRITER = """
 import resource, signal, sys, torch
 sys.path.insert(0, '.')
-from checkpoints import save_checkpoint
+from checkpoints import CheckpointWriter
 from errors import UserError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+writer = CheckpointWriter(background=sys.argv[2] == "background")
 try:
-    save_checkpoint(sys.argv[1], {"model_state": {"w": torch.randn(1_000_000)}})
+    writer.save(sys.argv[1], {"model_state": {"w": torch.randn(1_000_000)}})
+    writer.wait()
 except UserError as e:
     print(e)
 """
 
 
-def test_disk_full_reports_and_keeps_previous(tmp_path):
+@pytest.mark.parametrize("mode", ["foreground", "background"])
+def test_disk_full_reports_and_keeps_previous(tmp_path, mode):
     path = tmp_path / "best.pt"
     save_checkpoint(path, {"model_state": {"w": torch.ones(3)}})
     before = path.read_bytes()
-    result = python("-c", DISK_FULL_WRITER, str(path))
+    result = python("-c", DISK_FULL_WRITER, str(path), mode)
     assert result.stdout.strip() == f"not enough disk space to write {path}; the previous checkpoint is intact"
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
+
+
+def test_a_background_write_saves_the_payload_as_it_was_when_saved(tmp_path):
+    weights = torch.ones(1000)
+    payload = {"model_state": {"w": weights}, "optimizer_state": {"state": {0: {"m": weights * 2}}}, "epoch": 3}
+    with checkpoints.CheckpointWriter(background=True) as writer:
+        writer.save(tmp_path / "last.pt", payload)
+        weights.add_(1)  # training goes on while the file is written
+        payload["epoch"] = 4
+    saved = load_checkpoint(tmp_path / "last.pt")
+    assert torch.equal(saved["model_state"]["w"], torch.ones(1000)) and saved["epoch"] == 3
+    assert torch.equal(saved["optimizer_state"]["state"][0]["m"], torch.full((1000,), 2.0))
+    save_checkpoint(tmp_path / "foreground.pt", {**payload, "epoch": 3, "model_state": {"w": torch.ones(1000)}})
+    assert load_checkpoint(tmp_path / "foreground.pt")["sha256"] == saved["sha256"]
+
+
+def test_a_failed_background_write_is_raised_by_wait_unless_the_run_already_failed(tmp_path):
+    missing = tmp_path / "no-such-folder" / "last.pt"
+    writer = checkpoints.CheckpointWriter(background=True)
+    writer.save(missing, {"model_state": {}})
+    with pytest.raises(FileNotFoundError):
+        writer.wait()
+    writer.wait()  # raised once
+    with pytest.raises(KeyError):  # the run's own error wins over the write's
+        with checkpoints.CheckpointWriter(background=True) as failing:
+            failing.save(missing, {"model_state": {}})
+            raise KeyError("the run failed")
 
 
 # --- 2. bit-exact resume ---------------------------------------------------------------------
@@ -133,6 +163,23 @@ def run_training(tmp_path, name, config, resume=None):
 
 BASE = TrainConfig(model="resnet20", epochs=2, batch_size=32, lr=0.05, precision="fp32", quiet=True,
                    scheduler="cosine", warmup_epochs=0.5, threads=1)
+
+
+def test_resume_is_bit_exact_with_checkpoints_written_in_the_background(tmp_path, monkeypatch):
+    # The background writer is chosen on accelerators only; forced here on the CPU.
+    monkeypatch.setattr(training, "writes_in_background", lambda device, world_size: True)
+    modes = []
+    original_save = checkpoints.CheckpointWriter.save
+    monkeypatch.setattr(checkpoints.CheckpointWriter, "save",
+                        lambda self, path, payload: modes.append(self.background) or original_save(self, path, payload))
+    straight = load_checkpoint(run_training(tmp_path, "straight", replace(BASE, epochs=3)) / "last.pt")
+    first = run_training(tmp_path, "resumed", replace(BASE, epochs=3, max_steps=11))  # stops in epoch 2
+    resumed = run_training(tmp_path, "resumed", replace(BASE, epochs=3), resume=load_checkpoint(first / "last.pt"))
+    assert modes and all(modes)
+    final = load_checkpoint(resumed / "last.pt")
+    assert final["epoch"] == 3 and final["finished"]
+    assert all(torch.equal(final["model_state"][k], v) for k, v in straight["model_state"].items())
+    assert (resumed / "curves.png").exists() and len(list(resumed.glob("*.tmp-*"))) == 0
 
 
 @pytest.mark.parametrize("stop_at", [3, 8], ids=["mid-epoch", "epoch-boundary"])

@@ -133,16 +133,35 @@ def test_a_finished_run_explains_itself(finished_run):
 
 
 def test_curves_survive_a_resume(batches_dir, tmp_path, capsys, monkeypatch):
-    import training
-
     drawn = []
-    monkeypatch.setattr(training, "plot_curves", lambda rows, path: drawn.append(len(rows)) or plot_curves(rows, path))
+    import plots
+
+    monkeypatch.setattr(plots, "plot_curves", lambda rows, path: drawn.append(len(rows)) or plot_curves(rows, path))
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))[0] == 0
     code, _, err = run_cli(capsys, "--resume", run_dir / "last.pt", "--epochs", "3", "--quiet")
     assert code == 0, err
     assert drawn == [1, 2, 3]  # the resumed epochs draw the earlier ones too
     assert png_ok(run_dir / "curves.png")
+
+
+def test_curves_are_redrawn_at_most_every_interval_unless_forced(tmp_path, monkeypatch):
+    import plots
+
+    drawn, now = [], [0.0]
+    monkeypatch.setattr(plots, "plot_curves", lambda rows, path: drawn.append(len(rows)))
+    curves = plots.CurvesPlot(tmp_path / "curves.png", min_interval_s=30, clock=lambda: now[0])
+    rows = [{"epoch": 1}]
+    assert not curves.update([])  # nothing to draw yet
+    assert curves.update(rows)  # the first epoch always draws
+    now[0] = 29.9
+    assert not curves.update(rows * 2)
+    assert curves.update(rows * 3, force=True)  # the last epoch, a stop
+    now[0] = 59.8
+    assert not curves.update(rows * 4)
+    now[0] = 59.9
+    assert curves.update(rows * 5)
+    assert drawn == [1, 3, 5]
 
 
 def test_tensorboard_writes_events_with_the_epoch_scalars(batches_dir, tmp_path, capsys):
