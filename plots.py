@@ -142,16 +142,21 @@ class CurvesPlot:
 
     Why not after every epoch: a redraw takes ~0.4 s, a third of a ResNet-18 epoch on an H200
     (bench/README.md); at most one every 30 s keeps the picture current for whoever watches it.
+    `rows` (metrics.csv's reader) is called only when a drawing is due.
     """
 
-    def __init__(self, path: Path, min_interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
-        self.path, self.min_interval_s, self.clock = Path(path), min_interval_s, clock
+    def __init__(self, path: Path, rows: Callable[[], list[dict]], min_interval_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.path, self.rows, self.min_interval_s, self.clock = Path(path), rows, min_interval_s, clock
         self._drawn_at: float | None = None
 
-    def update(self, rows: list[dict], force: bool = False) -> bool:
+    def update(self, force: bool = False) -> bool:
         """Redraw if due (or forced) and there is something to draw; True when it drew."""
         due = self._drawn_at is None or self.clock() - self._drawn_at >= self.min_interval_s
-        if not rows or not (due or force):
+        if not (due or force):
+            return False
+        rows = self.rows()
+        if not rows:
             return False
         plot_curves(rows, self.path)
         self._drawn_at = self.clock()

@@ -334,7 +334,7 @@ def train_model(
                                     "world_size": dist.world_size, "elastic_run_id": dist.run_id})
 
     writer = checkpoints.CheckpointWriter(background=writes_in_background(device, dist.world_size))
-    curves = CurvesPlot(run_dir / "curves.png")
+    curves = CurvesPlot(run_dir / "curves.png", metrics.rows)
 
     def save(name: str, wait: bool = False) -> Path:
         """Rank 0 writes; the others wait, so that none exits (and makes torchrun stop the job)
@@ -351,6 +351,13 @@ def train_model(
             if wait:
                 writer.wait()
         dist.barrier()
+        return path
+
+    def save_on_stop() -> Path:
+        """last.pt on disk and the curves up to date before the run says it stopped."""
+        path = save("last.pt", wait=True)
+        if dist.is_main:
+            curves.update(force=True)
         return path
 
     progress = make_progress(config.quiet or not dist.is_main)
@@ -375,10 +382,7 @@ def train_model(
 
         def interrupted() -> Interrupted:
             signum = dist.max_int(signals.requested or 0)  # the signal some rank received
-            path = save("last.pt", wait=True)
-            if dist.is_main:
-                curves.update(metrics.rows(), force=True)
-            return Interrupted(signum, path)
+            return Interrupted(signum, save_on_stop())
 
         while state.epoch < config.epochs:
             epoch = state.epoch
@@ -389,9 +393,7 @@ def train_model(
             if outcome.stop == "signal":
                 raise interrupted()
             if outcome.stop == "max_steps":
-                path = save("last.pt", wait=True)
-                if dist.is_main:
-                    curves.update(metrics.rows(), force=True)
+                path = save_on_stop()
                 log(f"stopped after {state.global_step} steps (--max-steps); checkpoint {path}")
                 if on_end is not None:
                     on_end(parts)
@@ -412,7 +414,7 @@ def train_model(
             state.epoch, state.step, state.totals = epoch + 1, 0, EpochTotals()
             if dist.is_main:
                 metrics.append(row)
-                curves.update(metrics.rows(), force=state.epoch == config.epochs)
+                curves.update(force=state.epoch == config.epochs)
                 if board is not None:
                     board.log_epoch(row)
             save("last.pt")

@@ -28,6 +28,8 @@ from checkpoints import CheckpointWriter, save_checkpoint  # noqa: E402
 from models import MODEL_NAMES, modeltype  # noqa: E402
 from plots import plot_curves  # noqa: E402
 
+from common import medians  # noqa: E402
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -98,16 +100,16 @@ def main(argv=None) -> dict:
             plot_curves(rows, Path(folder) / "curves.png")
             plot_s.append(time.perf_counter() - started)
         size_mb = path.stat().st_size / 1e6
-    medians = {name: statistics.median(values) for name, values in samples.items()}
-    alone = medians["steps alone"]
+    seconds_of = medians(samples)
+    alone = seconds_of["steps alone"]
     print(f"{args.model} checkpoint ({size_mb:.1f} MB) while {args.steps} {args.step_model} steps of "
           f"{args.batch_size} run; median of {args.rounds} rounds, torch threads {torch.get_num_threads()}")
-    for name, seconds in medians.items():
+    for name, seconds in seconds_of.items():
         extra = "" if "steps" not in name else f"  ({seconds - alone:+.3f} s against the steps alone)"
         print(f"  {name:34s} {seconds:7.3f} s{extra}")
     print(f"  curves.png redraw, 30 epochs       {statistics.median(plot_s):7.3f} s")
     report = {"model": args.model, "step_model": args.step_model, "checkpoint_mb": round(size_mb, 1),
-              "seconds": medians, "plot_seconds": statistics.median(plot_s), "threads": torch.get_num_threads()}
+              "seconds": seconds_of, "plot_seconds": statistics.median(plot_s), "threads": torch.get_num_threads()}
     print(json.dumps(report))
     return report
 

@@ -23,7 +23,6 @@ table last.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -33,6 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from runs import MetricsLog  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,7 @@ def run_logged(command: list[str], log: Path) -> tuple[int, float]:
 
 def final_epoch(run_dir: Path) -> dict:
     """The last row of the run's metrics.csv, with the run's summed training seconds."""
-    with (run_dir / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
+    rows = MetricsLog(run_dir / "metrics.csv").rows()
     last = rows[-1]
     train_s = round(sum(float(row["seconds"]) for row in rows), 2)
     final = {"tta": last["tta"], "epochs_done": int(last["epoch"]), "train_s": train_s}

@@ -148,19 +148,23 @@ def test_curves_survive_a_resume(batches_dir, tmp_path, capsys, monkeypatch):
 def test_curves_are_redrawn_at_most_every_interval_unless_forced(tmp_path, monkeypatch):
     import plots
 
-    drawn, now = [], [0.0]
+    drawn, now, rows = [], [0.0], []
     monkeypatch.setattr(plots, "plot_curves", lambda rows, path: drawn.append(len(rows)))
-    curves = plots.CurvesPlot(tmp_path / "curves.png", min_interval_s=30, clock=lambda: now[0])
-    rows = [{"epoch": 1}]
-    assert not curves.update([])  # nothing to draw yet
-    assert curves.update(rows)  # the first epoch always draws
+    curves = plots.CurvesPlot(tmp_path / "curves.png", lambda: list(rows), min_interval_s=30, clock=lambda: now[0])
+    assert not curves.update()  # nothing to draw yet
+    rows.append({"epoch": 1})
+    assert curves.update()  # the first epoch always draws
     now[0] = 29.9
-    assert not curves.update(rows * 2)
-    assert curves.update(rows * 3, force=True)  # the last epoch, a stop
+    rows.append({"epoch": 2})
+    assert not curves.update()
+    rows.append({"epoch": 3})
+    assert curves.update(force=True)  # the last epoch, a stop
     now[0] = 59.8
-    assert not curves.update(rows * 4)
+    rows.append({"epoch": 4})
+    assert not curves.update()
     now[0] = 59.9
-    assert curves.update(rows * 5)
+    rows.append({"epoch": 5})
+    assert curves.update()
     assert drawn == [1, 3, 5]
 
 
