@@ -64,7 +64,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
-    channels_last: bool | None = None  # None: chosen with precision, by measurement (see training.py)
+    channels_last: bool | None = None  # None: chosen with precision, by measurement (devices.resolve_precision)
     compile: bool = False
     max_steps: int | None = None
     clip_grad_norm: float | None = None

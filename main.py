@@ -141,7 +141,8 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     group.add_argument("--momentum", type=unit_interval, default=default(defaults.momentum), help="SGD momentum")
     group.add_argument("--weight-decay", type=non_negative_float, default=default(defaults.weight_decay),
                        help="L2 weight decay")
-    group.add_argument("--nesterov", action="store_true", default=default(False), help="Nesterov momentum")
+    group.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=default(False),
+                       help="Nesterov momentum (--no-nesterov turns off a recipe's)")
     group.add_argument("--label-smoothing", type=unit_interval, default=default(defaults.label_smoothing),
                        help="cross-entropy label smoothing")
     group.add_argument("--clip-grad-norm", type=positive_float, default=default(None), metavar="MAX_NORM",

@@ -1,4 +1,5 @@
-"""The training loop and the whole run: steps, epochs, checkpoints, resume."""
+"""The training loop and the whole run: steps, epochs, checkpoints, resume (what each epoch and
+the finished run report is in run_results.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -13,24 +14,17 @@ from torch import nn
 
 import checkpoints
 import runs
-from config import EvalConfig, TrainConfig
+from config import TrainConfig
 from datasets import Dataset
 from devices import autocast
 from distributed import Distributed, fault_injector
 from errors import UserError
-from evaluation import (
-    EvalInterrupted,
-    EvalResult,
-    ReportSource,
-    assemble_report,
-    evaluate,
-    evaluate_checkpoint,
-    write_report_dir,
-)
+from evaluation import EvalInterrupted
 from interrupts import StopSignals
 from loader import BatchLoader
 from plots import CurvesPlot
 from progress import make_progress
+from run_results import epoch_row, evaluate_epoch, format_epoch_line, write_final_reports
 from run_setup import RunParts, StepContext, build_run, describe_run, unwrap
 from run_state import EpochTotals, TrainState, build_payload, restore_payload
 from tensorboard_log import TensorBoardLog
@@ -180,21 +174,6 @@ def train_one_epoch(
 
 
 
-def format_epoch_line(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']}/{epochs}", f"lr {row['lr']:.4g}",
-             f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"]
-    if row.get("val_loss") is not None:
-        parts.append(f"val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%")
-    if row.get("test_loss") is not None:
-        parts.append(f"test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%")
-    if row.get("ema_test_acc") is not None:
-        parts.append(f"ema test acc {100 * row['ema_test_acc']:.2f}%")
-    if row.get("test_loss") is not None and row.get("tta", "none") != "none":
-        parts.append(f"(tta {row['tta']})")
-    parts.append(f"{row['seconds']:.1f}s {row['img_per_s']:.0f} img/s")
-    return "  ".join(parts)
-
-
 def train_epoch_explaining_compile(parts: RunParts, state: TrainState, step_budget: int | None,
                                    should_stop: Callable[[], bool], progress) -> EpochOutcome:
     """train_one_epoch, with a torch.compile failure (raised at the first call, e.g. when no C++
@@ -217,71 +196,6 @@ def epoch_steps(parts: RunParts, epoch: int) -> int:
     if parts.config.iterations is None:
         return per_epoch
     return max(0, min(per_epoch, parts.config.iterations - epoch * per_epoch))
-
-
-def evaluate_epoch(parts: RunParts, should_stop: Callable[[], bool],
-                   keep_test_predictions: bool = False) -> dict[str, EvalResult]:
-    """The raw model on val/test and, with --ema, the moving average too ("ema_val", "ema_test");
-    with keep_test_predictions the raw model's test result holds its logits (for the final report).
-
-    Under torchrun each process evaluates its share of each split with rank 0's BatchNorm
-    statistics (the model rank 0 saves) and the sums are added up: every image counted once."""
-    models = {"": parts.ctx.eval_model}
-    parts.dist.broadcast_buffers(parts.model)
-    if parts.ctx.ema is not None:
-        parts.dist.broadcast_buffers(parts.ctx.ema.module)
-        models["ema_"] = parts.ctx.ema.module
-    return {prefix + name: evaluate(model, loader, parts.device, parts.precision, parts.config.num_classes,
-                                    should_stop, tta=parts.config.tta, dist=parts.dist,
-                                    keep_predictions=keep_test_predictions and prefix + name == "test")
-            for prefix, model in models.items() for name, loader in parts.eval_loaders.items()}
-
-
-def epoch_row(epoch: int, lr: float, totals: EpochTotals, results: dict[str, EvalResult], tta: str) -> dict:
-    """One metrics.csv row (accuracies 0-1); results holds "val"/"test" and "ema_val"/"ema_test",
-    or nothing after an epoch that --eval-every skips (its val/test columns stay empty)."""
-    val, test = results.get("val"), results.get("test")
-    ema = {f"{name}_{kind}": getattr(result, "accuracy" if kind == "acc" else "loss")
-           for name, result in results.items() if name.startswith("ema_") for kind in ("loss", "acc")}
-    return {**ema, "tta": tta,
-        "epoch": epoch + 1, "lr": lr,
-        "train_loss": totals.loss_sum / max(1, totals.seen), "train_acc": totals.correct / max(1, totals.seen),
-        "val_loss": val.loss if val else None, "val_acc": val.accuracy if val else None,
-        "test_loss": test.loss if test else None, "test_acc": test.accuracy if test else None,
-        "seconds": totals.seconds, "img_per_s": totals.seen / max(1e-9, totals.seconds),
-        # Training plus every evaluation of the epoch (EMA and TTA included): the epoch's wall time
-        # but for checkpoint writing and the process's start-up.
-        "epoch_seconds": totals.seconds + sum(result.seconds for result in results.values()),
-    }
-
-
-def write_final_reports(parts: RunParts, data: Dataset, run_dir: Path, board: TensorBoardLog | None,
-                        log: Log, final_test: EvalResult | None = None, epochs_done: int = 0) -> None:
-    """The --mode eval --report-dir report of last.pt in run_dir/report/ (and of best.pt, when the
-    run kept one, in run_dir/report-best/), so a finished run explains itself.
-
-    final_test: the last epoch's test evaluation with its logits; last.pt holds those weights,
-    so its report is built from them instead of a second pass over the test set."""
-    config = parts.config
-    kept = final_test.predictions if final_test is not None else None
-    # Reused only in the split's order: mistakes.png pairs the logits with the test images.
-    reuse = kept is not None and torch.equal(kept.labels, data.test.labels.cpu())
-    for name, folder in (("last.pt", "report"), ("best.pt", "report-best")):
-        if not (run_dir / name).exists():
-            continue
-        if name == "last.pt" and reuse:
-            source = ReportSource(str(run_dir / name), config.model, epochs_done, "raw", config.tta, "test",
-                                  str(parts.device), parts.precision)
-            report = assemble_report(source, kept, list(data.classes), final_test.seconds)
-            write_report_dir(run_dir / folder, report, kept, data.test.images, list(data.classes))
-        else:
-            eval_config = EvalConfig(checkpoint=str(run_dir / name), data_dir=config.data_dir, device=config.device,
-                                     precision=config.precision, channels_last=config.channels_last,
-                                     tta=config.tta, report_dir=str(run_dir / folder))
-            report = evaluate_checkpoint(eval_config, data=data)
-        log(f"report of {name} (test top-1 {100 * report['accuracy']:.2f}%, tta {config.tta}): {run_dir / folder}")
-        if board is not None and name == "last.pt":
-            board.log_image("confusion", run_dir / folder / "confusion.png", report["epoch"])
 
 
 def writes_in_background(device: torch.device, world_size: int) -> bool:

@@ -3,7 +3,7 @@
     python bench/precision_matrix.py --model resnet18 [--device cpu] [--compile]
 
 Each cell times training steps on one batch already on the device (no loader), interleaved over
---rounds rounds, median reported. Cells slower than fp32 NCHW are marked: `auto` (training.py's
+--rounds rounds, median reported. Cells slower than fp32 NCHW are marked: `auto` (devices.py's
 resolve_precision) must never pick one of them, and tests/test_training.py pins that choice.
 """
 from __future__ import annotations

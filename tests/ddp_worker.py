@@ -26,6 +26,7 @@ import checkpoints  # noqa: E402
 import distributed  # noqa: E402
 import main as cli  # noqa: E402
 import plots  # noqa: E402
+import run_results  # noqa: E402
 import run_setup  # noqa: E402
 import runs  # noqa: E402
 import training  # noqa: E402
@@ -54,7 +55,7 @@ def main(argv: list[str]) -> int:
     dumped = {}
 
     def dump(parts: run_setup.RunParts) -> None:
-        results = training.evaluate_epoch(parts, lambda: False)  # leaves every rank with rank 0's buffers
+        results = run_results.evaluate_epoch(parts, lambda: False)  # leaves every rank with rank 0's buffers
         model = parts.model.eval()
         images = Normalizer(CIFAR10_MEAN, CIFAR10_STD, parts.device)(data.test.images[:64], False)
         with torch.no_grad():

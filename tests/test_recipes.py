@@ -91,12 +91,43 @@ def test_triangular_schedule():
     assert schedule.lr(9, 9) == pytest.approx(0.4 / 80)  # the last step; 0 after it
 
 
-def test_every_recipe_value_is_overridable_by_its_flag():
-    config = resolved(["--recipe", "fast", "--batch-size", "64", "--cutout", "0", "--tta", "none", "--lr", "0.2"])
-    assert (config.batch_size, config.cutout, config.tta, config.lr) == (64, 0, "none", 0.2)
-    assert config.nesterov and config.scheduler == "triangular"  # the rest still from the recipe
+# A command-line form of each field a recipe sets, giving a value no recipe uses (booleans: the
+# flag that flips the recipe's value).
+OVERRIDES = {
+    "epochs": (["--epochs", "7"], 7), "iterations": (["--iterations", "99"], 99),
+    "batch_size": (["--batch-size", "64"], 64), "lr": (["--lr", "0.05"], 0.05),
+    "momentum": (["--momentum", "0.5"], 0.5), "weight_decay": (["--weight-decay", "0"], 0.0),
+    "scheduler": (["--scheduler", "step"], "step"), "milestones": (["--milestones", "5", "7"], (5, 7)),
+    "milestone_unit": (["--milestone-unit", "epochs"], "epochs"), "gamma": (["--gamma", "0.5"], 0.5),
+    "warmup_steps": (["--warmup-steps", "9"], 9), "warmup_style": (["--warmup-style", "linear"], "linear"),
+    "translate_pad": (["--translate-pad", "zeros"], "zeros"), "cutout": (["--cutout", "3"], 3),
+    "tta": (["--tta", "flip"], "flip"), "eval_every": (["--eval-every", "2"], 2),
+}
+RECIPE_FIELDS = sorted({(name, model, field) for name, recipe in RECIPES.items()
+                        for model, values in [("", recipe.values), *recipe.per_model.items()] for field in values})
+
+
+@pytest.mark.parametrize("recipe,model,field", RECIPE_FIELDS)
+def test_every_recipe_value_is_overridable_by_its_flag(recipe, model, field):
+    model = model or ("resnet20" if RECIPES[recipe].models else "resnet18")
+    base = ["--recipe", recipe, "--model", model]
+    value = getattr(resolved(base), field)
+    if isinstance(value, bool):
+        argv, wanted = ([f"--{'no-' if value else ''}{field.replace('_', '-')}"], not value)
+    else:
+        argv, wanted = OVERRIDES[field]
+    assert wanted != value, f"pick another override for {field}: {recipe} sets it to {value}"
+    overridden = resolved([*base, *argv])
+    assert getattr(overridden, field) == wanted
+    # Everything else stays the recipe's (typed --epochs also drops a recipe's --iterations).
+    others = set(TrainConfig.__dataclass_fields__) - {field, "iterations"}
+    recipe_config = resolved(base)
+    assert all(getattr(overridden, name) == getattr(recipe_config, name) for name in others)
+
+
+def test_typed_epochs_replace_a_recipes_iterations():
     paper = resolved(["--model", "resnet20", "--recipe", "paper", "--epochs", "3"])
-    assert (paper.epochs, paper.iterations) == (3, None)  # typed epochs replace the recipe's iterations
+    assert (paper.epochs, paper.iterations) == (3, None)
 
 
 def test_every_recipe_field_exists():

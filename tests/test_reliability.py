@@ -18,6 +18,7 @@ from test_training import synthetic_dataset
 import checkpoints
 import loader
 import rng
+import run_results
 import training
 from checkpoints import load_checkpoint, save_checkpoint
 from config import TrainConfig
@@ -294,13 +295,13 @@ def test_signal_saves_and_resume_matches_uninterrupted(signal_data, straight_run
 
 
 def test_signal_during_evaluation_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
-    real_evaluate = training.evaluate
+    real_evaluate = run_results.evaluate
 
     def evaluate_then_get_stopped(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while evaluating
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(training, "evaluate", evaluate_then_get_stopped)
+    monkeypatch.setattr(run_results, "evaluate", evaluate_then_get_stopped)
     with pytest.raises(training.Interrupted) as stop:
         run_training(tmp_path, "run", BASE)
     assert stop.value.signum == signal.SIGTERM

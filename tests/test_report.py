@@ -228,11 +228,11 @@ def test_summary_gives_mean_and_std_over_seeds(batches_dir, tmp_path, capsys):
 def test_the_final_report_reuses_the_last_epochs_logits(batches_dir, tmp_path, capsys, monkeypatch):
     """last.pt holds the weights the last epoch evaluated: its report is built from that pass, and
     it is the report --mode eval writes for last.pt (best.pt, other weights, is evaluated anew)."""
-    import training
+    import run_results
 
     evaluated = []
-    real = training.evaluate_checkpoint
-    monkeypatch.setattr(training, "evaluate_checkpoint",
+    real = run_results.evaluate_checkpoint
+    monkeypatch.setattr(run_results, "evaluate_checkpoint",
                         lambda config, **kw: evaluated.append(config.checkpoint) or real(config, **kw))
     run_dir = tmp_path / "run"
     code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--tta", "flip"))
