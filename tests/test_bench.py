@@ -1,6 +1,7 @@
 """The benchmarks time what they say they time (bench/ is not a package: imported by path)."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -133,6 +134,45 @@ def test_time_to_accuracy_times_whole_commands(batches_dir, tmp_path):
     assert 0 < rows[0]["train_s"] < rows[0]["wall_s"] and 0 <= rows[0]["test_acc"] <= 1
     assert "| 1 | 0 |" in (tmp_path / "table.md").read_text()
     assert "--recipe fast --epochs 1 --seed 0" in (tmp_path / "runs.log").read_text()
+
+
+def test_ablation_compares_each_variant_with_the_first():
+    import ablation
+
+    def run(variant, seed, acc, no_tta=None, ema=None, options=()):
+        return {"variant": variant, "options": list(options), "seed": seed, "test_acc": acc, "tta": "flip-translate",
+                "test_acc_no_tta": no_tta, "ema_test_acc": ema, "train_s": 12.0, "wall_s": 25.0}
+
+    rows = [run("fast", 0, 0.8800, 0.8700), run("no Cutout", 0, 0.8750, 0.8640, options=["--cutout", "0"]),
+            run("fast", 1, 0.8820, 0.8710), run("no Cutout", 1, 0.8790, 0.8660, options=["--cutout", "0"]),
+            run("EMA", 0, 0.8810, ema=0.8850, options=["--ema", "0.99"]),
+            {"variant": "EMA", "seed": 1, "skipped": "predicted 25 s would end after the 60 s deadline"}]
+    table = ablation.summarise(rows, ["fast", "no Cutout", "EMA"]).splitlines()
+    assert table[2] == "| fast | `(recipe)` | 0 1 | 88.10% ± 0.14 (flip-translate) | – | 87.05% | – | 12.0 | 25.0 |"
+    assert table[3] == ("| no Cutout | `--cutout 0` | 0 1 | 87.70% ± 0.28 (flip-translate) | -0.40 | 86.50% | – "
+                        "| 12.0 | 25.0 |")
+    assert table[4] == "| EMA | `--ema 0.99` | 0 | 88.10% ± 0.00 (flip-translate) | +0.00 | – | 88.50% | 12.0 | 25.0 |"
+    assert table[5] == "- EMA, seed 1: predicted 25 s would end after the 60 s deadline"
+    assert ablation.parse_variant("no Cutout=--cutout 0") == ("no Cutout", ["--cutout", "0"])
+    assert ablation.parse_variant("fast=") == ("fast", [])
+    for text in ("--cutout 0", "=--cutout 0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            ablation.parse_variant(text)
+
+
+def test_ablation_trains_each_variant_and_evaluates_it_without_tta(batches_dir, tmp_path):
+    import ablation
+
+    rows = ablation.main(["--data-dir", str(batches_dir), "--out", str(tmp_path), "--model", "resnet20",
+                          "--epochs", "1", "--variants", "base=", "ema=--ema 0.9", "--eval-args", "--device cpu",
+                          "--", "--device", "cpu", "--precision", "fp32", "--batch-size", "64", "--tta", "flip"])
+    assert [row["exit_code"] for row in rows] == [0, 0]
+    base, ema = rows
+    assert base["tta"] == "flip" and 0 <= base["test_acc_no_tta"] <= 1 and base["ema_test_acc"] is None
+    assert 0 <= ema["ema_test_acc"] <= 1
+    # the same seed and options but --ema: the raw weights train identically
+    assert ema["test_acc"] == base["test_acc"] and ema["test_acc_no_tta"] == base["test_acc_no_tta"]
+    assert "| ema | `--ema 0.9` | 0 |" in (tmp_path / "table.md").read_text()
 
 
 def test_epoch_end_times_every_variant():
