@@ -31,6 +31,7 @@ from summary import format_lines as format_summary
 from summary import read_run
 from summary import write_csv as write_summary_csv
 from tensorboard_log import require_tensorboard
+from timings import PhaseClock, format_timings, process_age_s, write_timings
 from training import Interrupted, train_model
 
 
@@ -199,8 +200,10 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
                  resume_path: Path | None = None, dist: Distributed | None = None) -> tuple[int, dict]:
     """Train a new run, or resume one from payload; returns (exit code, train_model's summary)."""
     dist = dist if dist is not None else Distributed()
+    before_run_s, clock = process_age_s(), PhaseClock()
     resolve_device(config.device)  # fail on a bad --device before anything is written
-    data = load_cifar10(Path(config.data_dir), download=config.download)
+    with clock.phase("data"):
+        data = load_cifar10(Path(config.data_dir), download=config.download)
     if payload is not None:
         check_data_matches(payload, data)
     if config.batch_size > len(data.train) - config.val_size:
@@ -214,7 +217,7 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
                         "directory's last.pt, or sees another one): put the run directory on a shared file system")
     run_dir, created = prepare_run_dir(config, explicit, resume_path, dist)
     try:
-        summary = train_model(config, data, run_dir, resume=payload, dist=dist)
+        summary = train_model(config, data, run_dir, resume=payload, dist=dist, clock=clock)
     except Interrupted as stop:
         if dist.is_main:
             name = signal.Signals(stop.signum).name
@@ -228,6 +231,10 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
     if summary.get("test_accuracy") is not None and dist.is_main:
         print(f"done: test accuracy {100 * summary['test_accuracy']:.2f}% (final epoch, tta {summary['tta']}), "
               f"checkpoint {summary['checkpoint']}")
+    if dist.is_main:
+        timings = clock.summary(before_run_s)
+        write_timings(run_dir, timings)
+        print(format_timings(timings))
     return 0, summary
 
 

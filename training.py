@@ -28,6 +28,7 @@ from run_results import epoch_row, evaluate_epoch, format_epoch_line, write_fina
 from run_setup import RunParts, StepContext, build_run, describe_run, unwrap
 from run_state import EpochTotals, TrainState, build_payload, restore_payload
 from tensorboard_log import TensorBoardLog
+from timings import PhaseClock
 
 Log = Callable[[str], None]
 LOG_EVERY_STEPS = 20  # how often the bar, the NaN check and (fp16) overflow count sync with the device
@@ -219,18 +220,22 @@ def train_model(
     log: Log = print,
     dist: Distributed | None = None,
     on_end: Callable[[RunParts], None] | None = None,
+    clock: PhaseClock | None = None,
 ) -> dict:
     """Train (or resume) a run in run_dir; returns a summary dict.
 
     Raises Interrupted after saving a resumable checkpoint on SIGINT/SIGTERM, NonFiniteLoss on a
     NaN/Inf loss (keeping the last good checkpoint), UserError for anything the user can fix.
     Under torchrun (dist active) only rank 0 logs and writes files. on_end sees the run's parts
-    when training stops (tests look at each rank's weights there).
+    when training stops (tests look at each rank's weights there). clock, when given, collects the
+    seconds of each phase on this thread (timings.json).
     """
     run_dir = Path(run_dir)
     dist = dist if dist is not None else Distributed()
+    clock = clock if clock is not None else PhaseClock()
     log = log if dist.is_main else (lambda line: None)
-    parts = build_run(config, data, dist, model_state=resume["model_state"] if resume is not None else None)
+    with clock.phase("setup"):
+        parts = build_run(config, data, dist, model_state=resume["model_state"] if resume is not None else None)
     config, device, precision, channels_last = parts.config, parts.device, parts.precision, parts.channels_last
     model, ctx = parts.model, parts.ctx
     state = TrainState()
@@ -259,19 +264,24 @@ def train_model(
                 f"the weights became NaN/Inf in epoch {state.epoch + 1}; {name} was not overwritten "
                 f"(try a lower --lr or --clip-grad-norm)"
             )
-        dist.broadcast_buffers(model)
-        if dist.is_main:
-            writer.save(path, build_payload(parts, state, data))
-            if wait:
-                writer.wait()
-        dist.barrier()
+        with clock.phase("checkpoints"):
+            dist.broadcast_buffers(model)
+            if dist.is_main:
+                writer.save(path, build_payload(parts, state, data))
+                if wait:
+                    writer.wait()
+            dist.barrier()
         return path
+
+    def draw_curves(force: bool) -> None:
+        with clock.phase("curves"):
+            curves.update(force=force)
 
     def save_on_stop() -> Path:
         """last.pt on disk and the curves up to date before the run says it stopped."""
         path = save("last.pt", wait=True)
         if dist.is_main:
-            curves.update(force=True)
+            draw_curves(force=True)
         return path
 
     progress = make_progress(config.quiet or not dist.is_main)
@@ -301,7 +311,9 @@ def train_model(
         while state.epoch < config.epochs:
             epoch = state.epoch
             step_budget = None if config.max_steps is None else config.max_steps - state.global_step
+            carried_seconds = state.totals.seconds  # a resumed epoch's part before the checkpoint
             outcome = train_epoch_explaining_compile(parts, state, step_budget, stop_requested, progress)
+            clock.add("training", outcome.totals.seconds - carried_seconds)
             state.global_step += outcome.steps_done - state.step
             state.step, state.totals = outcome.steps_done, outcome.totals
             if outcome.stop == "signal":
@@ -314,8 +326,9 @@ def train_model(
                 return {"run_dir": str(run_dir), "stopped": "max_steps", "global_step": state.global_step,
                         "checkpoint": str(path)}
             try:
-                results = (evaluate_epoch(parts, stop_requested, keep_test_predictions=epoch + 1 == config.epochs)
-                           if config.evaluates_after(epoch) else {})
+                with clock.phase("evaluation"):
+                    results = (evaluate_epoch(parts, stop_requested, keep_test_predictions=epoch + 1 == config.epochs)
+                               if config.evaluates_after(epoch) else {})
             except EvalInterrupted:
                 raise interrupted() from None
             totals = state.totals
@@ -328,7 +341,7 @@ def train_model(
             state.epoch, state.step, state.totals = epoch + 1, 0, EpochTotals()
             if dist.is_main:
                 metrics.append(row)
-                curves.update(force=state.epoch == config.epochs)
+                draw_curves(force=state.epoch == config.epochs)
                 if board is not None:
                     board.log_epoch(row)
             save("last.pt")
@@ -337,11 +350,13 @@ def train_model(
             log(format_epoch_line(row, config.epochs))
             if totals.skipped_steps:
                 log(f"  fp16: {totals.skipped_steps} steps skipped by the GradScaler (gradient overflow)")
-        writer.wait()  # the report reads the checkpoints
+        with clock.phase("checkpoints"):
+            writer.wait()  # the report reads the checkpoints
         if on_end is not None:
             on_end(parts)
         if dist.is_main and (run_dir / "last.pt").exists():
-            write_final_reports(parts, data, run_dir, board, log, last_test, state.epoch)
+            with clock.phase("report"):
+                write_final_reports(parts, data, run_dir, board, log, last_test, state.epoch)
     summary = {"run_dir": str(run_dir), "stopped": None, "global_step": state.global_step,
                "checkpoint": str(run_dir / "last.pt")}
     if last_test is not None:

@@ -75,5 +75,5 @@ if [ "${GPU_SUITE:-0}" = 1 ]; then
   cp "$work/gpu/results.jsonl" "$out/gpu_results.jsonl" 2>/dev/null
 fi
 (cd "$work" && find tta ablation \( -name config.json -o -name metrics.csv -o -name report.json \
-  -o -name eval_no_tta.json -o -name runs.log \) -print0 2>/dev/null | tar czf "$out/details.tar.gz" --null -T -)
+  -o -name eval_no_tta.json -o -name timings.json -o -name runs.log \) -print0 2>/dev/null | tar czf "$out/details.tar.gz" --null -T -)
 echo "done in $SECONDS s"

@@ -9,7 +9,9 @@ another in that order (alone: a run beside another would time both wrongly). The
 (triangular for `fast`) is laid out over each run's own budget, so a budget's figure is its final
 epoch, never an epoch in the middle of a longer run. Wall = the whole command (start-up, data
 loading, training, the final evaluation with the recipe's TTA, the report and its plots);
-training = the sum of the run's per-epoch training seconds (metrics.csv).
+training = the sum of the run's per-epoch training seconds (metrics.csv); each row also keeps the
+run's timings.json (seconds per phase: start-up, data, setup, training, evaluation, checkpoints,
+curves, report).
 
 Before the first timed run, one untimed run of --warmup-steps steps builds the image-folder cache,
 so every timed run starts as a user's second run does. A run whose predicted wall (from the runs
@@ -93,6 +95,9 @@ def final_epoch(run_dir: Path) -> dict:
     final = {"tta": last["tta"], "epochs_done": int(last["epoch"]), "train_s": train_s}
     if last["test_acc"]:  # empty when the run stopped early (--max-steps) before its last epoch
         final["test_acc"] = float(last["test_acc"])
+    timings = run_dir / "timings.json"
+    if timings.exists():  # where the wall time went, phase by phase (timings.py)
+        final["timings"] = json.loads(timings.read_text())
     return final
 
 

@@ -132,8 +132,10 @@ def test_time_to_accuracy_times_whole_commands(batches_dir, tmp_path):
                      "--device", "cpu", "--precision", "fp32", "--batch-size", "64", "--tta", "none"])
     assert len(rows) == 1 and rows[0]["exit_code"] == 0 and rows[0]["epochs_done"] == 1
     assert 0 < rows[0]["train_s"] < rows[0]["wall_s"] and 0 <= rows[0]["test_acc"] <= 1
+    assert rows[0]["timings"]["training_s"] == pytest.approx(rows[0]["train_s"], abs=0.01)
     assert "| 1 | 0 |" in (tmp_path / "table.md").read_text()
-    assert "--recipe fast --epochs 1 --seed 0" in (tmp_path / "runs.log").read_text()
+    log = (tmp_path / "runs.log").read_text()
+    assert "--recipe fast --epochs 1 --seed 0" in log and "\ntime: " in log  # the run's last line
 
 
 def test_ablation_compares_each_variant_with_the_first():
