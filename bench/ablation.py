@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from time_to_accuracy import REPO, final_epoch, run_logged  # noqa: E402
+from time_to_accuracy import REPO, output_files, record, run_logged, train_unless_late  # noqa: E402
 
 from runs import MetricsLog  # noqa: E402  (the repository is on sys.path through time_to_accuracy)
 
@@ -115,29 +115,20 @@ def summarise(rows: list[dict], labels: list[str]) -> str:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results, log = out / "results.jsonl", out / "runs.log"
+    out, results, log = output_files(args.out)
     started = time.perf_counter()
     rows: list[dict] = []
     for seed in args.seeds:
         for number, (label, options) in enumerate(args.variants):
             row = {"variant": label, "options": options, "model": args.model, "recipe": args.recipe,
                    "epochs": args.epochs, "seed": seed}
-            slowest = max((r["wall_s"] for r in rows if "wall_s" in r), default=None)
-            if slowest is not None and time.perf_counter() - started + slowest > args.deadline_s:
-                row["skipped"] = f"predicted {slowest:.0f} s would end after the {args.deadline_s:.0f} s deadline"
-            else:
-                run_dir = out / "runs" / f"v{number}-s{seed}"
-                code, wall = run_logged(train_command(args, run_dir, seed, options), log)
-                row.update(exit_code=code, wall_s=round(wall, 2))
-                if code == 0:
-                    row.update(final_epoch(run_dir), ema_test_acc=ema_accuracy(run_dir),
-                               test_acc_no_tta=eval_without_tta(args, run_dir, log))
+            run_dir = out / "runs" / f"v{number}-s{seed}"
+            slowest = max((r["wall_s"] for r in rows if "wall_s" in r), default=None)  # the same epochs each
+            if train_unless_late(row, train_command(args, run_dir, seed, options), run_dir, log, slowest,
+                                 args.deadline_s - (time.perf_counter() - started)):
+                row.update(ema_test_acc=ema_accuracy(run_dir), test_acc_no_tta=eval_without_tta(args, run_dir, log))
             rows.append(row)
-            with results.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+            record(results, row)
     table = summarise(rows, [label for label, _ in args.variants])
     (out / "table.md").write_text(table + "\n")
     print(table)

@@ -101,6 +101,35 @@ def final_epoch(run_dir: Path) -> dict:
     return final
 
 
+def train_unless_late(row: dict, command: list[str], run_dir: Path, log: Path, predicted: float | None,
+                      deadline_left_s: float) -> bool:
+    """Run the training command into run_dir unless its predicted wall would pass the deadline.
+    Fills row with exit_code, wall_s and the final epoch, or with why it was skipped; True when
+    the run ended well."""
+    if predicted is not None and predicted > deadline_left_s:
+        row["skipped"] = f"predicted {predicted:.0f} s would end after the deadline ({deadline_left_s:.0f} s left)"
+        return False
+    code, wall = run_logged(command, log)
+    row.update(exit_code=code, wall_s=round(wall, 2))
+    if code == 0:
+        row.update(final_epoch(run_dir))
+    return code == 0
+
+
+def output_files(out_dir: str) -> tuple[Path, Path, Path]:
+    """OUT (created), OUT/results.jsonl and OUT/runs.log."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, out / "results.jsonl", out / "runs.log"
+
+
+def record(results: Path, row: dict) -> None:
+    """Append row to results.jsonl as the run ends (a cut-short ladder keeps what it measured)."""
+    with results.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
 def predicted_wall(plan: Plan, done: list[dict]) -> float | None:
     """A run's wall from the runs before it: their fixed cost plus seconds an epoch (None: no data)."""
     timed = [row for row in done if "train_s" in row]
@@ -147,9 +176,7 @@ def summarise(rows: list[dict], targets: list[float]) -> str:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results, log = out / "results.jsonl", out / "runs.log"
+    out, results, log = output_files(args.out)
     started = time.perf_counter()
     if args.warmup_steps > 0:
         warmup = train_command(args, out / "runs" / "warmup", 1, 0, ("--max-steps", str(args.warmup_steps)))
@@ -158,20 +185,11 @@ def main(argv=None) -> list[dict]:
     rows: list[dict] = []
     for plan in args.runs:
         row = {"model": args.model, "recipe": args.recipe, "epochs": plan.epochs, "seed": plan.seed}
-        predicted = predicted_wall(plan, rows)
-        elapsed = time.perf_counter() - started
-        if predicted is not None and elapsed + predicted > args.deadline_s:
-            row["skipped"] = f"predicted {predicted:.0f} s would end after the {args.deadline_s:.0f} s deadline"
-        else:
-            run_dir = out / "runs" / f"{args.model}-e{plan.epochs}-s{plan.seed}"
-            code, wall = run_logged(train_command(args, run_dir, plan.epochs, plan.seed), log)
-            row.update(exit_code=code, wall_s=round(wall, 2))
-            if code == 0:
-                row.update(final_epoch(run_dir))
+        run_dir = out / "runs" / f"{args.model}-e{plan.epochs}-s{plan.seed}"
+        train_unless_late(row, train_command(args, run_dir, plan.epochs, plan.seed), run_dir, log,
+                          predicted_wall(plan, rows), args.deadline_s - (time.perf_counter() - started))
         rows.append(row)
-        with results.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+        record(results, row)
     # The table covers every run in results.jsonl: a ladder may be run in parts into one --out.
     table = summarise([json.loads(line) for line in results.read_text().splitlines()], args.targets)
     (out / "table.md").write_text(table + "\n")
