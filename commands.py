@@ -5,6 +5,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ import runs
 from checkpoints import load_checkpoint
 from config import PER_INVOCATION, RESUME_OVERRIDABLE, EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from datasets import load_cifar10
-from devices import resolve_device
+from devices import resolve_device, resolve_precision
 from distributed import Distributed
 from errors import UserError
 from evaluation import evaluate_checkpoint, load_model
@@ -57,6 +58,30 @@ def resume_config(saved: TrainConfig, requested: TrainConfig, explicit: set[str]
     return TrainConfig.from_dict({**saved_values, **changes})
 
 
+def keep_trained_precision(config: TrainConfig, payload: dict, explicit: set[str]) -> tuple[TrainConfig, str]:
+    """A resumed run goes on in the precision and layout it trained in, where `auto` would choose
+    otherwise on this machine (another CPU kind: bf16 where the first CPU had no native bf16), so
+    that a run continued elsewhere is still one recipe. Not where the user typed --precision or
+    --channels-last, nor where the device kind changed (a CPU run resumed on a GPU). Returns the
+    config and a line saying what was kept ("" when nothing changed)."""
+    trained = payload.get("resolved")
+    if trained is None or trained["device_type"] != resolve_device(config.device).type:
+        return config, ""
+    changes = {}
+    if "precision" not in explicit and config.precision == "auto":
+        changes["precision"] = trained["precision"]
+    if "channels_last" not in explicit and config.channels_last is None:
+        changes["channels_last"] = trained["channels_last"]
+    if not changes:
+        return config, ""
+    chosen = resolve_precision(resolve_device(config.device), config.precision, config.channels_last)
+    if chosen == (trained["precision"], trained["channels_last"]):
+        return config, ""
+    layout = "channels_last" if trained["channels_last"] else "NCHW"
+    return replace(config, **changes), (f"resuming in the run's {trained['precision']} + {layout} (auto would choose "
+                                        f"{chosen[0]} here; pass --precision/--channels-last to change it)")
+
+
 def check_data_matches(payload: dict, data) -> None:
     saved, found = payload.get("data", {}), data_summary(data)
     for key in ("classes", "n_train", "n_test"):
@@ -94,6 +119,9 @@ def train_command(config: TrainConfig, explicit: set[str], resume: Path | None =
         payload = load_checkpoint(resume)
     if resume is not None:
         config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
+        config, kept = keep_trained_precision(config, payload, explicit)
+        if kept and launch.is_main:
+            print(kept)
         if payload["epoch"] >= config.epochs:
             if launch.is_main:
                 print(f"{resume}: this run already finished all {payload['epoch']} epochs; nothing to do "

@@ -73,6 +73,10 @@ def build_payload(parts: RunParts, state: TrainState, data: Dataset) -> dict:
         "world_size": parts.dist.world_size,
         "elastic_run_id": parts.dist.run_id,
         "num_threads": torch.get_num_threads(),
+        # What `auto` chose here: a resume on another machine of the same device kind goes on in it
+        # (commands.keep_trained_precision).
+        "resolved": {"device_type": parts.device.type, "precision": parts.precision,
+                     "channels_last": parts.channels_last},
         "torch_version": str(torch.__version__),
     }
 

@@ -1,4 +1,5 @@
 """The promises of the README's Reliability section, one test (or more) each."""
+import json
 import os
 import pickle
 import shutil
@@ -442,6 +443,40 @@ def test_resume_rules(batches_dir, tmp_path, capsys):
     code, _, err = run_cli(capsys, "--resume", last, "--epochs", "2", "--quiet")
     assert code == 0, err
     assert last.read_bytes() != before and load_checkpoint(last)["epoch"] == 2
+
+
+def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, capsys):
+    """Another machine of the same kind may choose another `auto` precision (a CPU with native
+    bf16): the resumed run goes on in the one it trained in, unless --precision is typed."""
+    run_dir = tmp_path / "run"
+    args = [a for a in tiny_train_args(batches_dir, run_dir, "--epochs", "1") if a not in ("--precision", "fp32")]
+    assert run_cli(capsys, *args)[0] == 0
+    last = run_dir / "last.pt"
+    payload = load_checkpoint(last)
+    assert payload["config"]["precision"] == "auto"
+    assert payload["resolved"] == {"device_type": "cpu", "precision": "fp32", "channels_last": False}
+    payload["resolved"] = {"device_type": "cpu", "precision": "bf16", "channels_last": True}  # as if trained there
+    save_checkpoint(last, payload)
+    code, out, err = run_cli(capsys, "--resume", last, "--epochs", "2", "--quiet")
+    assert code == 0, err
+    assert "resuming in the run's bf16 + channels_last (auto would choose fp32 here;" in out
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["resolved_precision"], config["resolved_channels_last"]) == ("bf16", True)
+    code, out, err = run_cli(capsys, "--resume", last, "--epochs", "3", "--quiet", "--precision", "fp32")
+    assert code == 0, err
+    assert "resuming in the run's" not in out
+    assert json.loads((run_dir / "config.json").read_text())["resolved_precision"] == "fp32"
+
+
+def test_a_resume_on_another_device_kind_chooses_anew():
+    from commands import keep_trained_precision
+
+    config = TrainConfig(device="cpu")
+    trained_on_gpu = {"resolved": {"device_type": "cuda", "precision": "bf16", "channels_last": True}}
+    assert keep_trained_precision(config, trained_on_gpu, set()) == (config, "")
+    assert keep_trained_precision(config, {}, set()) == (config, "")  # a checkpoint from before the record
+    same = {"resolved": {"device_type": "cpu", "precision": "fp32", "channels_last": False}}
+    assert keep_trained_precision(config, same, set()) == (config, "")  # what auto chooses here anyway
 
 
 def test_resume_after_max_steps_continues(batches_dir, tmp_path, capsys):
