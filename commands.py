@@ -188,7 +188,7 @@ def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int], dis
         say(f"seed {seed}: run dir {seed_run_dir(root, seed)}")
         code, summary = run_training(TrainConfig.from_dict({**config.to_dict(), "seed": seed,
                                                             "run_dir": str(seed_run_dir(root, seed))}), explicit,
-                                     dist=dist)
+                                     dist=dist, first_in_process=seed == seeds[0])
         if code != 0 or summary.get("test_accuracy") is None:
             say(f"seed {seed} did not finish; seeds after it were not run", file=sys.stderr)
             return code or 1
@@ -225,10 +225,12 @@ def prepare_run_dir(config: TrainConfig, explicit: set[str], resume_path: Path |
 
 
 def run_training(config: TrainConfig, explicit: set[str], payload: dict | None = None,
-                 resume_path: Path | None = None, dist: Distributed | None = None) -> tuple[int, dict]:
-    """Train a new run, or resume one from payload; returns (exit code, train_model's summary)."""
+                 resume_path: Path | None = None, dist: Distributed | None = None,
+                 first_in_process: bool = True) -> tuple[int, dict]:
+    """Train a new run, or resume one from payload; returns (exit code, train_model's summary).
+    first_in_process: the process's start-up is this run's (with --seeds, the first seed's only)."""
     dist = dist if dist is not None else Distributed()
-    before_run_s, clock = process_age_s(), PhaseClock()
+    before_run_s, clock = process_age_s() if first_in_process else None, PhaseClock()
     resolve_device(config.device)  # fail on a bad --device before anything is written
     with clock.phase("data"):
         data = load_cifar10(Path(config.data_dir), download=config.download)

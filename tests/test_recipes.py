@@ -189,6 +189,9 @@ def test_seeds_runner_trains_one_run_per_seed_and_reports_mean_and_std(batches_d
         config = json.loads((root / f"seed{seed}" / "config.json").read_text())
         assert config["seed"] == seed
         finals.append(float(read_metrics(root / f"seed{seed}")[-1]["test_acc"]))
+        # the process's start-up is the first seed's; the later runs began inside the process
+        before_run_s = json.loads((root / f"seed{seed}" / "timings.json").read_text())["before_run_s"]
+        assert (before_run_s is not None) == (seed == 0)
     summary = json.loads((root / "seeds.json").read_text())
     mean = sum(finals) / 3
     std = math.sqrt(sum((a - mean) ** 2 for a in finals) / 2)
