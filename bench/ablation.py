@@ -27,10 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from time_to_accuracy import REPO, output_files, record, run_logged, train_unless_late  # noqa: E402
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH.parent), str(BENCH)]  # the project's modules and the other benchmarks
+from runs import MetricsLog  # noqa: E402
 
-from runs import MetricsLog  # noqa: E402  (the repository is on sys.path through time_to_accuracy)
+from time_to_accuracy import REPO, output_files, record, run_logged, train_unless_late  # noqa: E402
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
