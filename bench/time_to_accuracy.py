@@ -171,7 +171,31 @@ def summarise(rows: list[dict], targets: list[float]) -> str:
     skipped = [row for row in rows if row.get("skipped")]
     for row in skipped:
         lines.append(f"- skipped {row['epochs']} epochs, seed {row['seed']}: {row['skipped']}")
-    return "\n".join(lines)
+    return "\n".join(lines + time_split([row for group in by_epochs.values() for row in group]))
+
+
+TIMED_PHASES = ("before_run", "data", "setup", "training", "evaluation", "checkpoints", "curves", "report", "other")
+
+
+def time_split(rows: list[dict]) -> list[str]:
+    """A second table from the runs' timings.json: where each budget's wall went, mean seconds a
+    phase; "exit" is the rest of the command's wall (the interpreter's exit, and the process's
+    start before Python measured it)."""
+    by_epochs: dict[int, list[dict]] = {}
+    for row in rows:
+        if row.get("timings"):
+            by_epochs.setdefault(row["epochs"], []).append(row)
+    if not by_epochs:
+        return []
+    names = " | ".join(name.replace("_", " ") for name in TIMED_PHASES)
+    lines = ["", f"| epochs | runs | {names} | exit | wall |", "|---:|---:|" + "---:|" * (len(TIMED_PHASES) + 2)]
+    for epochs in sorted(by_epochs):
+        group = by_epochs[epochs]
+        phases = [statistics.mean(row["timings"][f"{name}_s"] or 0.0 for row in group) for name in TIMED_PHASES]
+        wall = statistics.mean(row["wall_s"] for row in group)
+        cells = " | ".join(f"{value:.1f}" for value in (*phases, wall - sum(phases), wall))
+        lines.append(f"| {epochs} | {len(group)} | {cells} |")
+    return lines
 
 
 def main(argv=None) -> list[dict]:

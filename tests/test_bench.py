@@ -108,6 +108,15 @@ def test_time_to_accuracy_takes_the_smallest_budget_whose_mean_reaches_each_targ
     assert "- time to 92%: 152.0 s (80 epochs, 92.64%)" in table
     assert "- time to 94%: not reached (best: 92.64% at 80 epochs)" in table
     assert "- skipped 12 epochs, seed 0" in table
+    assert "| epochs | runs | before run |" not in table  # no run kept timings.json
+    phases = dict(before_run_s=3.0, data_s=1.0, setup_s=2.0, training_s=29.0, evaluation_s=0.5, checkpoints_s=0.2,
+                  curves_s=0.8, report_s=1.5, other_s=0.0)
+    timed = [{**rows[0], "timings": phases}, {**rows[1], "timings": {**phases, "training_s": 33.0}}]
+    table = tta.summarise(timed, [0.91])
+    assert "| epochs | runs | before run | data | setup | training | evaluation | checkpoints | curves | report " \
+           "| other | exit | wall |" in table
+    # wall 60 and 70 s: mean 65; phases sum to 38 and 42, mean 40: 25 s outside them
+    assert "| 26 | 2 | 3.0 | 1.0 | 2.0 | 31.0 | 0.5 | 0.2 | 0.8 | 1.5 | 0.0 | 25.0 | 65.0 |" in table
     # the next run's wall: the largest fixed cost seen plus the slowest seconds an epoch
     assert tta.predicted_wall(tta.Plan(10, 0), rows[:3]) == pytest.approx(37.0 + 10 * 33.0 / 26)
     assert tta.predicted_wall(tta.Plan(10, 0), []) is None
