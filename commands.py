@@ -77,9 +77,12 @@ def keep_trained_precision(config: TrainConfig, payload: dict, explicit: set[str
     chosen = resolve_precision(resolve_device(config.device), config.precision, config.channels_last)
     if chosen == (trained["precision"], trained["channels_last"]):
         return config, ""
-    layout = "channels_last" if trained["channels_last"] else "NCHW"
-    return replace(config, **changes), (f"resuming in the run's {trained['precision']} + {layout} (auto would choose "
-                                        f"{chosen[0]} here; pass --precision/--channels-last to change it)")
+    def named(precision: str, channels_last: bool) -> str:
+        return f"{precision} + {'channels_last' if channels_last else 'NCHW'}"
+
+    return replace(config, **changes), (
+        f"resuming in the run's {named(trained['precision'], trained['channels_last'])} (auto would choose "
+        f"{named(*chosen)} here; pass --precision/--channels-last to change it)")
 
 
 def check_data_matches(payload: dict, data) -> None:

@@ -171,9 +171,28 @@ def test_ablation_compares_each_variant_with_the_first():
             ablation.parse_variant(text)
 
 
-def test_ablation_trains_each_variant_and_evaluates_it_without_tta(batches_dir, tmp_path):
-    import ablation
+def test_ablation_trains_each_variant_and_evaluates_it_without_tta(batches_dir, tmp_path, monkeypatch):
+    import contextlib
+    import io
+    import time
 
+    import main as cli
+
+    import ablation
+    import time_to_accuracy
+
+    def run_in_process(command, log):
+        """The main.py command in this process (the subprocess path: test_time_to_accuracy_times_whole_commands)."""
+        assert command[1].endswith("main.py")
+        output, started = io.StringIO(), time.perf_counter()
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            code = cli.main(command[2:])
+        with log.open("a") as f:
+            f.write(" ".join(command) + "\n" + output.getvalue())
+        return code, time.perf_counter() - started
+
+    monkeypatch.setattr(time_to_accuracy, "run_logged", run_in_process)
+    monkeypatch.setattr(ablation, "run_logged", run_in_process)
     rows = ablation.main(["--data-dir", str(batches_dir), "--out", str(tmp_path), "--model", "resnet20",
                           "--epochs", "1", "--variants", "base=", "ema=--ema 0.9", "--eval-args", "--device cpu",
                           "--", "--device", "cpu", "--precision", "fp32", "--batch-size", "64", "--tta", "flip"])

@@ -446,26 +446,28 @@ def test_resume_rules(batches_dir, tmp_path, capsys):
 
 
 def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, capsys):
-    """Another machine of the same kind may choose another `auto` precision (a CPU with native
-    bf16): the resumed run goes on in the one it trained in, unless --precision is typed."""
+    """Another machine of the same kind may choose another `auto` precision or layout (a CPU with
+    native bf16 chooses bf16 + channels_last): the resumed run goes on in the one it trained in,
+    unless --precision/--channels-last is typed."""
     run_dir = tmp_path / "run"
-    args = [a for a in tiny_train_args(batches_dir, run_dir, "--epochs", "1") if a not in ("--precision", "fp32")]
+    args = [a for a in tiny_train_args(batches_dir, run_dir, "--max-steps", "1") if a not in ("--precision", "fp32")]
     assert run_cli(capsys, *args)[0] == 0
     last = run_dir / "last.pt"
     payload = load_checkpoint(last)
     assert payload["config"]["precision"] == "auto"
     assert payload["resolved"] == {"device_type": "cpu", "precision": "fp32", "channels_last": False}
-    payload["resolved"] = {"device_type": "cpu", "precision": "bf16", "channels_last": True}  # as if trained there
+    # As if trained where auto chose channels_last (fp32 kept: bf16 would be slow on this CPU).
+    payload["resolved"]["channels_last"] = True
     save_checkpoint(last, payload)
-    code, out, err = run_cli(capsys, "--resume", last, "--epochs", "2", "--quiet")
+    code, out, err = run_cli(capsys, "--resume", last, "--max-steps", "2", "--quiet")
     assert code == 0, err
-    assert "resuming in the run's bf16 + channels_last (auto would choose fp32 here;" in out
+    assert "resuming in the run's fp32 + channels_last (auto would choose fp32 + NCHW here;" in out
     config = json.loads((run_dir / "config.json").read_text())
-    assert (config["resolved_precision"], config["resolved_channels_last"]) == ("bf16", True)
-    code, out, err = run_cli(capsys, "--resume", last, "--epochs", "3", "--quiet", "--precision", "fp32")
+    assert (config["resolved_precision"], config["resolved_channels_last"]) == ("fp32", True)
+    code, out, err = run_cli(capsys, "--resume", last, "--max-steps", "3", "--quiet", "--no-channels-last")
     assert code == 0, err
     assert "resuming in the run's" not in out
-    assert json.loads((run_dir / "config.json").read_text())["resolved_precision"] == "fp32"
+    assert json.loads((run_dir / "config.json").read_text())["resolved_channels_last"] is False
 
 
 def test_a_resume_on_another_device_kind_chooses_anew():

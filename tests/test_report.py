@@ -1,5 +1,7 @@
 """The evaluation report against hand-computed values, its files, curves, TensorBoard and summary."""
+import contextlib
 import csv
+import io
 import json
 import math
 
@@ -7,10 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+import main as cli
 import report
 from plots import plot_curves
 from report import Predictions, build_report
 
+from conftest import write_batches
 from helpers import read_metrics, run_cli, tiny_train_args
 
 CLASSES = ["a", "b", "c"]
@@ -81,11 +85,14 @@ def png_ok(path) -> bool:
         return image.format == "PNG" and image.size[0] > 100
 
 
-@pytest.fixture
-def finished_run(batches_dir, tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--val-size", "30"))
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished tiny run with --val-size, shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("finished")
+    write_batches(root / "data" / "cifar-10-batches-py")
+    run_dir = root / "run"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main([str(a) for a in tiny_train_args(root / "data", run_dir, "--val-size", "30")]) == 0
     return run_dir
 
 
