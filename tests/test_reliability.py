@@ -521,7 +521,7 @@ def test_newer_checkpoint_format_is_refused(tmp_path):
 
 def test_same_seed_same_weights_in_two_processes(batches_dir, tmp_path):
     for name in ("a", "b"):
-        args = tiny_train_args(batches_dir, tmp_path / name, "--epochs", "1", "--threads", "1",
+        args = tiny_train_args(batches_dir, tmp_path / name, "--max-steps", "4", "--threads", "1",
                                "--deterministic", "--seed", "7")
         result = python("main.py", *args)
         assert result.returncode == 0, result.stderr
