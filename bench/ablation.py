@@ -31,7 +31,15 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]  # the project's modules and the other benchmarks
 from runs import MetricsLog  # noqa: E402
 
-from time_to_accuracy import REPO, output_files, record, run_logged, train_unless_late  # noqa: E402
+from time_to_accuracy import (  # noqa: E402
+    REPO,
+    output_files,
+    parse_with_main_args,
+    record,
+    run_logged,
+    timed_runs_parser,
+    train_unless_late,
+)
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -42,20 +50,12 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--recipe", default="fast")
+    parser = timed_runs_parser(__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variants", type=parse_variant, nargs="+", required=True, metavar="LABEL=OPTIONS")
-    parser.add_argument("--deadline-s", type=float, default=float("inf"))
     parser.add_argument("--eval-args", default="", help="options for the --mode eval commands, e.g. '--device cpu'")
-    parser.add_argument("main_args", nargs=argparse.REMAINDER, help="after --: options for every training command")
-    args = parser.parse_args(argv)
-    args.main_args = [a for a in args.main_args if a != "--"]
-    return args
+    return parse_with_main_args(parser, argv)
 
 
 def train_command(args: argparse.Namespace, run_dir: Path, seed: int, options: list[str]) -> list[str]:

@@ -55,20 +55,31 @@ def parse_plan(text: str) -> Plan:
     return Plan(epochs, seed)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def timed_runs_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a benchmark made of timed main.py training commands (this one, ablation.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--recipe", default="fast")
-    parser.add_argument("--runs", type=parse_plan, nargs="+", required=True, metavar="EPOCHS:SEED")
-    parser.add_argument("--targets", type=float, nargs="+", default=[0.91, 0.94])
     parser.add_argument("--deadline-s", type=float, default=float("inf"))
-    parser.add_argument("--warmup-steps", type=int, default=2, help="0: no untimed warm-up run")
-    parser.add_argument("main_args", nargs=argparse.REMAINDER, help="after --: options for every main.py command")
+    return parser
+
+
+def parse_with_main_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """parser's options, then after `--` the options for every training command (args.main_args)."""
+    parser.add_argument("main_args", nargs=argparse.REMAINDER, help="after --: options for every training command")
     args = parser.parse_args(argv)
     args.main_args = [a for a in args.main_args if a != "--"]
     return args
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = timed_runs_parser(__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=parse_plan, nargs="+", required=True, metavar="EPOCHS:SEED")
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.91, 0.94])
+    parser.add_argument("--warmup-steps", type=int, default=2, help="0: no untimed warm-up run")
+    return parse_with_main_args(parser, argv)
 
 
 def train_command(args: argparse.Namespace, run_dir: Path, epochs: int, seed: int, extra=()) -> list[str]:
