@@ -143,3 +143,19 @@ def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
     monkeypatch.setattr(cli, "summary_command", reader_gone)
     code, _, err = run_cli(capsys, "--mode", "summary", "runs/x")
     assert code == 128 + 13 and err == ""  # as a process killed by SIGPIPE
+
+
+def test_the_program_ends_without_teardown_but_with_its_output_and_exit_code():
+    """main.py ends with os._exit (the interpreter's teardown took ~1.5 s): what the buffered
+    streams hold still comes out, and the exit code is main()'s."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # pipes: block-buffered
+    run = [sys.executable, "main.py"]
+    helped = subprocess.run([*run, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and helped.stdout.rstrip().endswith("26 epochs (resnet18), 30 (others)")
+    failed = subprocess.run([*run, "--mode", "eval"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: ")
