@@ -65,24 +65,25 @@ def keep_trained_precision(config: TrainConfig, payload: dict, explicit: set[str
     --channels-last, nor where the device kind changed (a CPU run resumed on a GPU). Returns the
     config and a line saying what was kept ("" when nothing changed)."""
     trained = payload.get("resolved")
-    if trained is None or trained["device_type"] != resolve_device(config.device).type:
+    device = resolve_device(config.device)
+    if trained is None or trained["device_type"] != device.type:
         return config, ""
     changes = {}
     if "precision" not in explicit and config.precision == "auto":
         changes["precision"] = trained["precision"]
     if "channels_last" not in explicit and config.channels_last is None:
         changes["channels_last"] = trained["channels_last"]
-    if not changes:
+    kept = replace(config, **changes)
+    # What the run goes on in, against what auto would choose: a typed option is in both.
+    going_on, chosen = (resolve_precision(device, c.precision, c.channels_last) for c in (kept, config))
+    if going_on == chosen:
         return config, ""
-    chosen = resolve_precision(resolve_device(config.device), config.precision, config.channels_last)
-    if chosen == (trained["precision"], trained["channels_last"]):
-        return config, ""
-    def named(precision: str, channels_last: bool) -> str:
-        return f"{precision} + {'channels_last' if channels_last else 'NCHW'}"
+    return kept, (f"resuming in the run's {_named_precision(*going_on)} (auto would choose "
+                  f"{_named_precision(*chosen)} here; pass --precision/--channels-last to change it)")
 
-    return replace(config, **changes), (
-        f"resuming in the run's {named(trained['precision'], trained['channels_last'])} (auto would choose "
-        f"{named(*chosen)} here; pass --precision/--channels-last to change it)")
+
+def _named_precision(precision: str, channels_last: bool) -> str:
+    return f"{precision} + {'channels_last' if channels_last else 'NCHW'}"
 
 
 def check_data_matches(payload: dict, data) -> None:
@@ -233,7 +234,8 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
     """Train a new run, or resume one from payload; returns (exit code, train_model's summary).
     first_in_process: the process's start-up is this run's (with --seeds, the first seed's only)."""
     dist = dist if dist is not None else Distributed()
-    before_run_s, clock = process_age_s() if first_in_process else None, PhaseClock()
+    before_run_s = process_age_s() if first_in_process else None
+    clock = PhaseClock()
     resolve_device(config.device)  # fail on a bad --device before anything is written
     with clock.phase("data"):
         data = load_cifar10(Path(config.data_dir), download=config.download)

@@ -24,13 +24,12 @@ from interrupts import StopSignals
 from loader import BatchLoader
 from plots import CurvesPlot
 from progress import make_progress
-from run_results import epoch_row, evaluate_epoch, format_epoch_line, write_final_reports
+from run_results import Log, epoch_row, evaluate_epoch, format_epoch_line, write_final_reports
 from run_setup import RunParts, StepContext, build_run, describe_run, unwrap
 from run_state import EpochTotals, TrainState, build_payload, restore_payload
 from tensorboard_log import TensorBoardLog
 from timings import PhaseClock
 
-Log = Callable[[str], None]
 LOG_EVERY_STEPS = 20  # how often the bar, the NaN check and (fp16) overflow count sync with the device
 
 

@@ -28,9 +28,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH.parent), str(BENCH)]  # the project's modules and the other benchmarks
-from runs import MetricsLog  # noqa: E402
-
+sys.path.insert(0, str(BENCH))  # time_to_accuracy puts the project's modules on sys.path
 from time_to_accuracy import (  # noqa: E402
     REPO,
     output_files,
@@ -38,6 +36,7 @@ from time_to_accuracy import (  # noqa: E402
     record,
     run_logged,
     timed_runs_parser,
+    train_command,
     train_unless_late,
 )
 
@@ -58,12 +57,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parse_with_main_args(parser, argv)
 
 
-def train_command(args: argparse.Namespace, run_dir: Path, seed: int, options: list[str]) -> list[str]:
-    return [sys.executable, str(REPO / "main.py"), "--mode", "train", "--model", args.model, "--recipe", args.recipe,
-            "--epochs", str(args.epochs), "--seed", str(seed), "--data-dir", args.data_dir, "--no-download",
-            "--run-dir", str(run_dir), "--quiet", *args.main_args, *options]
-
-
 def eval_without_tta(args: argparse.Namespace, run_dir: Path, log: Path) -> float | None:
     """last.pt's test accuracy without TTA (None if the evaluation failed)."""
     output = run_dir / "eval_no_tta.json"
@@ -71,11 +64,6 @@ def eval_without_tta(args: argparse.Namespace, run_dir: Path, log: Path) -> floa
                "--data-dir", args.data_dir, "--tta", "none", "--output", str(output), *shlex.split(args.eval_args)]
     code, _ = run_logged(command, log)
     return json.loads(output.read_text())["accuracy"] if code == 0 else None
-
-
-def ema_accuracy(run_dir: Path) -> float | None:
-    last = MetricsLog(run_dir / "metrics.csv").rows()[-1]
-    return float(last["ema_test_acc"]) if last.get("ema_test_acc") else None
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -125,9 +113,9 @@ def main(argv=None) -> list[dict]:
                    "epochs": args.epochs, "seed": seed}
             run_dir = out / "runs" / f"v{number}-s{seed}"
             slowest = max((r["wall_s"] for r in rows if "wall_s" in r), default=None)  # the same epochs each
-            if train_unless_late(row, train_command(args, run_dir, seed, options), run_dir, log, slowest,
+            if train_unless_late(row, train_command(args, run_dir, args.epochs, seed, options), run_dir, log, slowest,
                                  args.deadline_s - (time.perf_counter() - started)):
-                row.update(ema_test_acc=ema_accuracy(run_dir), test_acc_no_tta=eval_without_tta(args, run_dir, log))
+                row["test_acc_no_tta"] = eval_without_tta(args, run_dir, log)
             rows.append(row)
             record(results, row)
     table = summarise(rows, [label for label, _ in args.variants])

@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from runs import MetricsLog  # noqa: E402
+from timings import PHASES  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def train_command(args: argparse.Namespace, run_dir: Path, epochs: int, seed: int, extra=()) -> list[str]:
     return [sys.executable, str(REPO / "main.py"), "--mode", "train", "--model", args.model, "--recipe", args.recipe,
             "--epochs", str(epochs), "--seed", str(seed), "--data-dir", args.data_dir, "--no-download",
-            "--run-dir", str(run_dir), "--quiet", *extra, *args.main_args]
+            "--run-dir", str(run_dir), "--quiet", *args.main_args, *extra]  # extra last: a variant's options win
 
 
 def run_logged(command: list[str], log: Path) -> tuple[int, float]:
@@ -106,6 +107,8 @@ def final_epoch(run_dir: Path) -> dict:
     final = {"tta": last["tta"], "epochs_done": int(last["epoch"]), "train_s": train_s}
     if last["test_acc"]:  # empty when the run stopped early (--max-steps) before its last epoch
         final["test_acc"] = float(last["test_acc"])
+    if last.get("ema_test_acc"):  # a run with --ema: its moving average's figure too
+        final["ema_test_acc"] = float(last["ema_test_acc"])
     timings = run_dir / "timings.json"
     if timings.exists():  # where the wall time went, phase by phase (timings.py)
         final["timings"] = json.loads(timings.read_text())
@@ -185,13 +188,13 @@ def summarise(rows: list[dict], targets: list[float]) -> str:
     return "\n".join(lines + time_split([row for group in by_epochs.values() for row in group]))
 
 
-TIMED_PHASES = ("before_run", "data", "setup", "training", "evaluation", "checkpoints", "curves", "report", "other")
+TIMED_PHASES = ("before_run", *PHASES, "other")
 
 
 def time_split(rows: list[dict]) -> list[str]:
     """A second table from the runs' timings.json: where each budget's wall went, mean seconds a
-    phase; "exit" is the rest of the command's wall (the interpreter's exit, and the process's
-    start before Python measured it)."""
+    phase; "exit" is the rest of the command's wall (the process's start before Python measured
+    it, and its end after the `time:` line)."""
     by_epochs: dict[int, list[dict]] = {}
     for row in rows:
         if row.get("timings"):

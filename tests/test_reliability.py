@@ -479,6 +479,11 @@ def test_a_resume_on_another_device_kind_chooses_anew():
     assert keep_trained_precision(config, {}, set()) == (config, "")  # a checkpoint from before the record
     same = {"resolved": {"device_type": "cpu", "precision": "fp32", "channels_last": False}}
     assert keep_trained_precision(config, same, set()) == (config, "")  # what auto chooses here anyway
+    # a typed --precision wins; the layout the run trained in is kept, and the line names both as they will be
+    bf16_nhwc = {"resolved": {"device_type": "cpu", "precision": "bf16", "channels_last": True}}
+    kept, line = keep_trained_precision(TrainConfig(device="cpu", precision="fp32"), bf16_nhwc, {"precision"})
+    assert (kept.precision, kept.channels_last) == ("fp32", True)
+    assert line.startswith("resuming in the run's fp32 + channels_last (auto would choose fp32 + NCHW here;")
 
 
 def test_resume_after_max_steps_continues(batches_dir, tmp_path, capsys):
