@@ -1,5 +1,7 @@
-"""ResNets for 32x32 images: the ImageNet family (18-152) with a CIFAR stem, and the
-paper's 6n+2 CIFAR nets (He et al. 2015, "Deep Residual Learning", section 4.2)."""
+"""ResNets for 32x32 images: the ImageNet family (18-152) with a CIFAR stem, the paper's 6n+2
+CIFAR nets (He et al. 2015, "Deep Residual Learning", section 4.2), their pre-activation
+versions (He et al. 2016, "Identity Mappings in Deep Residual Networks") and the wide ones
+(Zagoruyko & Komodakis 2016, "Wide Residual Networks")."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -8,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ResidualBlock", "Bottleneck", "ResNet", "MODEL_NAMES", "modeltype"]
+__all__ = ["ResidualBlock", "Bottleneck", "ResNet", "PreActBlock", "PreActBottleneck", "PreActResNet", "MODEL_NAMES",
+           "modeltype"]
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -135,6 +138,98 @@ class ResNet(nn.Module):
         return self.fc(out)
 
 
+class PreActBlock(nn.Module):
+    """The pre-activation basic block: BN-ReLU-conv twice, nothing after the addition, so the
+    identity path runs clean from block to block (He et al. 2016). Where the shape changes, the
+    1x1 projection sees the pre-activated input, as in the paper's and the WRN authors' code."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        changes_shape = stride != 1 or in_planes != planes * self.expansion
+        self.shortcut = conv1x1(in_planes, planes * self.expansion, stride) if changes_shape else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        activated = F.relu(self.bn1(x))
+        identity = x if self.shortcut is None else self.shortcut(activated)
+        out = self.conv1(activated)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + identity
+
+
+class PreActBottleneck(nn.Module):
+    """The pre-activation bottleneck: BN-ReLU before each of 1x1 reduce, 3x3, 1x1 expand (x4)."""
+
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = conv1x1(in_planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        changes_shape = stride != 1 or in_planes != planes * self.expansion
+        self.shortcut = conv1x1(in_planes, planes * self.expansion, stride) if changes_shape else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        activated = F.relu(self.bn1(x))
+        identity = x if self.shortcut is None else self.shortcut(activated)
+        out = self.conv1(activated)
+        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv3(F.relu(self.bn3(out)))
+        return out + identity
+
+
+class PreActResNet(nn.Module):
+    """A pre-activation ResNet: a bare 3x3 stem convolution (its BN-ReLU is the first block's),
+    the stages, then the final BN-ReLU that the last block leaves out, pooling and the classifier.
+
+    The final BN-ReLU is the paper's; kuangliu/pytorch-cifar's PreActResNet18 omits it (1,024
+    parameters fewer) and so pools a sum that was never normalised.
+    """
+
+    def __init__(
+        self,
+        block: type[PreActBlock] | type[PreActBottleneck],
+        num_blocks: Sequence[int],
+        widths: Sequence[int],
+        num_classes: int = 10,
+        stem_width: int | None = None,
+    ):
+        super().__init__()
+        if len(num_blocks) != len(widths):
+            raise ValueError("num_blocks and widths must have the same length")
+        in_planes = widths[0] if stem_width is None else stem_width
+        self.conv1 = conv3x3(3, in_planes)
+        stages = []
+        for index, (blocks, width) in enumerate(zip(num_blocks, widths, strict=True)):
+            layers = []
+            for block_stride in [1 if index == 0 else 2] + [1] * (blocks - 1):
+                layers.append(block(in_planes, width, block_stride))
+                in_planes = width * block.expansion
+            stages.append(nn.Sequential(*layers))
+        self.layers = nn.Sequential(*stages)
+        self.bn = nn.BatchNorm2d(in_planes)
+        self.fc = nn.Linear(in_planes, num_classes)
+        for module in self.modules():
+            # He et al. 2016 and the WRN authors initialise from a normal of variance 2 / fan-out.
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(self.conv1(x))
+        out = F.relu(self.bn(out))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.fc(out)
+
+
 def _init_cifar_paper(model: nn.Module) -> nn.Module:
     # He et al. 2015 train the 6n+2 nets from He (Kaiming) normal initialisation.
     for module in model.modules():
@@ -154,19 +249,41 @@ def _cifar_paper(depth: int) -> Callable[[int], ResNet]:
     )
 
 
-_BUILDERS: dict[str, Callable[[int], ResNet]] = {
+def _preact_imagenet_family(block, num_blocks) -> Callable[[int], PreActResNet]:
+    return lambda num_classes: PreActResNet(block, num_blocks, (64, 128, 256, 512), num_classes)
+
+
+def _preact_cifar_paper(depth: int) -> Callable[[int], PreActResNet]:
+    # He et al. 2016's CIFAR nets: 9n+2 layers of bottlenecks, outputs 64-128-256, stem 16 wide.
+    n = (depth - 2) // 9
+    return lambda num_classes: PreActResNet(PreActBottleneck, (n, n, n), (16, 32, 64), num_classes, stem_width=16)
+
+
+def _wide(depth: int, widen: int) -> Callable[[int], PreActResNet]:
+    # WRN-depth-widen: 6n+4 layers of pre-activation basic blocks 16k-32k-64k wide, stem 16 wide.
+    n = (depth - 4) // 6
+    widths = (16 * widen, 32 * widen, 64 * widen)
+    return lambda num_classes: PreActResNet(PreActBlock, (n, n, n), widths, num_classes, stem_width=16)
+
+
+_BUILDERS: dict[str, Callable[[int], nn.Module]] = {
     "resnet18": _imagenet_family(ResidualBlock, (2, 2, 2, 2)),
     "resnet34": _imagenet_family(ResidualBlock, (3, 4, 6, 3)),
     "resnet50": _imagenet_family(Bottleneck, (3, 4, 6, 3)),
     "resnet101": _imagenet_family(Bottleneck, (3, 4, 23, 3)),
     "resnet152": _imagenet_family(Bottleneck, (3, 8, 36, 3)),
     **{f"resnet{depth}": _cifar_paper(depth) for depth in (20, 32, 44, 56, 110, 1202)},
+    "preact-resnet18": _preact_imagenet_family(PreActBlock, (2, 2, 2, 2)),
+    "preact-resnet34": _preact_imagenet_family(PreActBlock, (3, 4, 6, 3)),
+    "preact-resnet164": _preact_cifar_paper(164),
+    "preact-resnet1001": _preact_cifar_paper(1001),
+    **{f"wrn-{depth}-{widen}": _wide(depth, widen) for depth, widen in ((16, 8), (28, 2), (28, 10), (40, 2), (40, 4))},
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def modeltype(name: str, num_classes: int = 10) -> ResNet:
+def modeltype(name: str, num_classes: int = 10) -> nn.Module:
     """Build the named ResNet; raises ValueError naming the valid models."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")

@@ -64,7 +64,7 @@ def recipe_values(name: str, model: str) -> dict[str, Any]:
     recipe = RECIPES[name]
     if recipe.models is not None and model not in recipe.models:
         raise UserError(f"--recipe {name} is for {', '.join(recipe.models)}; got --model {model} "
-                        f"(use --recipe standard or fast for the ImageNet-style ResNets)")
+                        f"(use --recipe standard or fast for the other models)")
     return {**recipe.values, **recipe.per_model.get(model, {})}
 
 

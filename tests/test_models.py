@@ -1,12 +1,19 @@
 import pytest
 import torch
 
-from models import MODEL_NAMES, Bottleneck, ResidualBlock, ResNet, modeltype
+from models import MODEL_NAMES, Bottleneck, PreActBlock, PreActBottleneck, ResidualBlock, ResNet, modeltype
 
+# The pre-activation and wide nets' counts are the published ones: ResNetV2-18 11,172,170,
+# pre-activation ResNet-164 1,703,258 and -1001 10,327,706, WRN-28-2 1,467,610, WRN-28-10
+# 36,479,194, WRN-40-2 2,243,546 (osmr/imgclsmob's CIFAR-10 tables; the WRN paper: 11.0M for
+# WRN-16-8, 8.9M for WRN-40-4).
 PARAMS = {
     "resnet18": 11_173_962, "resnet34": 21_282_122, "resnet50": 23_520_842,
     "resnet101": 42_512_970, "resnet152": 58_156_618, "resnet20": 269_722, "resnet32": 464_154,
     "resnet44": 658_586, "resnet56": 853_018, "resnet110": 1_727_962, "resnet1202": 19_421_274,
+    "preact-resnet18": 11_172_170, "preact-resnet34": 21_280_330, "preact-resnet164": 1_703_258,
+    "preact-resnet1001": 10_327_706, "wrn-16-8": 10_961_370, "wrn-28-2": 1_467_610, "wrn-28-10": 36_479_194,
+    "wrn-40-2": 2_243_546, "wrn-40-4": 8_949_210,
 }
 
 
@@ -71,3 +78,50 @@ def test_projection_shortcut_only_where_shape_changes():
     blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
     assert all(not isinstance(b.shortcut, torch.nn.Identity) for b in blocks)  # 8 -> 32 channels, then stride 2
     assert isinstance(ResidualBlock(8, 8).shortcut, torch.nn.Identity)
+
+
+def zero_convolutions(block: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for module in block.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.zero_()
+
+
+@pytest.mark.parametrize("block", [PreActBlock(8, 8), PreActBottleneck(32, 8)])
+def test_a_pre_activation_block_passes_its_input_through_unchanged(block):
+    # With the residual branch silenced, a pre-activation block is the identity: nothing follows
+    # the addition (He et al. 2016). The original block's final ReLU clips the negative half.
+    zero_convolutions(block)
+    x = torch.randn(2, block.bn1.num_features, 8, 8)
+    assert torch.equal(block(x), x)
+    original = ResidualBlock(8, 8)
+    zero_convolutions(original)
+    x = torch.randn(2, 8, 8, 8)
+    assert torch.equal(original(x), torch.relu(x)) and not torch.equal(torch.relu(x), x)
+
+
+def test_a_pre_activation_projection_sees_the_activated_input():
+    block = PreActBlock(8, 16, stride=2)
+    x = torch.randn(2, 8, 8, 8)
+    expected = block.shortcut(torch.relu(block.bn1(x)))
+    zero_convolutions(block.conv1)
+    zero_convolutions(block.conv2)
+    assert torch.equal(block(x), expected)
+    assert expected.shape == (2, 16, 4, 4)
+
+
+def test_wide_resnet_28_10_has_the_papers_shape():
+    model = modeltype("wrn-28-10")
+    assert model.conv1.out_channels == 16
+    assert [len(stage) for stage in model.layers] == [4, 4, 4]
+    assert [stage[0].conv1.out_channels for stage in model.layers] == [160, 320, 640]
+    assert [stage[0].conv1.stride for stage in model.layers] == [(1, 1), (2, 2), (2, 2)]
+    assert model.layers[0][0].shortcut is not None and model.layers[0][1].shortcut is None  # 16 -> 160 wide
+    assert model.fc.in_features == 640
+
+
+def test_pre_activation_resnet164_is_three_stages_of_18_bottlenecks():
+    model = modeltype("preact-resnet164")
+    assert [len(stage) for stage in model.layers] == [18, 18, 18]
+    assert all(isinstance(block, PreActBottleneck) for stage in model.layers for block in stage)
+    assert model.fc.in_features == 256

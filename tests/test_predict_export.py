@@ -161,3 +161,23 @@ def test_export_without_its_package_names_it(checkpoint, tmp_path, capsys, monke
     code, _, err = run_cli(capsys, "--mode", "export", "--checkpoint", checkpoint, "--format", "onnx",
                            "--output", tmp_path / "m.onnx")
     assert code == 2 and err == "error: --format onnx needs onnxruntime: pip install onnxruntime\n"
+
+
+def test_a_wide_resnet_trains_evaluates_and_exports(tmp_path, capsys):
+    # The pre-activation nets come through the same factory, checkpoint and export paths.
+    from conftest import write_batches
+
+    data_dir = write_batches(tmp_path / "data" / "cifar-10-batches-py").parent
+    args = tiny_train_args(data_dir, tmp_path / "run", "--epochs", "1")
+    args[args.index("resnet20")] = "wrn-28-2"
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    assert "training wrn-28-2 (1,467,610 parameters)" in out
+    checkpoint = tmp_path / "run" / "last.pt"
+    code, out, err = run_cli(capsys, "--mode", "eval", "--checkpoint", checkpoint)
+    assert code == 0, err
+    assert out.startswith("wrn-28-2 (raw weights, tta none) on 100 test images")
+    code, out, err = run_cli(capsys, "--mode", "export", "--checkpoint", checkpoint, "--format", "pt2",
+                             "--output", tmp_path / "wrn.pt2")
+    assert code == 0, err
+    assert "64 test images match PyTorch's" in out

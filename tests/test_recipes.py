@@ -162,6 +162,10 @@ def test_help_lists_each_recipe(capsys):
     (["--recipe", "paper", "--model", "resnet18"],
      "error: --recipe paper is for resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202; "
      "got --model resnet18"),
+    (["--recipe", "paper", "--model", "preact-resnet164"],  # He et al. 2016's nets: not the 2015 schedule's
+     "error: --recipe paper is for resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202; "
+     "got --model preact-resnet164"),
+    (["--model", "wrn-28-12"], "error: argument --model: invalid choice: 'wrn-28-12'"),
     (["--recipe", "cifar"], "error: argument --recipe: invalid choice: 'cifar'"),
     (["--epochs", "3", "--iterations", "100"], "error: --epochs and --iterations both set the run's length"),
     (["--cutout", "40"], "error: argument --cutout: expected an integer from 0 (off) to 32, got '40'"),
