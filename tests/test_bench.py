@@ -212,3 +212,16 @@ def test_epoch_end_times_every_variant():
     assert set(report["seconds"]) == {"steps alone", "foreground save alone", "foreground save + steps",
                                       "background save + steps + wait"}
     assert all(v > 0 for v in report["seconds"].values()) and report["plot_seconds"] > 0
+
+
+def test_model_cost_counts_a_convolutions_multiply_adds_and_resnet20s():
+    from torch import nn
+
+    import model_cost
+
+    # One 3x3 convolution, 3 -> 16 channels, on 32x32: one multiply-add per output value and tap.
+    assert model_cost.forward_macs(nn.Conv2d(3, 16, 3, padding=1, bias=False)) == 32 * 32 * 16 * 3 * 9
+    (row,) = model_cost.cost_rows(["resnet20"])
+    assert row["params"] == 269_722
+    assert 40e6 < row["macs"] < 42e6  # the paper's ResNet-20: ~41M multiply-adds
+    assert "| resnet20 | 269,722 | 0.041 G | – |" in model_cost.table([row])
