@@ -43,6 +43,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     nesterov: bool = False
     label_smoothing: float = 0.0
+    dropout: float = 0.0  # between a pre-activation basic block's convolutions (Wide ResNets)
     scheduler: str = "plateau"
     milestones: tuple[int, ...] = (100, 150)
     milestone_unit: str = "epochs"

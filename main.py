@@ -34,7 +34,7 @@ from config import (
 )
 from errors import UserError
 from exporting import FORMATS
-from models import MODEL_NAMES
+from models import DROPOUT_MODELS, MODEL_NAMES
 from recipes import RECIPE_NAMES, describe_recipes
 
 MODES = ("train", "eval", "predict", "export", "summary")
@@ -145,6 +145,9 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
                        help="Nesterov momentum (--no-nesterov turns off a recipe's)")
     group.add_argument("--label-smoothing", type=unit_interval, default=default(defaults.label_smoothing),
                        help="cross-entropy label smoothing")
+    group.add_argument("--dropout", type=unit_interval, default=default(defaults.dropout), metavar="P",
+                       help=f"dropout between the two convolutions of each block ({', '.join(DROPOUT_MODELS)}); "
+                            f"0: off")
     group.add_argument("--clip-grad-norm", type=positive_float, default=default(None), metavar="MAX_NORM",
                        help="clip the global gradient norm")
     group.add_argument("--scheduler", choices=SCHEDULERS, default=default(defaults.scheduler),
@@ -228,8 +231,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         # Absolute, so that eval from another folder finds the data through the checkpoint.
         model=args.model, recipe=args.recipe, data_dir=str(Path(args.data_dir).absolute()), download=args.download,
         run_dir=args.run_dir, epochs=args.epochs, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay, nesterov=args.nesterov, label_smoothing=args.label_smoothing,
+        momentum=args.momentum, weight_decay=args.weight_decay, nesterov=args.nesterov,
+        label_smoothing=args.label_smoothing, dropout=args.dropout,
         scheduler=args.scheduler, milestones=tuple(args.milestones), milestone_unit=args.milestone_unit,
         step_size=args.step_size, gamma=args.gamma, plateau_patience=args.plateau_patience,
         warmup_epochs=args.warmup_epochs, warmup_steps=args.warmup_steps, warmup_style=args.warmup_style,
@@ -277,35 +280,34 @@ def export_config_from_args(args: argparse.Namespace, explicit: set[str]) -> Exp
                         data_dir=args.data_dir if "data_dir" in explicit else None, weights=args.weights)
 
 
-# Options that only some modes use, with a hint for the option the user probably meant; any other
-# mode refuses them rather than silently ignoring them.
-MODE_OPTIONS = {
-    "checkpoint": (("eval", "predict", "export"), "; to continue training use --resume PATH"),
-    "output": (("eval", "predict", "export", "summary"), ""),
-    "weights": (("eval", "predict", "export"), ""),
-    "report_dir": (("eval",), ""),
-    "split": (("eval",), ""),
-    "top_k": (("predict",), ""),
-    "format": (("export",), ""),
-    "paths": (("predict", "summary"), ""),
-    "resume": (("train",), "; to evaluate a checkpoint use --checkpoint PATH"),
-    "run_dir": (("train",), ""),
-    "seeds": (("train",), ""),
-    "recipe": (("train",), ""),
-    "tensorboard": (("train",), ""),
-    "sync_bn": (("train",), ""),
-    "dist_timeout": (("train",), ""),
-    "eval_every": (("train",), ""),
+# The options each mode other than train reads; train reads every other one. A mode refuses an
+# option it does not read rather than silently ignoring it.
+MODE_READS = {
+    "eval": {"checkpoint", "data_dir", "download", "device", "precision", "channels_last", "output", "quiet",
+             "weights", "tta", "split", "report_dir", "model"},
+    "predict": {"checkpoint", "paths", "top_k", "output", "device", "weights"},
+    "export": {"checkpoint", "format", "output", "data_dir", "weights"},
+    "summary": {"paths", "output"},
 }
+# The option the user probably meant, where one is taken for another.
+MODE_HINTS = {"checkpoint": "; to continue training use --resume PATH",
+              "resume": "; to evaluate a checkpoint use --checkpoint PATH"}
+NOT_FOR_TRAINING = {"checkpoint", "output", "weights", "report_dir", "split", "top_k", "format", "paths"}
+
+
+def modes_reading(dest: str) -> tuple[str, ...]:
+    return tuple(mode for mode in MODES if dest in MODE_READS.get(mode, ()) or
+                 (mode == "train" and dest not in NOT_FOR_TRAINING))
 
 
 def check_mode_options(mode: str, explicit: set[str]) -> None:
     """Refuse an option that the chosen mode does not use."""
-    for dest, (modes, hint) in MODE_OPTIONS.items():
-        if dest in explicit and mode not in modes:
+    for dest in sorted(explicit - {"mode"}):
+        modes = modes_reading(dest)
+        if mode not in modes:
             flag = "image or run-directory paths" if dest == "paths" else "--" + dest.replace("_", "-")
             owners = " or ".join(f"--mode {m}" for m in modes)
-            raise UsageError(f"{flag} {'are' if dest == 'paths' else 'is'} for {owners}{hint}")
+            raise UsageError(f"{flag} {'are' if dest == 'paths' else 'is'} for {owners}{MODE_HINTS.get(dest, '')}")
 
 
 def rank_prefix(environ) -> str:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ResidualBlock", "Bottleneck", "ResNet", "PreActBlock", "PreActBottleneck", "PreActResNet", "MODEL_NAMES",
-           "modeltype"]
+           "WIDE_MODELS", "DROPOUT_MODELS", "modeltype"]
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -145,11 +145,14 @@ class PreActBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, dropout: float = 0.0):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn2 = nn.BatchNorm2d(planes)
+        # The WRN authors' dropout, between the two convolutions; it holds no weights, so a
+        # checkpoint loads into the block built with or without it.
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = conv3x3(planes, planes)
         changes_shape = stride != 1 or in_planes != planes * self.expansion
         self.shortcut = conv1x1(in_planes, planes * self.expansion, stride) if changes_shape else None
@@ -158,7 +161,7 @@ class PreActBlock(nn.Module):
         activated = F.relu(self.bn1(x))
         identity = x if self.shortcut is None else self.shortcut(activated)
         out = self.conv1(activated)
-        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv2(self.dropout(F.relu(self.bn2(out))))
         return out + identity
 
 
@@ -202,17 +205,21 @@ class PreActResNet(nn.Module):
         widths: Sequence[int],
         num_classes: int = 10,
         stem_width: int | None = None,
+        dropout: float = 0.0,
     ):
         super().__init__()
         if len(num_blocks) != len(widths):
             raise ValueError("num_blocks and widths must have the same length")
+        if dropout and block is not PreActBlock:
+            raise ValueError("dropout is placed between a basic block's two convolutions: use PreActBlock")
+        extra = {"dropout": dropout} if dropout else {}
         in_planes = widths[0] if stem_width is None else stem_width
         self.conv1 = conv3x3(3, in_planes)
         stages = []
         for index, (blocks, width) in enumerate(zip(num_blocks, widths, strict=True)):
             layers = []
             for block_stride in [1 if index == 0 else 2] + [1] * (blocks - 1):
-                layers.append(block(in_planes, width, block_stride))
+                layers.append(block(in_planes, width, block_stride, **extra))
                 in_planes = width * block.expansion
             stages.append(nn.Sequential(*layers))
         self.layers = nn.Sequential(*stages)
@@ -249,8 +256,9 @@ def _cifar_paper(depth: int) -> Callable[[int], ResNet]:
     )
 
 
-def _preact_imagenet_family(block, num_blocks) -> Callable[[int], PreActResNet]:
-    return lambda num_classes: PreActResNet(block, num_blocks, (64, 128, 256, 512), num_classes)
+def _preact_imagenet_family(num_blocks) -> Callable[..., PreActResNet]:
+    return lambda num_classes, dropout=0.0: PreActResNet(PreActBlock, num_blocks, (64, 128, 256, 512), num_classes,
+                                                        dropout=dropout)
 
 
 def _preact_cifar_paper(depth: int) -> Callable[[int], PreActResNet]:
@@ -259,34 +267,45 @@ def _preact_cifar_paper(depth: int) -> Callable[[int], PreActResNet]:
     return lambda num_classes: PreActResNet(PreActBottleneck, (n, n, n), (16, 32, 64), num_classes, stem_width=16)
 
 
-def _wide(depth: int, widen: int) -> Callable[[int], PreActResNet]:
+def _wide(depth: int, widen: int) -> Callable[..., PreActResNet]:
     # WRN-depth-widen: 6n+4 layers of pre-activation basic blocks 16k-32k-64k wide, stem 16 wide.
     n = (depth - 4) // 6
     widths = (16 * widen, 32 * widen, 64 * widen)
-    return lambda num_classes: PreActResNet(PreActBlock, (n, n, n), widths, num_classes, stem_width=16)
+    return lambda num_classes, dropout=0.0: PreActResNet(PreActBlock, (n, n, n), widths, num_classes, stem_width=16,
+                                                        dropout=dropout)
 
 
-_BUILDERS: dict[str, Callable[[int], nn.Module]] = {
+WIDE_MODELS = tuple(f"wrn-{depth}-{widen}" for depth, widen in ((16, 8), (28, 2), (28, 10), (40, 2), (40, 4)))
+# The nets of pre-activation basic blocks, where --dropout has its place.
+DROPOUT_MODELS = ("preact-resnet18", "preact-resnet34", *WIDE_MODELS)
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18": _imagenet_family(ResidualBlock, (2, 2, 2, 2)),
     "resnet34": _imagenet_family(ResidualBlock, (3, 4, 6, 3)),
     "resnet50": _imagenet_family(Bottleneck, (3, 4, 6, 3)),
     "resnet101": _imagenet_family(Bottleneck, (3, 4, 23, 3)),
     "resnet152": _imagenet_family(Bottleneck, (3, 8, 36, 3)),
     **{f"resnet{depth}": _cifar_paper(depth) for depth in (20, 32, 44, 56, 110, 1202)},
-    "preact-resnet18": _preact_imagenet_family(PreActBlock, (2, 2, 2, 2)),
-    "preact-resnet34": _preact_imagenet_family(PreActBlock, (3, 4, 6, 3)),
+    "preact-resnet18": _preact_imagenet_family((2, 2, 2, 2)),
+    "preact-resnet34": _preact_imagenet_family((3, 4, 6, 3)),
     "preact-resnet164": _preact_cifar_paper(164),
     "preact-resnet1001": _preact_cifar_paper(1001),
-    **{f"wrn-{depth}-{widen}": _wide(depth, widen) for depth, widen in ((16, 8), (28, 2), (28, 10), (40, 2), (40, 4))},
+    **{name: _wide(*map(int, name.split("-")[1:])) for name in WIDE_MODELS},
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def modeltype(name: str, num_classes: int = 10) -> nn.Module:
-    """Build the named ResNet; raises ValueError naming the valid models."""
+def modeltype(name: str, num_classes: int = 10, dropout: float = 0.0) -> nn.Module:
+    """Build the named ResNet; raises ValueError naming the valid models (and, for dropout, the
+    models that take it)."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-    return _BUILDERS[name](num_classes)
+    if not dropout:
+        return _BUILDERS[name](num_classes)
+    if name not in DROPOUT_MODELS:
+        raise ValueError(f"dropout is for the nets of pre-activation basic blocks ({', '.join(DROPOUT_MODELS)}), "
+                         f"not {name}")
+    return _BUILDERS[name](num_classes, dropout=dropout)

@@ -12,6 +12,7 @@ from typing import Any
 
 from config import TrainConfig
 from errors import UserError
+from models import DROPOUT_MODELS, WIDE_MODELS
 
 PAPER_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
 
@@ -55,6 +56,15 @@ RECIPES: dict[str, Recipe] = {
         # Cutout cost resnet20 3.1 points at a 3-epoch budget (65.06% with, 68.17% without; bench/README.md).
         per_model={"resnet18": dict(epochs=26), **{name: dict(cutout=0) for name in PAPER_MODELS}},
     ),
+    "wrn": Recipe(
+        summary="Zagoruyko & Komodakis 2016 for the wide nets: Nesterov SGD (momentum 0.9), weight decay 5e-4, "
+                "batch 128, lr 0.1 multiplied by 0.2 at epochs 60, 120 and 160, 200 epochs, dropout 0.3, "
+                "crop (reflect pad 4) + flip",
+        values=dict(epochs=200, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                    scheduler="multistep", milestones=(60, 120, 160), gamma=0.2,
+                    dropout=0.3, translate_pad="reflect"),
+        models=WIDE_MODELS,
+    ),
 }
 RECIPE_NAMES = tuple(RECIPES)
 
@@ -64,7 +74,7 @@ def recipe_values(name: str, model: str) -> dict[str, Any]:
     recipe = RECIPES[name]
     if recipe.models is not None and model not in recipe.models:
         raise UserError(f"--recipe {name} is for {', '.join(recipe.models)}; got --model {model} "
-                        f"(use --recipe standard or fast for the other models)")
+                        f"(--recipe standard and fast take any model)")
     return {**recipe.values, **recipe.per_model.get(model, {})}
 
 
@@ -72,14 +82,18 @@ def apply_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
     """config with its recipe's values, except where the user typed the option.
 
     A typed --epochs overrides a recipe's --iterations (the two say the same thing); typing both
-    is refused.
+    is refused, as is --dropout for a model without a place for it.
     """
     if {"epochs", "iterations"} <= explicit:
         raise UserError("--epochs and --iterations both set the run's length; give one of them")
     values = {k: v for k, v in recipe_values(config.recipe, config.model).items() if k not in explicit}
     if "epochs" in explicit:
         values["iterations"] = None
-    return replace(config, **values)
+    resolved = replace(config, **values)
+    if resolved.dropout and resolved.model not in DROPOUT_MODELS:
+        raise UserError(f"--dropout is for the nets of pre-activation basic blocks ({', '.join(DROPOUT_MODELS)}); "
+                        f"got --model {resolved.model}")
+    return resolved
 
 
 def describe_recipes() -> str:

@@ -135,7 +135,7 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
             mine = shard(split, dist)
             eval_loaders[name] = BatchLoader(mine, max(1, min(eval_batch, len(mine))), device, normalizer,
                                              channels_last, train=False)
-    model = modeltype(config.model, config.num_classes).to(device)
+    model = modeltype(config.model, config.num_classes, config.dropout).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if model_state is not None:

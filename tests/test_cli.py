@@ -3,6 +3,8 @@ import os
 
 import pytest
 
+import main as cli
+
 from helpers import read_metrics, run_cli, tiny_train_args
 
 
@@ -77,13 +79,25 @@ BAD_ARGS = [
     (["--eval-every", "-1"], "argument --eval-every: expected an integer >= 0, got '-1'"),
     (["--mode", "eval", "--checkpoint", "x.pt", "--eval-every", "2"], "--eval-every is for --mode train"),
     (["--mode", "eval", "--checkpoint", "x.pt", "--sync-bn"], "--sync-bn is for --mode train"),
+    # Training options are refused by the other modes, not ignored.
+    (["--mode", "eval", "--checkpoint", "x.pt", "--lr", "0.1"], "--lr is for --mode train"),
+    (["--mode", "eval", "--checkpoint", "x.pt", "--epochs", "5"], "--epochs is for --mode train"),
+    (["--mode", "predict", "--checkpoint", "x.pt", "a.png", "--tta", "flip"],
+     "--tta is for --mode train or --mode eval"),
+    (["--mode", "export", "--checkpoint", "x.pt", "--format", "onnx", "--output", "m", "--device", "cpu"],
+     "--device is for --mode train or --mode eval or --mode predict"),
+    (["--mode", "summary", "runs/a", "--model", "resnet20"], "--model is for --mode train or --mode eval"),
 ]
 
 
 @pytest.mark.parametrize("args,message", BAD_ARGS, ids=[" ".join(a) for a, _ in BAD_ARGS])
 def test_bad_arguments_exit_2_with_one_line(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli(capsys, *args, "--data-dir", tmp_path / "nothing", "--no-download")
+    mode = args[args.index("--mode") + 1] if "--mode" in args else "train"
+    # Never a download, in the modes that read data (the others refuse the options).
+    offline = [*(["--data-dir", tmp_path / "nothing"] if mode in cli.modes_reading("data_dir") else []),
+               *(["--no-download"] if mode in cli.modes_reading("download") else [])]
+    code, out, err = run_cli(capsys, *args, *offline)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert message in err
@@ -156,6 +170,12 @@ def test_the_program_ends_without_teardown_but_with_its_output_and_exit_code():
     env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # pipes: block-buffered
     run = [sys.executable, "main.py"]
     helped = subprocess.run([*run, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert helped.returncode == 0 and helped.stdout.rstrip().endswith("26 epochs (resnet18), 30 (others)")
+    assert helped.returncode == 0 and helped.stdout.rstrip().endswith("(reflect pad 4) + flip")  # the last recipe's
     failed = subprocess.run([*run, "--mode", "eval"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and failed.stderr.startswith("error: ")
+
+
+def test_every_option_is_read_by_some_mode():
+    dests = set(vars(cli.parse_args([]))) - {"mode"}
+    assert all(cli.modes_reading(dest) for dest in dests)
+    assert set().union(*cli.MODE_READS.values()) <= dests

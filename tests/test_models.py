@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from models import MODEL_NAMES, Bottleneck, PreActBlock, PreActBottleneck, ResidualBlock, ResNet, modeltype
+from models import (
+    DROPOUT_MODELS,
+    MODEL_NAMES,
+    Bottleneck,
+    PreActBlock,
+    PreActBottleneck,
+    ResidualBlock,
+    ResNet,
+    modeltype,
+)
 
 # The pre-activation and wide nets' counts are the published ones: ResNetV2-18 11,172,170,
 # pre-activation ResNet-164 1,703,258 and -1001 10,327,706, WRN-28-2 1,467,610, WRN-28-10
@@ -125,3 +134,27 @@ def test_pre_activation_resnet164_is_three_stages_of_18_bottlenecks():
     assert [len(stage) for stage in model.layers] == [18, 18, 18]
     assert all(isinstance(block, PreActBottleneck) for stage in model.layers for block in stage)
     assert model.fc.in_features == 256
+
+
+def test_dropout_acts_in_training_only_and_leaves_the_weights_alone():
+    torch.manual_seed(0)
+    with_dropout = modeltype("wrn-16-8", dropout=0.3)
+    without = modeltype("wrn-16-8")
+    assert with_dropout.state_dict().keys() == without.state_dict().keys()  # checkpoints load either way
+    without.load_state_dict(with_dropout.state_dict())
+    x = torch.randn(4, 3, 32, 32)
+    with_dropout.eval(), without.eval()
+    with torch.no_grad():
+        assert torch.equal(with_dropout(x), without(x))
+        with_dropout.train()
+        torch.manual_seed(1)
+        first = with_dropout.layers[0][0](with_dropout.conv1(x))
+        torch.manual_seed(2)
+        assert not torch.equal(first, with_dropout.layers[0][0](with_dropout.conv1(x)))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18", "preact-resnet164"])
+def test_dropout_is_refused_where_it_has_no_place(name):
+    assert name not in DROPOUT_MODELS
+    with pytest.raises(ValueError, match=f"dropout is for the nets of pre-activation basic blocks .*, not {name}"):
+        modeltype(name, dropout=0.3)

@@ -82,6 +82,18 @@ def test_standard_and_fast_recipes():
                                                                                          True]
 
 
+def test_wrn_recipe_resolves_to_zagoruyko_and_komodakis():
+    config = resolved(["--model", "wrn-28-10", "--recipe", "wrn"])
+    assert (config.epochs, config.batch_size, config.lr, config.momentum, config.nesterov, config.weight_decay) == (
+        200, 128, 0.1, 0.9, True, 5e-4)
+    assert (config.scheduler, config.milestones, config.milestone_unit, config.gamma) == (
+        "multistep", (60, 120, 160), "epochs", 0.2)
+    assert (config.dropout, config.translate_pad, config.cutout) == (0.3, "reflect", 0)
+    schedule = LRSchedule(config, steps_per_epoch=390)
+    lrs = [schedule.lr(epoch, 0) for epoch in (0, 59, 60, 119, 120, 160, 199)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.02, 0.02, 0.004, 0.0008, 0.0008])
+
+
 def test_triangular_schedule():
     schedule = LRSchedule(TrainConfig(lr=0.4, epochs=10, scheduler="triangular"), steps_per_epoch=10)
     assert schedule.lr(0, 0) == pytest.approx(0.08)  # 0.2x the peak
@@ -102,6 +114,7 @@ OVERRIDES = {
     "warmup_steps": (["--warmup-steps", "9"], 9), "warmup_style": (["--warmup-style", "linear"], "linear"),
     "translate_pad": (["--translate-pad", "zeros"], "zeros"), "cutout": (["--cutout", "3"], 3),
     "tta": (["--tta", "flip"], "flip"), "eval_every": (["--eval-every", "2"], 2),
+    "dropout": (["--dropout", "0.1"], 0.1),
 }
 RECIPE_FIELDS = sorted({(name, model, field) for name, recipe in RECIPES.items()
                         for model, values in [("", recipe.values), *recipe.per_model.items()] for field in values})
@@ -109,7 +122,7 @@ RECIPE_FIELDS = sorted({(name, model, field) for name, recipe in RECIPES.items()
 
 @pytest.mark.parametrize("recipe,model,field", RECIPE_FIELDS)
 def test_every_recipe_value_is_overridable_by_its_flag(recipe, model, field):
-    model = model or ("resnet20" if RECIPES[recipe].models else "resnet18")
+    model = model or (RECIPES[recipe].models or ("resnet18",))[0]
     base = ["--recipe", recipe, "--model", model]
     value = getattr(resolved(base), field)
     if isinstance(value, bool):
@@ -166,6 +179,13 @@ def test_help_lists_each_recipe(capsys):
      "error: --recipe paper is for resnet20, resnet32, resnet44, resnet56, resnet110, resnet1202; "
      "got --model preact-resnet164"),
     (["--model", "wrn-28-12"], "error: argument --model: invalid choice: 'wrn-28-12'"),
+    (["--recipe", "wrn", "--model", "preact-resnet18"],
+     "error: --recipe wrn is for wrn-16-8, wrn-28-2, wrn-28-10, wrn-40-2, wrn-40-4; got --model preact-resnet18 "
+     "(--recipe standard and fast take any model)"),
+    (["--model", "resnet20", "--dropout", "0.3"],
+     "error: --dropout is for the nets of pre-activation basic blocks (preact-resnet18, preact-resnet34, wrn-16-8, "
+     "wrn-28-2, wrn-28-10, wrn-40-2, wrn-40-4); got --model resnet20"),
+    (["--dropout", "1"], "error: argument --dropout: expected a number in [0, 1), got '1'"),
     (["--recipe", "cifar"], "error: argument --recipe: invalid choice: 'cifar'"),
     (["--epochs", "3", "--iterations", "100"], "error: --epochs and --iterations both set the run's length"),
     (["--cutout", "40"], "error: argument --cutout: expected an integer from 0 (off) to 32, got '40'"),
