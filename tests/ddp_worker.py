@@ -34,7 +34,7 @@ from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: E402
 from loader import Normalizer  # noqa: E402
 
 
-def toy_model(name: str, num_classes: int) -> nn.Module:
+def toy_model(name: str, num_classes: int, dropout: float = 0.0) -> nn.Module:
     """No BatchNorm: DDP's averaged gradient then equals the single process's gradient."""
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
                          nn.Linear(8 * 16, num_classes))
