@@ -138,10 +138,16 @@ class ResNet(nn.Module):
         return self.fc(out)
 
 
+def preact_projection(in_planes: int, out_planes: int, stride: int) -> nn.Conv2d | None:
+    """A pre-activation block's shortcut: a 1x1 projection where the shape changes (it sees the
+    pre-activated input), else None for the identity."""
+    return conv1x1(in_planes, out_planes, stride) if stride != 1 or in_planes != out_planes else None
+
+
 class PreActBlock(nn.Module):
     """The pre-activation basic block: BN-ReLU-conv twice, nothing after the addition, so the
     identity path runs clean from block to block (He et al. 2016). Where the shape changes, the
-    1x1 projection sees the pre-activated input, as in the paper's and the WRN authors' code."""
+    1x1 projection sees the pre-activated input, as in the authors' and the WRN authors' code."""
 
     expansion = 1
 
@@ -154,8 +160,7 @@ class PreActBlock(nn.Module):
         # checkpoint loads into the block built with or without it.
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.conv2 = conv3x3(planes, planes)
-        changes_shape = stride != 1 or in_planes != planes * self.expansion
-        self.shortcut = conv1x1(in_planes, planes * self.expansion, stride) if changes_shape else None
+        self.shortcut = preact_projection(in_planes, planes * self.expansion, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = F.relu(self.bn1(x))
@@ -178,8 +183,7 @@ class PreActBottleneck(nn.Module):
         self.conv2 = conv3x3(planes, planes, stride)
         self.bn3 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
-        changes_shape = stride != 1 or in_planes != planes * self.expansion
-        self.shortcut = conv1x1(in_planes, planes * self.expansion, stride) if changes_shape else None
+        self.shortcut = preact_projection(in_planes, planes * self.expansion, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         activated = F.relu(self.bn1(x))
