@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -280,9 +281,12 @@ def export_config_from_args(args: argparse.Namespace, explicit: set[str]) -> Exp
                         data_dir=args.data_dir if "data_dir" in explicit else None, weights=args.weights)
 
 
-# The options each mode other than train reads; train reads every other one. A mode refuses an
-# option it does not read rather than silently ignoring it.
+# The options each mode reads: train, its TrainConfig's fields (but num_classes, which no flag
+# sets) and how the run starts; the others
+# what their config_from_args functions take. A mode refuses an option it does not read rather
+# than silently ignoring it.
 MODE_READS = {
+    "train": {field.name for field in dataclasses.fields(TrainConfig)} - {"num_classes"} | {"resume", "seeds"},
     "eval": {"checkpoint", "data_dir", "download", "device", "precision", "channels_last", "output", "quiet",
              "weights", "tta", "split", "report_dir", "model"},
     "predict": {"checkpoint", "paths", "top_k", "output", "device", "weights"},
@@ -292,12 +296,10 @@ MODE_READS = {
 # The option the user probably meant, where one is taken for another.
 MODE_HINTS = {"checkpoint": "; to continue training use --resume PATH",
               "resume": "; to evaluate a checkpoint use --checkpoint PATH"}
-NOT_FOR_TRAINING = {"checkpoint", "output", "weights", "report_dir", "split", "top_k", "format", "paths"}
 
 
 def modes_reading(dest: str) -> tuple[str, ...]:
-    return tuple(mode for mode in MODES if dest in MODE_READS.get(mode, ()) or
-                 (mode == "train" and dest not in NOT_FOR_TRAINING))
+    return tuple(mode for mode in MODES if dest in MODE_READS[mode])
 
 
 def check_mode_options(mode: str, explicit: set[str]) -> None:

@@ -96,6 +96,23 @@ class Bottleneck(nn.Module):
         return F.relu(out)
 
 
+def make_stages(block, num_blocks: Sequence[int], widths: Sequence[int], in_planes: int,
+                **block_options) -> tuple[nn.Sequential, int]:
+    """The stages of a ResNet: num_blocks[i] blocks widths[i] wide; the first stage keeps the
+    input's resolution, each later one halves it in its first block. Returns the stages and the
+    width they end with (widths[-1] x the block's expansion)."""
+    if len(num_blocks) != len(widths):
+        raise ValueError("num_blocks and widths must have the same length")
+    stages = []
+    for index, (blocks, width) in enumerate(zip(num_blocks, widths, strict=True)):
+        layers = []
+        for stride in [1 if index == 0 else 2] + [1] * (blocks - 1):
+            layers.append(block(in_planes, width, stride, **block_options))
+            in_planes = width * block.expansion
+        stages.append(nn.Sequential(*layers))
+    return nn.Sequential(*stages), in_planes
+
+
 class ResNet(nn.Module):
     """A ResNet with the CIFAR stem: 3x3 convolution, stride 1, no max-pool.
 
@@ -112,24 +129,10 @@ class ResNet(nn.Module):
         shortcut: str = "projection",
     ):
         super().__init__()
-        if len(num_blocks) != len(widths):
-            raise ValueError("num_blocks and widths must have the same length")
-        self.in_planes = widths[0]
         self.conv1 = conv3x3(3, widths[0])
         self.bn1 = nn.BatchNorm2d(widths[0])
-        stages = []
-        for index, (blocks, width) in enumerate(zip(num_blocks, widths, strict=True)):
-            stride = 1 if index == 0 else 2
-            stages.append(self._make_layer(block, width, blocks, stride, shortcut))
-        self.layers = nn.Sequential(*stages)
-        self.fc = nn.Linear(widths[-1] * block.expansion, num_classes)
-
-    def _make_layer(self, block, planes: int, blocks: int, stride: int, shortcut: str) -> nn.Sequential:
-        layers = []
-        for block_stride in [stride] + [1] * (blocks - 1):
-            layers.append(block(self.in_planes, planes, block_stride, shortcut))
-            self.in_planes = planes * block.expansion
-        return nn.Sequential(*layers)
+        self.layers, out_planes = make_stages(block, num_blocks, widths, widths[0], shortcut=shortcut)
+        self.fc = nn.Linear(out_planes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))  # (B, w0, 32, 32)
@@ -212,23 +215,14 @@ class PreActResNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        if len(num_blocks) != len(widths):
-            raise ValueError("num_blocks and widths must have the same length")
         if dropout and block is not PreActBlock:
             raise ValueError("dropout is placed between a basic block's two convolutions: use PreActBlock")
-        extra = {"dropout": dropout} if dropout else {}
-        in_planes = widths[0] if stem_width is None else stem_width
-        self.conv1 = conv3x3(3, in_planes)
-        stages = []
-        for index, (blocks, width) in enumerate(zip(num_blocks, widths, strict=True)):
-            layers = []
-            for block_stride in [1 if index == 0 else 2] + [1] * (blocks - 1):
-                layers.append(block(in_planes, width, block_stride, **extra))
-                in_planes = width * block.expansion
-            stages.append(nn.Sequential(*layers))
-        self.layers = nn.Sequential(*stages)
-        self.bn = nn.BatchNorm2d(in_planes)
-        self.fc = nn.Linear(in_planes, num_classes)
+        stem_width = widths[0] if stem_width is None else stem_width
+        self.conv1 = conv3x3(3, stem_width)
+        self.layers, out_planes = make_stages(block, num_blocks, widths, stem_width,
+                                              **({"dropout": dropout} if dropout else {}))
+        self.bn = nn.BatchNorm2d(out_planes)
+        self.fc = nn.Linear(out_planes, num_classes)
         for module in self.modules():
             # He et al. 2016 and the WRN authors initialise from a normal of variance 2 / fan-out.
             if isinstance(module, nn.Conv2d):

@@ -168,8 +168,7 @@ def test_a_wide_resnet_trains_evaluates_and_exports(tmp_path, capsys):
     from conftest import write_batches
 
     data_dir = write_batches(tmp_path / "data" / "cifar-10-batches-py").parent
-    args = tiny_train_args(data_dir, tmp_path / "run", "--epochs", "1")
-    args[args.index("resnet20")] = "wrn-28-2"
+    args = tiny_train_args(data_dir, tmp_path / "run", "--epochs", "1", "--model", "wrn-28-2")  # the last --model wins
     code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     assert "training wrn-28-2 (1,467,610 parameters)" in out
