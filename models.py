@@ -1,7 +1,8 @@
 """ResNets for 32x32 images: the ImageNet family (18-152) with a CIFAR stem, the paper's 6n+2
 CIFAR nets (He et al. 2015, "Deep Residual Learning", section 4.2), their pre-activation
-versions (He et al. 2016, "Identity Mappings in Deep Residual Networks") and the wide ones
-(Zagoruyko & Komodakis 2016, "Wide Residual Networks")."""
+versions (He et al. 2016, "Identity Mappings in Deep Residual Networks"), the wide ones
+(Zagoruyko & Komodakis 2016, "Wide Residual Networks") and the grouped ones (Xie et al. 2017,
+"Aggregated Residual Transformations", ResNeXt-29)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ResidualBlock", "Bottleneck", "ResNet", "PreActBlock", "PreActBottleneck", "PreActResNet", "MODEL_NAMES",
-           "WIDE_MODELS", "DROPOUT_MODELS", "modeltype"]
+           "WIDE_MODELS", "RESNEXT_MODELS", "DROPOUT_MODELS", "modeltype"]
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -74,17 +75,21 @@ class ResidualBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (x4): the block of ResNet-50/101/152."""
+    """1x1 reduce, 3x3, 1x1 expand (x4): the block of ResNet-50/101/152, and with `groups` > 1
+    ResNeXt's (Xie et al. 2017, form C): the 3x3 convolution split into `groups` paths of
+    `base_width` * planes / 64 channels each (torchvision's and the authors' arithmetic)."""
 
     expansion = 4
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "projection"):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "projection", groups: int = 1,
+                 base_width: int = 64):
         super().__init__()
-        self.conv1 = conv1x1(in_planes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * self.expansion)
+        width = int(planes * base_width / 64) * groups
+        self.conv1 = conv1x1(in_planes, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.shortcut = make_shortcut(shortcut, in_planes, planes * self.expansion, stride)
 
@@ -117,7 +122,8 @@ class ResNet(nn.Module):
     """A ResNet with the CIFAR stem: 3x3 convolution, stride 1, no max-pool.
 
     `widths` sets the stage widths (64-128-256-512 for ResNet-18..152, 16-32-64 for the
-    6n+2 nets); the first stage keeps the resolution, each later one halves it.
+    6n+2 nets, 64-128-256 for ResNeXt-29); the first stage keeps the resolution, each later one
+    halves it. `block_options` go to every block (a ResNeXt bottleneck's `groups`, `base_width`).
     """
 
     def __init__(
@@ -127,11 +133,13 @@ class ResNet(nn.Module):
         widths: Sequence[int],
         num_classes: int = 10,
         shortcut: str = "projection",
+        **block_options,
     ):
         super().__init__()
         self.conv1 = conv3x3(3, widths[0])
         self.bn1 = nn.BatchNorm2d(widths[0])
-        self.layers, out_planes = make_stages(block, num_blocks, widths, widths[0], shortcut=shortcut)
+        self.layers, out_planes = make_stages(block, num_blocks, widths, widths[0], shortcut=shortcut,
+                                              **block_options)
         self.fc = nn.Linear(out_planes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,6 +262,21 @@ def _cifar_paper(depth: int) -> Callable[[int], ResNet]:
     )
 
 
+def _resnext29(cardinality: int, base_width: int) -> Callable[[int], ResNet]:
+    # Xie et al. 2017's CIFAR nets: 3 stages of 3 grouped bottlenecks, outputs 256-512-1024, a
+    # 64-wide 3x3 stem, projection shortcuts. The authors' code (facebookresearch/ResNeXt)
+    # initialises convolutions from a normal of variance 2 / fan-out and zeroes the classifier's bias.
+    def build(num_classes: int) -> ResNet:
+        model = ResNet(Bottleneck, (3, 3, 3), (64, 128, 256), num_classes, groups=cardinality, base_width=base_width)
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.zeros_(model.fc.bias)
+        return model
+
+    return build
+
+
 def _preact_imagenet_family(num_blocks) -> Callable[..., PreActResNet]:
     return lambda num_classes, dropout=0.0: PreActResNet(PreActBlock, num_blocks, (64, 128, 256, 512), num_classes,
                                                         dropout=dropout)
@@ -274,6 +297,7 @@ def _wide(depth: int, widen: int) -> Callable[..., PreActResNet]:
 
 
 WIDE_MODELS = tuple(f"wrn-{depth}-{widen}" for depth, widen in ((16, 8), (28, 2), (28, 10), (40, 2), (40, 4)))
+RESNEXT_MODELS = ("resnext29-32x4d", "resnext29-8x64d", "resnext29-16x64d")  # cardinality x width a path
 # The nets of pre-activation basic blocks, where --dropout has its place.
 DROPOUT_MODELS = ("preact-resnet18", "preact-resnet34", *WIDE_MODELS)
 
@@ -289,6 +313,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "preact-resnet164": _preact_cifar_paper(164),
     "preact-resnet1001": _preact_cifar_paper(1001),
     **{name: _wide(*map(int, name.split("-")[1:])) for name in WIDE_MODELS},
+    **{name: _resnext29(*map(int, name.split("-")[1][:-1].split("x"))) for name in RESNEXT_MODELS},
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)

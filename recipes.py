@@ -12,7 +12,7 @@ from typing import Any
 
 from config import TrainConfig
 from errors import UserError
-from models import DROPOUT_MODELS, WIDE_MODELS
+from models import DROPOUT_MODELS, RESNEXT_MODELS, WIDE_MODELS
 
 PAPER_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
 
@@ -65,6 +65,15 @@ RECIPES: dict[str, Recipe] = {
                     dropout=0.3, translate_pad="reflect"),
         models=WIDE_MODELS,
     ),
+    "resnext": Recipe(
+        summary="Xie et al. 2017 for ResNeXt-29, as the authors' code trains it: Nesterov SGD (momentum 0.9), "
+                "weight decay 5e-4, batch 128, lr 0.1 divided by 10 at epochs 150 and 225, 300 epochs, crop + flip",
+        # facebookresearch/ResNeXt: train.lua (Nesterov; the drops past 49% and 74% of the epochs, the
+        # paper's 150 and 225 of 300), opts.lua (300 epochs), the README's CIFAR command (wd 5e-4, batch 128).
+        values=dict(epochs=300, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                    scheduler="multistep", milestones=(150, 225), gamma=0.1),
+        models=RESNEXT_MODELS,
+    ),
 }
 RECIPE_NAMES = tuple(RECIPES)
 
@@ -73,8 +82,9 @@ def recipe_values(name: str, model: str) -> dict[str, Any]:
     """The values `name` sets for `model` (the fields it leaves alone keep TrainConfig's defaults)."""
     recipe = RECIPES[name]
     if recipe.models is not None and model not in recipe.models:
+        any_model = [other for other, r in RECIPES.items() if r.models is None]
         raise UserError(f"--recipe {name} is for {', '.join(recipe.models)}; got --model {model} "
-                        f"(--recipe standard and fast take any model)")
+                        f"(--recipe {', '.join(any_model[:-1])} and {any_model[-1]} take any model)")
     return {**recipe.values, **recipe.per_model.get(model, {})}
 
 

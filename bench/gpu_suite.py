@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     parser.add_argument("--r18-batches", type=int, nargs="+", default=[128, 256, 512, 1024])
     parser.add_argument("--no-classic", action="store_true", help="no classic baseline in the first run either")
     parser.add_argument("--models", nargs="+",
-                        default=["resnet50", "resnet20", "resnet56", "preact-resnet18", "wrn-28-10"])
+                        default=["resnet50", "resnet20", "resnet56", "preact-resnet18", "wrn-28-10", "resnext29-32x4d"])
     parser.add_argument("--batches", type=int, nargs="+", default=[512, 128])
     parser.add_argument("--compile-models", nargs="+", default=["resnet18", "resnet50", "resnet20", "resnet56"])
     parser.add_argument("--compile-batch", type=int, default=512)

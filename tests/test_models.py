@@ -15,7 +15,8 @@ from models import (
 # The pre-activation and wide nets' counts are the published ones: ResNetV2-18 11,172,170,
 # pre-activation ResNet-164 1,703,258 and -1001 10,327,706, WRN-28-2 1,467,610, WRN-28-10
 # 36,479,194, WRN-40-2 2,243,546 (osmr/imgclsmob's CIFAR-10 tables; the WRN paper: 11.0M for
-# WRN-16-8, 8.9M for WRN-40-4).
+# WRN-16-8, 8.9M for WRN-40-4); so are ResNeXt-29's: 32x4d 4,775,754 and 16x64d 68,155,210
+# (osmr/imgclsmob), 8x64d 34.4M (Xie et al. 2017, Table 7).
 PARAMS = {
     "resnet18": 11_173_962, "resnet34": 21_282_122, "resnet50": 23_520_842,
     "resnet101": 42_512_970, "resnet152": 58_156_618, "resnet20": 269_722, "resnet32": 464_154,
@@ -23,6 +24,7 @@ PARAMS = {
     "preact-resnet18": 11_172_170, "preact-resnet34": 21_280_330, "preact-resnet164": 1_703_258,
     "preact-resnet1001": 10_327_706, "wrn-16-8": 10_961_370, "wrn-28-2": 1_467_610, "wrn-28-10": 36_479_194,
     "wrn-40-2": 2_243_546, "wrn-40-4": 8_949_210,
+    "resnext29-32x4d": 4_775_754, "resnext29-8x64d": 34_426_698, "resnext29-16x64d": 68_155_210,
 }
 
 
@@ -158,3 +160,29 @@ def test_dropout_is_refused_where_it_has_no_place(name):
     assert name not in DROPOUT_MODELS
     with pytest.raises(ValueError, match=f"dropout is for the nets of pre-activation basic blocks .*, not {name}"):
         modeltype(name, dropout=0.3)
+
+
+@pytest.mark.parametrize("name, groups, widths", [
+    ("resnext29-32x4d", 32, [128, 256, 512]),  # 32 paths of 4, 8, 16 channels
+    ("resnext29-8x64d", 8, [512, 1024, 2048]),  # 8 paths of 64, 128, 256 channels
+])
+def test_resnext29_splits_each_3x3_convolution_into_its_cardinality(name, groups, widths):
+    model = modeltype(name)
+    assert model.conv1.out_channels == 64 and model.conv1.stride == (1, 1)
+    assert [len(stage) for stage in model.layers] == [3, 3, 3]
+    assert [stage[0].conv2.out_channels for stage in model.layers] == widths
+    assert all(block.conv2.groups == groups for stage in model.layers for block in stage)
+    assert [stage[0].conv3.out_channels for stage in model.layers] == [256, 512, 1024]
+    assert [stage[0].conv2.stride for stage in model.layers] == [(1, 1), (2, 2), (2, 2)]
+    assert model.fc.in_features == 1024 and not model.fc.bias.any()
+
+
+def test_a_bottleneck_with_one_group_is_resnet50s():
+    # groups=1, base_width=64 (the defaults) build the ImageNet family's block unchanged.
+    torch.manual_seed(0)
+    plain = Bottleneck(64, 64)
+    torch.manual_seed(0)
+    explicit = Bottleneck(64, 64, groups=1, base_width=64)
+    assert plain.conv2.groups == 1 and plain.conv1.out_channels == 64
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), explicit.state_dict().values(),
+                                                 strict=True))

@@ -94,6 +94,18 @@ def test_wrn_recipe_resolves_to_zagoruyko_and_komodakis():
     assert lrs == pytest.approx([0.1, 0.1, 0.02, 0.02, 0.004, 0.0008, 0.0008])
 
 
+def test_resnext_recipe_resolves_to_the_authors_code():
+    config = resolved(["--model", "resnext29-8x64d", "--recipe", "resnext"])
+    assert (config.epochs, config.batch_size, config.lr, config.momentum, config.nesterov, config.weight_decay) == (
+        300, 128, 0.1, 0.9, True, 5e-4)
+    assert (config.scheduler, config.milestones, config.milestone_unit, config.gamma) == (
+        "multistep", (150, 225), "epochs", 0.1)
+    assert (config.translate_pad, config.cutout, config.dropout) == ("zeros", 0, 0.0)
+    schedule = LRSchedule(config, steps_per_epoch=390)
+    lrs = [schedule.lr(epoch, 0) for epoch in (0, 149, 150, 224, 225, 299)]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
 def test_triangular_schedule():
     schedule = LRSchedule(TrainConfig(lr=0.4, epochs=10, scheduler="triangular"), steps_per_epoch=10)
     assert schedule.lr(0, 0) == pytest.approx(0.08)  # 0.2x the peak
@@ -181,7 +193,10 @@ def test_help_lists_each_recipe(capsys):
     (["--model", "wrn-28-12"], "error: argument --model: invalid choice: 'wrn-28-12'"),
     (["--recipe", "wrn", "--model", "preact-resnet18"],
      "error: --recipe wrn is for wrn-16-8, wrn-28-2, wrn-28-10, wrn-40-2, wrn-40-4; got --model preact-resnet18 "
-     "(--recipe standard and fast take any model)"),
+     "(--recipe seed, standard and fast take any model)"),
+    (["--recipe", "resnext", "--model", "resnet50"],
+     "error: --recipe resnext is for resnext29-32x4d, resnext29-8x64d, resnext29-16x64d; got --model resnet50 "
+     "(--recipe seed, standard and fast take any model)"),
     (["--model", "resnet20", "--dropout", "0.3"],
      "error: --dropout is for the nets of pre-activation basic blocks (preact-resnet18, preact-resnet34, wrn-16-8, "
      "wrn-28-2, wrn-28-10, wrn-40-2, wrn-40-4); got --model resnet20"),
