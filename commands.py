@@ -349,6 +349,8 @@ def export_command(config: ExportConfig) -> int:
     sidecars = "".join(f" and {p}" for p in result.extra_files)
     print(f"wrote {result.path}{sidecars}; loaded back, its logits on {result.n_images} {source} match PyTorch's "
           f"(max |difference| {result.max_abs_diff:.2e}, allowed {ATOL} + {RTOL} x |logit|)")
+    for note in result.notes:
+        print(f"note: {note}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ class ExportResult:
     max_abs_diff: float
     n_images: int
     extra_files: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()  # said once after the result, e.g. that the format is deprecated
 
 
 def require_packages(fmt: str) -> None:
@@ -54,8 +56,9 @@ def export_model(model: nn.Module, fmt: str, path: Path, metadata: dict, check_i
             file.unlink(missing_ok=True)
 
     try:
-        written += writer(model, tmp, check_inputs[:2], metadata)
-        got = loader(tmp, check_inputs)
+        with warnings.catch_warnings(record=True) as caught:
+            written += writer(model, tmp, check_inputs[:2], metadata)
+            got = loader(tmp, check_inputs)
     except UserError:
         discard()
         raise
@@ -74,7 +77,22 @@ def export_model(model: nn.Module, fmt: str, path: Path, metadata: dict, check_i
         final = sidecar_tmp.with_name(sidecar_tmp.name.removeprefix(".").removesuffix(".tmp"))
         os.replace(sidecar_tmp, final)
         extra_files.append(final)
-    return ExportResult(path, diff, len(check_inputs), tuple(extra_files))
+    return ExportResult(path, diff, len(check_inputs), tuple(extra_files), notes_from_warnings(caught))
+
+
+def notes_from_warnings(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:
+    """torch's TorchScript deprecation warnings (three of them, each several lines, from trace,
+    save and load) become one note; any other warning is shown as it would have been."""
+    deprecated = False
+    for warning in caught:
+        if issubclass(warning.category, (FutureWarning, DeprecationWarning)) and "`torch.jit." in str(warning.message):
+            deprecated = True
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    if not deprecated:
+        return ()
+    return (f"torch {torch.__version__} marks TorchScript deprecated: the file works today, but prefer --format pt2 "
+            f"or onnx for new deployments",)
 
 
 def _dynamic_batch() -> tuple[dict, ...]:
