@@ -59,8 +59,11 @@ class ResidualBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "projection"):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "projection", groups: int = 1,
+                 base_width: int = 64):
         super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("the basic block has no grouped form: groups=1 and base_width=64 only (use Bottleneck)")
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = conv3x3(planes, planes)
@@ -123,7 +126,7 @@ class ResNet(nn.Module):
 
     `widths` sets the stage widths (64-128-256-512 for ResNet-18..152, 16-32-64 for the
     6n+2 nets, 64-128-256 for ResNeXt-29); the first stage keeps the resolution, each later one
-    halves it. `block_options` go to every block (a ResNeXt bottleneck's `groups`, `base_width`).
+    halves it. `groups` and `base_width` make the bottlenecks ResNeXt's (as in torchvision).
     """
 
     def __init__(
@@ -133,13 +136,14 @@ class ResNet(nn.Module):
         widths: Sequence[int],
         num_classes: int = 10,
         shortcut: str = "projection",
-        **block_options,
+        groups: int = 1,
+        base_width: int = 64,
     ):
         super().__init__()
         self.conv1 = conv3x3(3, widths[0])
         self.bn1 = nn.BatchNorm2d(widths[0])
-        self.layers, out_planes = make_stages(block, num_blocks, widths, widths[0], shortcut=shortcut,
-                                              **block_options)
+        self.layers, out_planes = make_stages(block, num_blocks, widths, widths[0], shortcut=shortcut, groups=groups,
+                                              base_width=base_width)
         self.fc = nn.Linear(out_planes, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -177,12 +177,23 @@ def test_resnext29_splits_each_3x3_convolution_into_its_cardinality(name, groups
     assert model.fc.in_features == 1024 and not model.fc.bias.any()
 
 
-def test_a_bottleneck_with_one_group_is_resnet50s():
-    # groups=1, base_width=64 (the defaults) build the ImageNet family's block unchanged.
+@pytest.mark.parametrize("groups, base_width, stride", [(1, 64, 1), (32, 4, 2), (8, 64, 2)])
+def test_bottleneck_equals_torchvisions(groups, base_width, stride):
+    # The trusted reference: torchvision's Bottleneck (ResNet-50 at groups 1, ResNeXt-50 32x4d at
+    # 32 x 4) given the same weights gives exactly the same output.
+    from torchvision.models.resnet import Bottleneck as TorchvisionBottleneck
+
     torch.manual_seed(0)
-    plain = Bottleneck(64, 64)
-    torch.manual_seed(0)
-    explicit = Bottleneck(64, 64, groups=1, base_width=64)
-    assert plain.conv2.groups == 1 and plain.conv1.out_channels == 64
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), explicit.state_dict().values(),
-                                                 strict=True))
+    ours = Bottleneck(64, 32, stride, groups=groups, base_width=base_width).eval()
+    downsample = torch.nn.Sequential(torch.nn.Conv2d(64, 128, 1, stride, bias=False), torch.nn.BatchNorm2d(128))
+    theirs = TorchvisionBottleneck(64, 32, stride, downsample, groups=groups, base_width=base_width).eval()
+    state = {k.replace("shortcut.", "downsample."): v for k, v in ours.state_dict().items()}
+    theirs.load_state_dict(state)
+    x = torch.randn(2, 64, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+
+
+def test_the_basic_block_has_no_grouped_form():
+    with pytest.raises(ValueError, match="groups=1 and base_width=64 only"):
+        ResidualBlock(8, 8, groups=2)
