@@ -28,7 +28,6 @@ from errors import UserError
 CHUNK_IMAGES = 2048  # images prepared at once: 25 MB as float32 on the device
 
 
-
 class Normalizer:
     """uint8 images to float32, scaled by the per-channel mean and std."""
 

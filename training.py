@@ -173,7 +173,6 @@ def train_one_epoch(
 # The whole run
 
 
-
 def train_epoch_explaining_compile(parts: RunParts, state: TrainState, step_budget: int | None,
                                    should_stop: Callable[[], bool], progress) -> EpochOutcome:
     """train_one_epoch, with a torch.compile failure (raised at the first call, e.g. when no C++
