@@ -55,6 +55,7 @@ def export_model(model: nn.Module, fmt: str, path: Path, metadata: dict, check_i
         for file in written:
             file.unlink(missing_ok=True)
 
+    caught: list[warnings.WarningMessage] = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             written += writer(model, tmp, check_inputs[:2], metadata)
@@ -66,6 +67,8 @@ def export_model(model: nn.Module, fmt: str, path: Path, metadata: dict, check_i
         discard()
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--format {fmt} export failed ({reason})") from None
+    finally:
+        notes = notes_from_warnings(caught)  # a failed export still shows the warnings that came before
     diff = (got.float() - expected).abs().max().item()
     if not torch.allclose(got.float(), expected, rtol=RTOL, atol=ATOL):
         discard()
@@ -77,7 +80,7 @@ def export_model(model: nn.Module, fmt: str, path: Path, metadata: dict, check_i
         final = sidecar_tmp.with_name(sidecar_tmp.name.removeprefix(".").removesuffix(".tmp"))
         os.replace(sidecar_tmp, final)
         extra_files.append(final)
-    return ExportResult(path, diff, len(check_inputs), tuple(extra_files), notes_from_warnings(caught))
+    return ExportResult(path, diff, len(check_inputs), tuple(extra_files), notes)
 
 
 def notes_from_warnings(caught: list[warnings.WarningMessage]) -> tuple[str, ...]:

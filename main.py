@@ -282,9 +282,8 @@ def export_config_from_args(args: argparse.Namespace, explicit: set[str]) -> Exp
 
 
 # The options each mode reads: train, its TrainConfig's fields (but num_classes, which no flag
-# sets) and how the run starts; the others
-# what their config_from_args functions take. A mode refuses an option it does not read rather
-# than silently ignoring it.
+# sets) and how the run starts; the others, what their config_from_args functions take. A mode
+# refuses an option it does not read rather than silently ignoring it.
 MODE_READS = {
     "train": {field.name for field in dataclasses.fields(TrainConfig)} - {"num_classes"} | {"resume", "seeds"},
     "eval": {"checkpoint", "data_dir", "download", "device", "precision", "channels_last", "output", "quiet",

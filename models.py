@@ -235,16 +235,21 @@ class PreActResNet(nn.Module):
                                               **({"dropout": dropout} if dropout else {}))
         self.bn = nn.BatchNorm2d(out_planes)
         self.fc = nn.Linear(out_planes, num_classes)
-        for module in self.modules():
-            # He et al. 2016 and the WRN authors initialise from a normal of variance 2 / fan-out.
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_convolutions_fan_out(self)  # as He et al. 2016 and the WRN authors do
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layers(self.conv1(x))
         out = F.relu(self.bn(out))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.fc(out)
+
+
+def init_convolutions_fan_out(model: nn.Module) -> None:
+    """Every convolution from a normal of variance 2 / fan-out (fan-out = out_channels x k x k),
+    the initialisation of the pre-activation, wide and ResNeXt authors' code."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
 def _init_cifar_paper(model: nn.Module) -> nn.Module:
@@ -269,12 +274,10 @@ def _cifar_paper(depth: int) -> Callable[[int], ResNet]:
 def _resnext29(cardinality: int, base_width: int) -> Callable[[int], ResNet]:
     # Xie et al. 2017's CIFAR nets: 3 stages of 3 grouped bottlenecks, outputs 256-512-1024, a
     # 64-wide 3x3 stem, projection shortcuts. The authors' code (facebookresearch/ResNeXt)
-    # initialises convolutions from a normal of variance 2 / fan-out and zeroes the classifier's bias.
+    # initialises the convolutions by fan-out and zeroes the classifier's bias.
     def build(num_classes: int) -> ResNet:
         model = ResNet(Bottleneck, (3, 3, 3), (64, 128, 256), num_classes, groups=cardinality, base_width=base_width)
-        for module in model.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        init_convolutions_fan_out(model)
         nn.init.zeros_(model.fc.bias)
         return model
 
@@ -300,8 +303,10 @@ def _wide(depth: int, widen: int) -> Callable[..., PreActResNet]:
                                                         dropout=dropout)
 
 
-WIDE_MODELS = tuple(f"wrn-{depth}-{widen}" for depth, widen in ((16, 8), (28, 2), (28, 10), (40, 2), (40, 4)))
-RESNEXT_MODELS = ("resnext29-32x4d", "resnext29-8x64d", "resnext29-16x64d")  # cardinality x width a path
+_WIDE_SHAPES = ((16, 8), (28, 2), (28, 10), (40, 2), (40, 4))  # (depth, widening factor)
+_RESNEXT_SHAPES = ((32, 4), (8, 64), (16, 64))  # (cardinality, channels a path in the first stage)
+WIDE_MODELS = tuple(f"wrn-{depth}-{widen}" for depth, widen in _WIDE_SHAPES)
+RESNEXT_MODELS = tuple(f"resnext29-{cardinality}x{width}d" for cardinality, width in _RESNEXT_SHAPES)
 # The nets of pre-activation basic blocks, where --dropout has its place.
 DROPOUT_MODELS = ("preact-resnet18", "preact-resnet34", *WIDE_MODELS)
 
@@ -316,8 +321,8 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "preact-resnet34": _preact_imagenet_family((3, 4, 6, 3)),
     "preact-resnet164": _preact_cifar_paper(164),
     "preact-resnet1001": _preact_cifar_paper(1001),
-    **{name: _wide(*map(int, name.split("-")[1:])) for name in WIDE_MODELS},
-    **{name: _resnext29(*map(int, name.split("-")[1][:-1].split("x"))) for name in RESNEXT_MODELS},
+    **{name: _wide(*shape) for name, shape in zip(WIDE_MODELS, _WIDE_SHAPES, strict=True)},
+    **{name: _resnext29(*shape) for name, shape in zip(RESNEXT_MODELS, _RESNEXT_SHAPES, strict=True)},
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
