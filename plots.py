@@ -108,6 +108,17 @@ def _column(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def lr_axis_scale(lrs: list[float]) -> str:
+    """"log" for a step schedule spanning a decade or more (the paper's 0.1 → 0.01 → 0.001: on a
+    linear axis its last phase is a line on the floor), else "linear" (cosine and triangular end at
+    or near 0, which a log axis would stretch into most of the picture)."""
+    positive = [lr for lr in lrs if lr > 0]
+    if len(positive) < len(lrs) or not positive:
+        return "linear"
+    step_like = len(set(positive)) <= 8
+    return "log" if step_like and max(positive) >= 10 * min(positive) else "linear"
+
+
 def plot_curves(rows: list[dict], path: Path) -> Path:
     """Loss and accuracy (train / val / test, and the EMA's) against epoch; the lr on its own axis."""
     figure = _figure(11, 4)
@@ -123,6 +134,7 @@ def plot_curves(rows: list[dict], path: Path) -> Path:
             acc_ax.plot(epochs, [100 * a for a in accuracies], style, marker=marker, label=split.replace("_", " "))
     epochs, lrs = _column(rows, "lr")
     lr_ax.plot(epochs, lrs, color="tab:green")
+    lr_ax.set_yscale(lr_axis_scale(lrs))
     tta = next((r.get("tta") for r in reversed(rows) if r.get("tta")), "none")
     from matplotlib.ticker import MaxNLocator
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 import main as cli
 import report
-from plots import plot_curves
+from plots import lr_axis_scale, plot_curves
 from report import Predictions, build_report
 
 from conftest import write_batches
@@ -197,6 +197,16 @@ def test_curves_survive_a_resume(batches_dir, tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert drawn == [1, 2, 3]  # the resumed epochs draw the earlier ones too
     assert png_ok(run_dir / "curves.png")
+
+
+def test_lr_axis_is_logarithmic_only_for_step_schedules_spanning_a_decade():
+    paper = [0.1] * 82 + [0.01] * 41 + [0.001] * 42
+    assert lr_axis_scale(paper) == "log"
+    assert lr_axis_scale([0.1] * 10 + [0.02] * 5) == "linear"  # less than a decade
+    cosine = [0.05 * (1 + math.cos(math.pi * e / 200)) for e in range(1, 200)]  # ends near, not at, 0
+    assert lr_axis_scale(cosine) == "linear"
+    assert lr_axis_scale([0.08, 0.24, 0.4, 0.2, 0.0]) == "linear"  # triangular: ends at 0
+    assert lr_axis_scale([]) == "linear"
 
 
 def test_curves_are_redrawn_at_most_every_interval_unless_forced(tmp_path, monkeypatch):
