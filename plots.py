@@ -115,7 +115,7 @@ def lr_axis_scale(lrs: list[float]) -> str:
     positive = [lr for lr in lrs if lr > 0]
     if len(positive) < len(lrs) or not positive:
         return "linear"
-    step_like = len(set(positive)) <= 8
+    step_like = len(set(positive)) <= max(2, len(positive) // 4)  # each value held ~4 epochs or more
     return "log" if step_like and max(positive) >= 10 * min(positive) else "linear"
 
 

@@ -203,6 +203,9 @@ def test_lr_axis_is_logarithmic_only_for_step_schedules_spanning_a_decade():
     paper = [0.1] * 82 + [0.01] * 41 + [0.001] * 42
     assert lr_axis_scale(paper) == "log"
     assert lr_axis_scale([0.1] * 10 + [0.02] * 5) == "linear"  # less than a decade
+    assert lr_axis_scale([0.1 * 0.1 ** (e // 30) for e in range(300)]) == "log"  # --scheduler step: ten values
+    assert lr_axis_scale([0.1, 0.1, 0.01, 0.01]) == "log"
+    assert lr_axis_scale([0.1, 0.05, 0.02, 0.01, 0.005]) == "linear"  # a short decay, not steps
     cosine = [0.05 * (1 + math.cos(math.pi * e / 200)) for e in range(1, 200)]  # ends near, not at, 0
     assert lr_axis_scale(cosine) == "linear"
     assert lr_axis_scale([0.08, 0.24, 0.4, 0.2, 0.0]) == "linear"  # triangular: ends at 0
