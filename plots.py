@@ -112,11 +112,10 @@ def lr_axis_scale(lrs: list[float]) -> str:
     """"log" for a step schedule spanning a decade or more (the paper's 0.1 → 0.01 → 0.001: on a
     linear axis its last phase is a line on the floor), else "linear" (cosine and triangular end at
     or near 0, which a log axis would stretch into most of the picture)."""
-    positive = [lr for lr in lrs if lr > 0]
-    if len(positive) < len(lrs) or not positive:
+    if not lrs or min(lrs) <= 0:
         return "linear"
-    step_like = len(set(positive)) <= max(2, len(positive) // 4)  # each value held ~4 epochs or more
-    return "log" if step_like and max(positive) >= 10 * min(positive) else "linear"
+    step_like = len(set(lrs)) <= max(2, len(lrs) // 4)  # each value held ~4 epochs or more
+    return "log" if step_like and max(lrs) >= 10 * min(lrs) else "linear"
 
 
 def plot_curves(rows: list[dict], path: Path) -> Path:
