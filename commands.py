@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 import distributed
-import runs
+import run_files
+from checkpoint_state import data_summary
 from checkpoints import load_checkpoint
 from config import PER_INVOCATION, RESUME_OVERRIDABLE, EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from datasets import load_cifar10
@@ -21,13 +22,12 @@ from errors import UserError
 from evaluation import evaluate_checkpoint, load_model
 from exporting import ATOL, RTOL, export_model, require_packages
 from loader import Normalizer
+from metrics import format_report, write_json
 from predict import collect_paths, decode_all, predict_images
 from predict import write_csv as write_predictions_csv
 from recipes import apply_recipe
-from report import format_report, write_json
-from run_state import data_summary
-from runs import check_writable, default_run_dir, prepare_new_run_dir
-from seeds import SeedSummary, seed_run_dir, write_summary
+from run_files import check_writable, default_run_dir, prepare_new_run_dir
+from seed_summary import SeedSummary, seed_run_dir, write_summary
 from summary import format_lines as format_summary
 from summary import read_run
 from summary import write_csv as write_summary_csv
@@ -100,7 +100,7 @@ def _remove_if_unused(run_dir: Path, created: bool) -> None:
     """Undo a new run directory that never got a checkpoint, so a failed start leaves no files."""
     if not created or (run_dir / "last.pt").exists():
         return
-    runs.remove_run_files(run_dir)
+    run_files.remove_run_files(run_dir)
     try:
         run_dir.rmdir()
     except OSError:
@@ -174,8 +174,8 @@ def restart_checkpoint(config: TrainConfig, seeds: list[int] | None,
                 print(f"torchrun restart {launch.restart_count}: resuming from {last}")
             return last, payload
         return None
-    if launch.is_main and runs.written_by_job(run_dir, launch.run_id):
-        runs.remove_run_files(run_dir)  # the failed attempt's config.json and metrics.csv, no checkpoint yet
+    if launch.is_main and run_files.written_by_job(run_dir, launch.run_id):
+        run_files.remove_run_files(run_dir)  # the failed attempt's config.json and metrics.csv, no checkpoint yet
     return None
 
 

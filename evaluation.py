@@ -18,9 +18,9 @@ from devices import autocast, resolve_device, resolve_precision
 from distributed import Distributed
 from errors import UserError
 from loader import BatchLoader, Normalizer
+from metrics import Predictions, build_report, write_json, write_per_class_csv
 from models import modeltype
 from plots import plot_calibration, plot_confusion, plot_mistakes
-from report import Predictions, build_report, write_json, write_per_class_csv
 
 
 @dataclass

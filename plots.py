@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from errors import UserError
-from runs import atomic_path
+from run_files import atomic_path
 
 
 def _figure(width: float, height: float):

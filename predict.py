@@ -14,7 +14,7 @@ import torch
 from datasets import IMAGE_SIZE
 from errors import UserError
 from loader import Normalizer
-from runs import atomic_path
+from run_files import atomic_path
 
 BATCH = 500
 # What a folder walk picks up; a file named on the command line is always tried, whatever its name.

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from errors import UserError
-from runs import MetricsLog, atomic_path
-from seeds import SeedSummary
+from run_files import MetricsLog, atomic_path
+from seed_summary import SeedSummary
 
 # Config keys that do not make two runs different experiments.
 NOT_THE_EXPERIMENT = {"seed", "run_dir", "data_dir", "download", "device", "quiet", "max_steps", "threads",

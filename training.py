@@ -1,5 +1,5 @@
 """The training loop and the whole run: steps, epochs, checkpoints, resume (what each epoch and
-the finished run report is in run_results.py)."""
+the finished run report is in epoch_results.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -13,20 +13,20 @@ import torch
 from torch import nn
 
 import checkpoints
-import runs
+import run_files
+from assembly import RunParts, StepContext, build_run, describe_run, unwrap
+from checkpoint_state import EpochTotals, TrainState, build_payload, restore_payload
 from config import TrainConfig
 from datasets import Dataset
 from devices import autocast
 from distributed import Distributed, fault_injector
+from epoch_results import Log, epoch_row, evaluate_epoch, format_epoch_line, write_final_reports
 from errors import UserError
 from evaluation import EvalInterrupted
 from interrupts import StopSignals
 from loader import BatchLoader
 from plots import CurvesPlot
 from progress import make_progress
-from run_results import Log, epoch_row, evaluate_epoch, format_epoch_line, write_final_reports
-from run_setup import RunParts, StepContext, build_run, describe_run, unwrap
-from run_state import EpochTotals, TrainState, build_payload, restore_payload
 from tensorboard_log import TensorBoardLog
 from timings import PhaseClock
 
@@ -237,7 +237,7 @@ def train_model(
     config, device, precision, channels_last = parts.config, parts.device, parts.precision, parts.channels_last
     model, ctx = parts.model, parts.ctx
     state = TrainState()
-    metrics = runs.MetricsLog(run_dir / "metrics.csv")
+    metrics = run_files.MetricsLog(run_dir / "metrics.csv")
     if resume is not None:
         state = restore_payload(resume, ctx)
         log(f"resumed {config.model} from epoch {state.epoch + 1}, step {state.step} "
@@ -246,7 +246,7 @@ def train_model(
         if resume is not None:
             checkpoints.remove_stale_temporaries(run_dir)
             metrics.truncate_after(state.epoch)
-        runs.write_config(run_dir, {**config.to_dict(), "resolved_device": str(device),
+        run_files.write_config(run_dir, {**config.to_dict(), "resolved_device": str(device),
                                     "resolved_precision": precision, "resolved_channels_last": channels_last,
                                     "world_size": dist.world_size, "elastic_run_id": dist.run_id})
 

@@ -39,10 +39,10 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     import distributed
+    from assembly import build_run
     from config import TrainConfig
     from datasets import load_cifar10
     from progress import NoProgress
-    from run_setup import build_run
     from training import EpochTotals, train_one_epoch
 
     launch = distributed.describe_launch()

@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from assembly import build_run  # noqa: E402
 from augmentations import Augmentation  # noqa: E402
 from config import TrainConfig  # noqa: E402
 from datasets import Split, load_cifar10  # noqa: E402
@@ -29,7 +30,6 @@ from evaluation import evaluate  # noqa: E402
 from loader import BatchLoader  # noqa: E402
 from models import MODEL_NAMES  # noqa: E402
 from progress import NoProgress  # noqa: E402
-from run_setup import build_run  # noqa: E402
 from training import EpochTotals, train_one_epoch  # noqa: E402
 
 from common import cpu_name, interleaved_img_per_s, medians  # noqa: E402

@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from assembly import make_step_context  # noqa: E402
 from config import TrainConfig  # noqa: E402
 from devices import resolve_device, resolve_precision  # noqa: E402
 from models import MODEL_NAMES, modeltype  # noqa: E402
-from run_setup import make_step_context  # noqa: E402
 from training import train_step  # noqa: E402
 
 from common import interleaved_img_per_s, medians  # noqa: E402

@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from runs import MetricsLog  # noqa: E402
+from run_files import MetricsLog  # noqa: E402
 from timings import PHASES  # noqa: E402
 
 

@@ -22,13 +22,14 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+
+import assembly  # noqa: E402
 import checkpoints  # noqa: E402
 import distributed  # noqa: E402
+import epoch_results  # noqa: E402
 import main as cli  # noqa: E402
 import plots  # noqa: E402
-import run_results  # noqa: E402
-import run_setup  # noqa: E402
-import runs  # noqa: E402
+import run_files  # noqa: E402
 import training  # noqa: E402
 from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: E402
 from loader import Normalizer  # noqa: E402
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> int:
     split = argv.index("--")
     out, options, main_args = Path(argv[0]), argv[1:split], argv[split + 1:]
     if "--toy" in options:
-        run_setup.modeltype = toy_model
+        assembly.modeltype = toy_model
     args = cli.parse_args(main_args)
     config = cli.train_config_from_args(args)
     launch = distributed.describe_launch()
@@ -54,8 +55,8 @@ def main(argv: list[str]) -> int:
 
     dumped = {}
 
-    def dump(parts: run_setup.RunParts) -> None:
-        results = run_results.evaluate_epoch(parts, lambda: False)  # leaves every rank with rank 0's buffers
+    def dump(parts: assembly.RunParts) -> None:
+        results = epoch_results.evaluate_epoch(parts, lambda: False)  # leaves every rank with rank 0's buffers
         model = parts.model.eval()
         images = Normalizer(CIFAR10_MEAN, CIFAR10_STD, parts.device)(data.test.images[:64], False)
         with torch.no_grad():
@@ -82,8 +83,8 @@ def count_writes() -> list[str]:
         return wrapper
 
     checkpoints.save_checkpoint = counting(checkpoints.save_checkpoint, "checkpoint")
-    runs.write_config = counting(runs.write_config, "config")
-    runs.MetricsLog._write = counting(runs.MetricsLog._write, "metrics")
+    run_files.write_config = counting(run_files.write_config, "config")
+    run_files.MetricsLog._write = counting(run_files.MetricsLog._write, "metrics")
     plots.plot_curves = counting(plots.plot_curves, "curves")
     training.write_final_reports = counting(training.write_final_reports, "report")
     return writes

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import main as cli
-from runs import MetricsLog
+from run_files import MetricsLog
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

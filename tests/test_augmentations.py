@@ -19,7 +19,7 @@ from augmentations import (
 from datasets import CIFAR10_MEAN, CIFAR10_STD, Split
 from ema import ModelEMA
 from loader import BatchLoader, Normalizer
-from seeds import SeedSummary
+from seed_summary import SeedSummary
 
 from conftest import synthetic_images
 

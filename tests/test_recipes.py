@@ -6,9 +6,9 @@ import pytest
 from test_training import synthetic_dataset
 
 import main as cli
+from assembly import build_run
 from config import TrainConfig
 from recipes import RECIPES, apply_recipe
-from run_setup import build_run
 from schedules import LRSchedule
 
 from helpers import read_metrics, run_cli, tiny_train_args

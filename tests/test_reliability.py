@@ -17,9 +17,9 @@ import torch
 from test_training import synthetic_dataset
 
 import checkpoints
+import epoch_results
 import loader
 import rng
-import run_results
 import training
 from checkpoints import load_checkpoint, save_checkpoint
 from config import TrainConfig
@@ -296,13 +296,13 @@ def test_signal_saves_and_resume_matches_uninterrupted(signal_data, straight_run
 
 
 def test_signal_during_evaluation_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
-    real_evaluate = run_results.evaluate
+    real_evaluate = epoch_results.evaluate
 
     def evaluate_then_get_stopped(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while evaluating
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(run_results, "evaluate", evaluate_then_get_stopped)
+    monkeypatch.setattr(epoch_results, "evaluate", evaluate_then_get_stopped)
     with pytest.raises(training.Interrupted) as stop:
         run_training(tmp_path, "run", BASE)
     assert stop.value.signum == signal.SIGTERM
@@ -500,7 +500,7 @@ def test_resume_after_max_steps_continues(batches_dir, tmp_path, capsys):
 
 
 def test_metrics_log_is_rewritten_atomically_and_skips_bad_lines(tmp_path):
-    from runs import MetricsLog
+    from run_files import MetricsLog
 
     log = MetricsLog(tmp_path / "metrics.csv")
     for epoch in (1, 2, 3):

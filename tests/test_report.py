@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 import main as cli
-import report
+import metrics
+from metrics import Predictions, build_report
 from plots import lr_axis_scale, plot_curves
-from report import Predictions, build_report
 
 from conftest import write_batches
 from helpers import read_metrics, run_cli, tiny_train_args
@@ -32,8 +32,8 @@ def test_confusion_matrix_top5_and_accuracy_by_hand():
     assert result["confusion_matrix"]["counts"] == [[2, 1, 0], [0, 1, 0], [1, 0, 1]]
     assert result["accuracy"] == pytest.approx(4 / 6)
     assert result["top5_accuracy"] == 1.0  # k is capped at the number of classes
-    assert report.top_k_accuracy(tiny_case().logits, tiny_case().labels, 2) == pytest.approx(6 / 6)
-    assert report.top_k_accuracy(tiny_case().logits, tiny_case().labels, 1) == pytest.approx(4 / 6)
+    assert metrics.top_k_accuracy(tiny_case().logits, tiny_case().labels, 2) == pytest.approx(6 / 6)
+    assert metrics.top_k_accuracy(tiny_case().logits, tiny_case().labels, 1) == pytest.approx(4 / 6)
     assert result["per_class_accuracy"] == pytest.approx({"a": 2 / 3, "b": 1.0, "c": 0.5})
     expected_loss = torch.nn.functional.cross_entropy(tiny_case().logits, tiny_case().labels).item()
     assert result["loss"] == pytest.approx(expected_loss)
@@ -41,7 +41,7 @@ def test_confusion_matrix_top5_and_accuracy_by_hand():
 
 def test_most_confused_pairs_by_hand():
     confusion = torch.tensor([[5, 3, 1], [0, 7, 3], [4, 0, 2]])
-    pairs = report.most_confused_pairs(confusion, CLASSES, count=3)
+    pairs = metrics.most_confused_pairs(confusion, CLASSES, count=3)
     # 4 (c->a), then the two 3s in class order: a->b before b->c.
     assert pairs == [{"true": "c", "predicted": "a", "count": 4}, {"true": "a", "predicted": "b", "count": 3},
                      {"true": "b", "predicted": "c", "count": 3}]
@@ -52,9 +52,9 @@ def test_ece_by_hand():
     # (0.4, 0.4667]: |0.5 - 0.95| * 2/4 + |1 - 0.55| * 1/4 + |0 - 0.45| * 1/4 = 0.225 + 0.1125 + 0.1125.
     confidence = torch.tensor([0.95, 0.95, 0.55, 0.45])
     correct = torch.tensor([True, False, True, False])
-    bins = report.calibration_bins(confidence, correct)
+    bins = metrics.calibration_bins(confidence, correct)
     assert len(bins) == 15 and sum(b["count"] for b in bins) == 4
-    assert report.expected_calibration_error(bins, 4) == pytest.approx(0.45)
+    assert metrics.expected_calibration_error(bins, 4) == pytest.approx(0.45)
     assert bins[14]["count"] == 2 and bins[14]["accuracy"] == 0.5
 
 
@@ -73,7 +73,7 @@ def test_ece_of_the_built_report_matches_its_bins():
 
 
 def test_text_report_lists_every_part():
-    text = report.format_report(build_report(tiny_case(), CLASSES))
+    text = metrics.format_report(build_report(tiny_case(), CLASSES))
     assert "top-1 66.67%  top-5 100.00%" in text and "ECE" in text
     assert "confusion matrix (rows true, columns predicted):" in text
     assert "most confused: a -> b (1), c -> a (1)" in text
@@ -295,11 +295,11 @@ def test_summary_gives_mean_and_std_over_seeds(batches_dir, tmp_path, capsys):
 def test_the_final_report_reuses_the_last_epochs_logits(batches_dir, tmp_path, capsys, monkeypatch):
     """last.pt holds the weights the last epoch evaluated: its report is built from that pass, and
     it is the report --mode eval writes for last.pt (best.pt, other weights, is evaluated anew)."""
-    import run_results
+    import epoch_results
 
     evaluated = []
-    real = run_results.evaluate_checkpoint
-    monkeypatch.setattr(run_results, "evaluate_checkpoint",
+    real = epoch_results.evaluate_checkpoint
+    monkeypatch.setattr(epoch_results, "evaluate_checkpoint",
                         lambda config, **kw: evaluated.append(config.checkpoint) or real(config, **kw))
     run_dir = tmp_path / "run"
     code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--tta", "flip"))

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
+import assembly
 import devices
 import progress
-import run_setup
 import training
 from config import TrainConfig
 from datasets import Dataset, Split
@@ -147,7 +147,7 @@ def test_the_training_loop_adds_few_ops_to_the_step():
     # loader and the NaN bookkeeping must not add a chain of small ops to every step.
     # Batches of 8: the loop's ops per step do not grow with the batch, the step's compute does.
     config = TrainConfig(model="resnet20", batch_size=8, precision="fp32", epochs=2)
-    parts = run_setup.build_run(config, synthetic_dataset(n_train=256))
+    parts = assembly.build_run(config, synthetic_dataset(n_train=256))
     inputs, targets = next(parts.train_loader.epoch(5))
     steps = 32  # one epoch
     training.train_step(parts.ctx, inputs, targets, 0.1)  # creates the momentum buffers first
@@ -165,7 +165,7 @@ def test_nan_is_reported_at_its_exact_step(monkeypatch, start_step, first_bad):
     # The NaN check runs at each sync (every LOG_EVERY_STEPS steps) over the steps since the
     # last one: the message must still name the first bad step, also in a resumed epoch.
     config = TrainConfig(model="resnet20", batch_size=8, precision="fp32", epochs=1)
-    parts = run_setup.build_run(config, synthetic_dataset(n_train=320))
+    parts = assembly.build_run(config, synthetic_dataset(n_train=320))
     step = {"n": start_step}
 
     def fake_step(ctx, inputs, targets, lr):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from runs import atomic_path
+from run_files import atomic_path
 
 ECE_BINS = 15
 

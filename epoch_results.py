@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
+from assembly import RunParts
+from checkpoint_state import EpochTotals
 from config import EvalConfig
 from datasets import Dataset
 from evaluation import EvalResult, ReportSource, assemble_report, evaluate, evaluate_checkpoint, write_report_dir
-from run_setup import RunParts
-from run_state import EpochTotals
 from tensorboard_log import TensorBoardLog
 
 Log = Callable[[str], None]

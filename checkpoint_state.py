@@ -13,7 +13,7 @@ from errors import UserError
 from rng import capture_rng_state, restore_rng_state
 
 if TYPE_CHECKING:
-    from run_setup import RunParts, StepContext
+    from assembly import RunParts, StepContext
 
 
 @dataclass
