@@ -97,6 +97,14 @@ def shard(split: Split, dist: Distributed) -> Split:
     return split.subset(slice(*shard_bounds(len(split), dist.rank, dist.world_size)))
 
 
+def check_schedule(config: TrainConfig) -> None:
+    """Refuse a schedule that needs an evaluation the run would skip."""
+    if config.eval_every != 1 and config.scheduler == "plateau" and config.val_size:
+        raise UserError(f"--eval-every {config.eval_every}: --scheduler plateau with --val-size watches the "
+                        f"validation loss after every epoch; use --eval-every 1 or another --scheduler "
+                        f"({', '.join(k for k in SCHEDULERS if k != 'plateau')})")
+
+
 def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = None,
               model_state: dict | None = None) -> RunParts:
     """Resolve device and precision, seed, split, and build loaders, model and optimizer.
@@ -115,10 +123,7 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
         raise UserError(
             f"the data set has {len(data.classes)} classes but the model is built for {config.num_classes}"
         )
-    if config.eval_every != 1 and config.scheduler == "plateau" and config.val_size:
-        raise UserError(f"--eval-every {config.eval_every}: --scheduler plateau with --val-size watches the "
-                        f"validation loss after every epoch; use --eval-every 1 or another --scheduler "
-                        f"({', '.join(k for k in SCHEDULERS if k != 'plateau')})")
+    check_schedule(config)
     # Every rank seeds alike: the same initial weights, validation split and epoch plans.
     seed_everything(config.seed)
     train_split, val_split = split_validation(data.train, config.val_size, config.seed)

@@ -8,20 +8,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import os
 import pickle
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from atomic_files import TEMP_MARKER, atomic_path
 from errors import UserError
 
 FORMAT = "resnet-cifar-checkpoint"
 FORMAT_VERSION = 1
-TEMP_MARKER = ".tmp-"
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
@@ -51,17 +49,6 @@ def checksum(payload: dict) -> str:
     return digest.hexdigest()
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # some file systems (and Windows) cannot open a directory; the rename still happened
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _RecordingWriter:
     """A file wrapper that remembers the OSError of a failed write.
 
@@ -84,47 +71,26 @@ class _RecordingWriter:
         self.file.flush()
 
 
-def _file_mode(path: Path) -> int:
-    """Keep an existing file's permissions; a new file gets the usual 0o666 less the umask
-    (mkstemp would leave it readable by its owner only)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """Write payload to path atomically: temp file in the same folder, fsync, rename, fsync folder.
+    """Write payload to path atomically (atomic_files.atomic_path).
 
     A crash or a full disk at any moment leaves either the old file or the new one, never a mix.
     """
     path = Path(path)
     payload = {**payload, "format": FORMAT, "format_version": FORMAT_VERSION}
     payload["sha256"] = checksum(payload)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
     writer = None
     try:
-        os.chmod(tmp_name, _file_mode(path))
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             writer = _RecordingWriter(f)
             torch.save(payload, writer)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
     except BaseException as e:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
         cause = e if isinstance(e, OSError) else (writer.error if writer else None)
         if isinstance(cause, OSError) and cause.errno in _NO_SPACE:
             raise UserError(
                 f"not enough disk space to write {path}; the previous checkpoint is intact"
             ) from None
         raise
-    _fsync_directory(path.parent)
 
 
 def detached_copy(value: Any) -> Any:

@@ -12,9 +12,10 @@ import torch
 
 import distributed
 import run_files
+from atomic_files import check_destination
 from checkpoint_state import data_summary
 from checkpoints import load_checkpoint
-from config import PER_INVOCATION, RESUME_OVERRIDABLE, EvalConfig, ExportConfig, PredictConfig, TrainConfig
+from config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from datasets import load_cifar10
 from devices import resolve_device, resolve_precision
 from distributed import Distributed
@@ -23,6 +24,7 @@ from evaluation import evaluate_checkpoint, load_model
 from exporting import ATOL, RTOL, export_model, require_packages
 from loader import Normalizer
 from metrics import format_report, write_json
+from options import PER_INVOCATION, RESUME_OVERRIDABLE
 from predict import collect_paths, decode_all, predict_images
 from predict import write_csv as write_predictions_csv
 from recipes import apply_recipe
@@ -283,6 +285,8 @@ def resume_command(dist: Distributed) -> str:
 
 def eval_command(config: EvalConfig, expected_model: str | None = None) -> int:
     """The checkpoint's report on the terminal; JSON with --output, pictures with --report-dir."""
+    if config.output:
+        check_destination(Path(config.output), "--output")
     report = evaluate_checkpoint(config, expected_model=expected_model)
     print(f"{report['model']} ({report['weights']} weights, tta {report['tta']}) on {report['n']} {report['split']} "
           f"images: accuracy {100 * report['accuracy']:.2f}%, loss {report['loss']:.4f}")
@@ -300,6 +304,8 @@ def eval_command(config: EvalConfig, expected_model: str | None = None) -> int:
 
 def predict_command(config: PredictConfig) -> int:
     """Top-k classes per image. Exit 0 when every image was read, 1 when some failed, 2 when none."""
+    if config.output is not None:
+        check_destination(Path(config.output), "--output")
     paths = collect_paths(config.inputs)
     if not paths:
         raise UserError(f"no image files found in {' '.join(config.inputs)}")
@@ -335,6 +341,7 @@ def predict_command(config: PredictConfig) -> int:
 
 def export_command(config: ExportConfig) -> int:
     """Write the model in the asked format, then check it against PyTorch on test images."""
+    check_destination(Path(config.output), "--output")
     require_packages(config.format)
     path = Path(config.checkpoint)
     payload = load_checkpoint(path)
@@ -368,6 +375,8 @@ def check_images(payload: dict, data_dir: str | None, count: int = 64) -> tuple[
 
 
 def summary_command(run_dirs: list[str], output: str | None) -> int:
+    if output:
+        check_destination(Path(output), "--output")
     runs = [read_run(Path(d)) for d in run_dirs]
     for line in format_summary(runs):
         print(line)

@@ -12,19 +12,6 @@ WEIGHTS = ("raw", "ema")
 SPLITS = ("test", "val")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-# Options a resumed run may change; any other option that differs from the checkpoint is refused,
-# because continuing with it would silently train a different experiment.
-RESUME_OVERRIDABLE = frozenset(
-    {"epochs", "max_steps", "data_dir", "download", "device", "quiet", "run_dir", "compile", "precision",
-     "channels_last", "tta", "tensorboard", "iterations", "dist_timeout", "eval_every"}
-)
-
-
-# Options that describe one invocation rather than the experiment: a resume takes them from its
-# own command line (an earlier --max-steps must not stop the resumed run at once).
-PER_INVOCATION = frozenset({"max_steps", "quiet"})
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Defaults are the seed recipe; recipes.py overrides them, explicit flags override both."""

@@ -8,7 +8,6 @@ import contextlib
 import hashlib
 import os
 import pickle
-import secrets
 import socket
 import zipfile
 import zlib
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atomic_files import atomic_path
 from errors import UserError
 
 CIFAR10_CLASSES = (
@@ -33,7 +33,8 @@ IMAGE_SIZE = 32
 BATCHES_FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# The image files a data folder or --mode predict reads (what Pillow decodes), by suffix, any case.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 CACHE_NAME = ".cifar-cache.npz"
 DOWNLOAD_TIMEOUT_S = 15
 
@@ -242,16 +243,14 @@ def _load_cache(path: Path, fingerprint: str) -> dict | None:
 
 
 def _save_cache(path: Path, arrays: dict) -> None:
-    """Write through a temporary name unique to this process, then rename: a reader sees the old
-    file or the whole new one, and two writers never share a temporary file."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    """Write atomically (a reader sees the old cache or the whole new one); a failure is ignored,
+    since the cache only saves time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
     except OSError:
-        tmp.unlink(missing_ok=True)  # the cache only saves time; failing to write it must not fail the run
+        pass
 
 
 @contextlib.contextmanager

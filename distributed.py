@@ -119,15 +119,13 @@ def describe_launch(environ: Mapping[str, str] | None = None) -> Distributed:
     )
 
 
-def start(launch: Distributed, device_name: str, timeout_s: float, sync_bn: bool = False) -> Distributed:
-    """Join torchrun's process group (NCCL on cuda:LOCAL_RANK, gloo on the CPU); a single process
-    is returned unchanged. The timeout makes a collective that waits for a lost peer fail
-    instead of hanging forever."""
+def check_launch(launch: Distributed, device_name: str, sync_bn: bool) -> torch.device:
+    """Refuse a device or --sync-bn that this launch cannot use; the device this process would use."""
     if not launch.torchrun:
         if sync_bn:
             raise UserError("--sync-bn synchronises BatchNorm across processes; launch with torchrun "
                             "(e.g. torchrun --nproc-per-node=2 main.py ...) or drop --sync-bn")
-        return launch
+        return resolve_device(device_name)
     device = resolve_device(device_name)
     if device.type == "cuda":
         if device_name not in ("auto", "cuda"):
@@ -136,10 +134,22 @@ def start(launch: Distributed, device_name: str, timeout_s: float, sync_bn: bool
         if launch.local_rank >= torch.cuda.device_count():
             raise UserError(f"LOCAL_RANK {launch.local_rank} but only {torch.cuda.device_count()} CUDA device(s) "
                             f"here; start at most {torch.cuda.device_count()} processes per node (--nproc-per-node)")
-        device = torch.device("cuda", launch.local_rank)
-        torch.cuda.set_device(device)
-    elif sync_bn:
+        return torch.device("cuda", launch.local_rank)
+    if sync_bn:
         raise UserError("--sync-bn needs CUDA: SyncBatchNorm has no CPU kernel; drop --sync-bn on the CPU")
+    return device
+
+
+def start(launch: Distributed, device_name: str, timeout_s: float, sync_bn: bool = False) -> Distributed:
+    """Join torchrun's process group (NCCL on cuda:LOCAL_RANK, gloo on the CPU); a single process
+    is returned unchanged. The timeout makes a collective that waits for a lost peer fail
+    instead of hanging forever."""
+    if not launch.torchrun:
+        check_launch(launch, device_name, sync_bn)
+        return launch
+    device = check_launch(launch, device_name, sync_bn)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
     options = {"device_id": device} if backend == "nccl" else {}

@@ -54,6 +54,13 @@ class EpochPlan:
     mix: MixPlan | None = None  # per step, with --mixup / --cutmix
 
 
+def check_global_batch(batch_size: int, world_size: int) -> None:
+    """Refuse a training batch that the processes cannot share equally."""
+    if batch_size % world_size:
+        raise UserError(f"--batch-size {batch_size} is the global batch and must divide evenly among the "
+                        f"{world_size} processes; choose a multiple of {world_size}")
+
+
 class BatchLoader:
     """Batches from a Split held on the training device.
 
@@ -86,9 +93,8 @@ class BatchLoader:
             raise UserError(f"--batch-size must be at least 1, got {batch_size}")
         if batch_size > len(split):
             raise UserError(f"--batch-size {batch_size} is larger than the data set ({len(split)} images)")
-        if train and batch_size % world_size:
-            raise UserError(f"--batch-size {batch_size} is the global batch and must divide evenly among the "
-                            f"{world_size} processes; choose a multiple of {world_size}")
+        if train:
+            check_global_batch(batch_size, world_size)
         self.split = split.to(device)
         self.batch_size = batch_size
         self.device = device

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from run_files import atomic_path
+from atomic_files import atomic_path
 
 ECE_BINS = 15
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from atomic_files import atomic_path
 from errors import UserError
-from run_files import atomic_path
 
 
 def _figure(width: float, height: float):

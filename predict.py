@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets import IMAGE_SIZE
+from atomic_files import atomic_path
+from datasets import IMAGE_SIZE, IMAGE_SUFFIXES
 from errors import UserError
 from loader import Normalizer
-from run_files import atomic_path
 
 BATCH = 500
 # What a folder walk picks up; a file named on the command line is always tried, whatever its name.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,13 @@
 """The run directory: config.json, metrics.csv, last.pt and best.pt."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from atomic_files import atomic_path, write_text
 from errors import UserError
 
 METRIC_COLUMNS = (
@@ -29,6 +28,17 @@ def holds_run(path: Path) -> bool:
 def prepare_new_run_dir(path: Path) -> Path:
     """Create path for a new run; refuse one that already holds a run or cannot be written."""
     path = Path(path)
+    check_new_run_dir(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --run-dir {path}: {e.strerror or e}") from None
+    check_writable(path)
+    return path
+
+
+def check_new_run_dir(path: Path) -> None:
+    """Refuse, without creating anything, a --run-dir that is a file or already holds a run."""
     if path.exists() and not path.is_dir():
         raise UserError(f"--run-dir {path} is a file, not a directory")
     if holds_run(path):
@@ -36,12 +46,8 @@ def prepare_new_run_dir(path: Path) -> Path:
             f"--run-dir {path} already holds a run; resume it with --resume {path / 'last.pt'} "
             f"or choose another --run-dir"
         )
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create --run-dir {path}: {e.strerror or e}") from None
-    check_writable(path)
-    return path
+    if path.is_dir():
+        check_writable(path)
 
 
 def remove_run_files(path: Path) -> None:
@@ -64,22 +70,8 @@ def check_writable(path: Path) -> None:
         raise UserError(f"--run-dir {path} is not writable")
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary name beside `path` to write; renamed over `path` when the block succeeds and
-    removed when it fails, so a reader sees the old file or the whole new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_config(path: Path, config: dict) -> None:
-    with atomic_path(path / "config.json") as tmp:
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text(path / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 class MetricsLog:

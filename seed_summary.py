@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from run_files import atomic_path
+from atomic_files import atomic_path
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from atomic_files import atomic_path
 from errors import UserError
-from run_files import MetricsLog, atomic_path
+from options import NOT_THE_EXPERIMENT
+from run_files import MetricsLog
 from seed_summary import SeedSummary
-
-# Config keys that do not make two runs different experiments.
-NOT_THE_EXPERIMENT = {"seed", "run_dir", "data_dir", "download", "device", "quiet", "max_steps", "threads",
-                      "compile", "tensorboard", "resolved_device"}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from run_files import atomic_path
+from atomic_files import atomic_path
 
 PHASES = ("data", "setup", "training", "evaluation", "checkpoints", "curves", "report")
 

@@ -1,4 +1,4 @@
-"""Each augmentation's output on tiny inputs, EMA's update, TTA, and their place in the loader."""
+"""Each augmentation's output on tiny inputs, TTA, and their place in the loader."""
 import numpy as np
 import pytest
 import torch
@@ -17,9 +17,7 @@ from augmentations import (
     tta_logits,
 )
 from datasets import CIFAR10_MEAN, CIFAR10_STD, Split
-from ema import ModelEMA
 from loader import BatchLoader, Normalizer
-from seed_summary import SeedSummary
 
 from conftest import synthetic_images
 
@@ -122,35 +120,19 @@ def test_a_resumed_epoch_replays_the_same_augmented_batches(augmentation):
         assert torch.equal(x, rx) and torch.equal(y, ry)
 
 
-def test_mixing_loader_yields_soft_targets():
-    batches = list(loader(Augmentation(mixup=1.0)).epoch(0))
-    targets = batches[0][1]
-    assert targets.shape == (16, 10) and torch.allclose(targets.sum(1), torch.ones(16))
-
-
-def test_ema_update_on_two_parameters():
-    model = nn.Linear(1, 1)
-    with torch.no_grad():
-        model.weight.fill_(1.0)
-        model.bias.fill_(-2.0)
-    ema = ModelEMA(model, decay=0.9)
-    with torch.no_grad():
-        model.weight.fill_(3.0)
-        model.bias.fill_(0.0)
-    ema.update(model)
-    assert ema.module.weight.item() == pytest.approx(0.9 * 1 + 0.1 * 3)
-    assert ema.module.bias.item() == pytest.approx(0.9 * -2 + 0.1 * 0)
-    ema.update(model)
-    assert ema.module.weight.item() == pytest.approx(0.9 * 1.2 + 0.1 * 3)
-    assert model.weight.item() == 3.0  # the trained model is untouched
-
-
-def test_ema_copies_buffers():
-    model = nn.BatchNorm2d(2)
-    ema = ModelEMA(model, decay=0.99)
-    model.running_mean.fill_(5.0)
-    ema.update(model)
-    assert torch.equal(ema.module.running_mean, torch.full((2,), 5.0))
+def test_mixing_loader_mixes_each_image_with_its_neighbour():
+    """Against the same loader without mixing: every mixed image is lam x its own image plus
+    (1 - lam) x its neighbour's, and its target weighs the two labels the same way."""
+    plain, labels = next(iter(loader(Augmentation()).epoch(0)))
+    mixed, targets = next(iter(loader(Augmentation(mixup=1.0)).epoch(0)))
+    partner, partner_labels = plain.roll(1, 0), labels.roll(1, 0)
+    row = int((labels != partner_labels).nonzero()[0])
+    lam = float(targets[row, labels[row]])
+    assert 0 < lam < 1
+    assert torch.allclose(mixed, lam * plain + (1 - lam) * partner, atol=1e-5)
+    expected = lam * F.one_hot(labels, 10).float() + (1 - lam) * F.one_hot(partner_labels, 10).float()
+    assert torch.allclose(targets, expected, atol=1e-6)
+    assert not torch.allclose(mixed, plain)
 
 
 class Asymmetric(nn.Module):
@@ -176,11 +158,3 @@ def test_flip_translate_tta_adds_one_pixel_shifts():
         return 0.5 * (model(v) + model(v.flip(3)))
     expected = 0.5 * pair(x) + 0.25 * pair(padded[..., :32, :32]) + 0.25 * pair(padded[..., 2:, 2:])
     assert torch.allclose(tta_logits(model, x, "flip-translate"), expected, atol=1e-6)
-
-
-def test_seed_summary_mean_and_sample_std():
-    summary = SeedSummary((0, 1, 2), (0.90, 0.92, 0.94))
-    assert summary.mean == pytest.approx(0.92)
-    assert summary.std == pytest.approx(0.02)  # sample std (n - 1)
-    assert "92.00% ± 2.00 (min 90.00%, max 94.00%" in summary.line("none")
-    assert SeedSummary((5,), (0.5,)).std == 0.0

@@ -445,10 +445,13 @@ def test_resume_rules(batches_dir, tmp_path, capsys):
     assert last.read_bytes() != before and load_checkpoint(last)["epoch"] == 2
 
 
-def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, capsys):
+def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, capsys, monkeypatch):
     """Another machine of the same kind may choose another `auto` precision or layout (a CPU with
     native bf16 chooses bf16 + channels_last): the resumed run goes on in the one it trained in,
     unless --precision/--channels-last is typed."""
+    import devices
+
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)  # as on a CPU without AVX512-BF16
     run_dir = tmp_path / "run"
     args = [a for a in tiny_train_args(batches_dir, run_dir, "--max-steps", "1") if a not in ("--precision", "fp32")]
     assert run_cli(capsys, *args)[0] == 0

@@ -90,21 +90,15 @@ def test_auto_never_picks_a_slow_cpu_combination(monkeypatch, fast_bf16):
     assert resolve_precision(torch.device("cpu"), "bf16", False) == ("bf16", False)  # explicit wins
 
 
-# bench/precision_matrix.py on one NVIDIA H200 (README, "GPU"): ResNet-18 compute-only img/s, batch 512.
-H200_MATRIX = {("fp32", False): 22_289, ("fp32", True): 37_521, ("bf16", False): 25_287,
-               ("bf16", True): 56_926, ("fp16", False): 29_441, ("fp16", True): 53_501}
-
-
 @pytest.mark.parametrize("bf16_supported", [True, False])
-def test_auto_on_cuda_is_a_fast_cell_of_the_measured_matrix(monkeypatch, bf16_supported):
+def test_auto_on_cuda_picks_the_half_precision_the_gpu_has_with_channels_last(monkeypatch, bf16_supported):
+    # bench/README.md: on an H200 bf16 and fp16 with channels_last were the fastest cells of the
+    # precision matrix (2.6x fp32 NCHW); bf16 needs no loss scaling, so it wins where it exists.
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_supported)
-    choice = resolve_precision(torch.device("cuda"), "auto", None)
-    assert choice == ("bf16" if bf16_supported else "fp16", True)
-    # Where the matrix was measured: at least 2x fp32 NCHW, and within 10% of the fastest cell.
-    assert H200_MATRIX[choice] >= 2 * H200_MATRIX[("fp32", False)]
-    assert H200_MATRIX[choice] >= 0.9 * max(H200_MATRIX.values())
+    assert resolve_precision(torch.device("cuda"), "auto", None) == ("bf16" if bf16_supported else "fp16", True)
     assert resolve_precision(torch.device("cuda"), "fp32", None) == ("fp32", True)
-    assert resolve_precision(torch.device("cuda"), "auto", False) == (choice[0], False)  # explicit wins
+    assert resolve_precision(torch.device("cuda"), "auto", False)[1] is False  # explicit wins
+    assert resolve_precision(torch.device("cuda"), "fp16", None) == ("fp16", True)
 
 
 def test_one_autocast_path_runs_every_precision_on_cpu():

@@ -1,0 +1,131 @@
+"""--dry-run: resolve a command's configuration and check it as the real command would, without
+reading the data set or writing any file; the result is printed as JSON.
+
+What needs the data set (the batch against the training set's size, the data's classes against a
+checkpoint's) is not checked, and the plan says so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import distributed
+from assembly import check_schedule
+from atomic_files import check_destination
+from checkpoints import load_checkpoint
+from commands import keep_trained_precision, resume_config
+from config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
+from devices import resolve_device, resolve_precision
+from errors import UserError
+from evaluation import load_model
+from exporting import require_packages
+from loader import check_global_batch
+from predict import collect_paths
+from recipes import apply_recipe
+from run_files import check_new_run_dir, check_writable
+from seed_summary import seed_run_dir
+from summary import read_run
+from tensorboard_log import require_tensorboard
+
+NEEDS_THE_DATA = "the batch size against the training set and the data's classes (the data set is not read)"
+
+
+def print_plan(plan: dict[str, Any]) -> int:
+    print(json.dumps(plan, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = None,
+               seeds: list[int] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The run that `train_command` would start, after the same refusals."""
+    launch = distributed.describe_launch(environ)
+    if resume is not None and seeds is not None:
+        raise UserError("--seeds starts new runs; resume each seed's run with --resume RUN_DIR/seed<N>/last.pt")
+    if config.tensorboard:
+        require_tensorboard()
+    if launch.max_restarts > 0 and resume is None:
+        if config.run_dir is None:
+            raise UserError("torchrun --max-restarts needs --run-dir, where a restarted job finds its last.pt "
+                            "(the default run dir is named by the start time)")
+        if seeds is not None:
+            raise UserError("torchrun --max-restarts with --seeds: run one seed per job (--seed N)")
+    plan: dict[str, Any] = {"mode": "train", "processes": launch.world_size}
+    if resume is not None:
+        payload = load_checkpoint(resume)
+        config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
+        config, _ = keep_trained_precision(config, payload, explicit)
+        run_dir = Path(config.run_dir) if "run_dir" in explicit else resume.resolve().parent
+        check_writable(run_dir)
+        plan.update(resume=str(resume), epochs_done=payload["epoch"], finished=payload["epoch"] >= config.epochs)
+    else:
+        config = apply_recipe(config, explicit)
+        if seeds is not None:
+            if "seed" in explicit:
+                raise UserError("--seed and --seeds both choose the seed; give one of them")
+            if len(set(seeds)) != len(seeds):
+                raise UserError(f"--seeds lists a seed twice: {' '.join(map(str, seeds))}")
+        run_dir = Path(config.run_dir) if config.run_dir else None
+        for folder in ([seed_run_dir(run_dir, s) for s in seeds] if seeds and run_dir else [run_dir]):
+            if folder is not None:
+                check_new_run_dir(folder)
+        plan["seeds"] = seeds
+    check_schedule(config)
+    device = distributed.check_launch(launch, config.device, config.sync_bn)
+    check_global_batch(config.batch_size, launch.world_size)
+    precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
+    plan.update(run_dir=str(run_dir) if run_dir else f"runs/{config.model}-<start time>", device=str(device),
+                precision=precision, channels_last=channels_last, config=config.to_dict(),
+                not_checked=NEEDS_THE_DATA)
+    return plan
+
+
+def _checkpoint_model(path: str, weights: str, expected_model: str | None = None) -> dict[str, Any]:
+    payload = load_checkpoint(Path(path))
+    if expected_model is not None and expected_model != payload["model_name"]:
+        raise UserError(f"--model {expected_model} does not match the checkpoint's model {payload['model_name']}")
+    load_model(payload, Path(path), weights)
+    return {"model": payload["model_name"], "epochs_done": payload["epoch"], "classes": list(payload["classes"])}
+
+
+def plan_eval(config: EvalConfig, expected_model: str | None = None) -> dict[str, Any]:
+    if config.output:
+        check_destination(Path(config.output), "--output")
+    checkpoint = _checkpoint_model(config.checkpoint, config.weights, expected_model)
+    device = resolve_device(config.device)
+    precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
+    return {"mode": "eval", "checkpoint": checkpoint, "device": str(device), "precision": precision,
+            "channels_last": channels_last, "config": _fields(config),
+            "not_checked": "the data's classes against the checkpoint's (the data set is not read)"}
+
+
+def plan_predict(config: PredictConfig) -> dict[str, Any]:
+    if config.output is not None:
+        check_destination(Path(config.output), "--output")
+    paths = collect_paths(config.inputs)
+    if not paths:
+        raise UserError(f"no image files found in {' '.join(config.inputs)}")
+    checkpoint = _checkpoint_model(config.checkpoint, config.weights)
+    return {"mode": "predict", "checkpoint": checkpoint, "device": str(resolve_device(config.device)),
+            "images": len(paths), "config": _fields(config)}
+
+
+def plan_export(config: ExportConfig) -> dict[str, Any]:
+    check_destination(Path(config.output), "--output")
+    require_packages(config.format)
+    checkpoint = _checkpoint_model(config.checkpoint, config.weights)
+    return {"mode": "export", "checkpoint": checkpoint, "config": _fields(config)}
+
+
+def plan_summary(run_dirs: list[str], output: str | None) -> dict[str, Any]:
+    if output:
+        check_destination(Path(output), "--output")
+    runs = [read_run(Path(d)) for d in run_dirs]
+    return {"mode": "summary", "runs": [str(run.run_dir) for run in runs], "output": output}
+
+
+def _fields(config) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(config).items()}
