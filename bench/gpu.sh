@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue #4 as one prepared run (about 6-8 minutes on one H100/H200 class GPU).
+# The GPU speed measurements as one prepared run (about 6-8 minutes on one H100/H200 class GPU).
 #
 #   bash bench/gpu.sh PATH/TO/cifar10-jpeg.tar.gz OUT_DIR [gpu_suite.py options]
 #   bash bench/gpu.sh UNPACKED_FOLDER OUT_DIR [gpu_suite.py options]
@@ -7,7 +7,7 @@
 # Unpacks the image-folder copy into a temporary folder, records the machine, then runs
 # bench/gpu_suite.py (see its docstring for the stages); OUT_DIR gets machine.txt, suite.log,
 # results.jsonl and table.md.
-# With DDP=1 it first compares the plain run with DDP over one NCCL process (issue #10; ~1.5 minutes:
+# With DDP=1 it first compares the plain run with DDP over one NCCL process (~1.5 minutes:
 # bench/ddp_throughput.py, ResNet-18 at batch 512), written to OUT_DIR/ddp.log.
 # CPU dry run: bash bench/gpu.sh TARBALL OUT --device cpu --r18-batches 32 --models resnet20 \
 #   --batches 32 --compile-models resnet20 --compile-batch 32 --matrix-model resnet20 --matrix-batch 32 \

@@ -1,4 +1,4 @@
-"""Every GPU measurement of issue #4 in one prepared run, most important first, each result saved
+"""Every GPU speed measurement in one prepared run, most important first, each result saved
 as soon as it exists (a run cut short by its time limit still leaves what it measured).
 
     python bench/gpu_suite.py --data-dir /tmp/cifar10 --out OUT [--deadline-s 480]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #8 run 4 as one prepared GPU run (about 9 minutes on one H200): `--recipe fast --model
+# Time to accuracy as one prepared GPU run (about 9 minutes on one H200): `--recipe fast --model
 # resnet18` time-to-91% / time-to-94% on the JPEG copy (bench/time_to_accuracy.py over LADDER's
 # EPOCHS:SEED runs), then with ABLATION=1 (the default) what each of the recipe's choices buys at
 # ABLATION_EPOCHS epochs (bench/ablation.py, one seed a variant: the recipe, then one change each),

@@ -5,6 +5,8 @@ otherwise, and only by rank 0).
     torchrun --standalone --nproc-per-node=2 tests/ddp_worker.py OUT_DIR [--toy] -- MAIN_ARGS...
     python tests/ddp_worker.py OUT_DIR [--toy] -- MAIN_ARGS...
 
+with the project folder on PYTHONPATH (tests/test_distributed.py sets it).
+
 Writes OUT_DIR/rank<R>.pt: {"state": parameters and buffers, "n": test images evaluated,
 "correct": per-class correct counts, "logits": the model's logits on the first 64 test images,
 "writes": the run-directory writes this rank made, in order (checkpoint, config, metrics, curves,
@@ -19,20 +21,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-import assembly  # noqa: E402
-import checkpoints  # noqa: E402
-import distributed  # noqa: E402
-import epoch_results  # noqa: E402
-import main as cli  # noqa: E402
-import plots  # noqa: E402
-import run_files  # noqa: E402
-import training  # noqa: E402
-from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: E402
-from loader import Normalizer  # noqa: E402
+import assembly
+import checkpoints
+import distributed
+import epoch_results
+import main as cli
+import plots
+import run_files
+import training
+from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
+from loader import Normalizer
 
 
 def toy_model(name: str, num_classes: int, dropout: float = 0.0) -> nn.Module:

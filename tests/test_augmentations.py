@@ -86,6 +86,7 @@ def test_cutmix_boxes_follow_lambda_and_both_modes_are_drawn():
     assert ((heights >= 0) & (heights <= 32) & (widths >= 0) & (widths <= 32)).all()
 
 
+@pytest.mark.slow
 def test_policies_are_torchvisions_and_seeded_per_image():
     images = torch.from_numpy(synthetic_images(6, 2)[0])
     for name in ("autoaugment", "randaugment", "trivialaugment"):

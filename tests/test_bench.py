@@ -1,16 +1,12 @@
-"""The benchmarks time what they say they time (bench/ is not a package: imported by path)."""
+"""The benchmarks time what they say they time (pytest.ini puts bench/ on the import path)."""
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-import loader  # noqa: E402
-import training  # noqa: E402
+import loader
+import training
 
 
 @pytest.fixture
@@ -20,6 +16,7 @@ def throughput():
     return module
 
 
+@pytest.mark.slow
 def test_throughput_times_exactly_the_steps_it_counts_across_epoch_ends(batches_dir, monkeypatch, throughput):
     # 250 train images at batch 64: 3 steps an epoch, fewer than the 5 steps a round asks for, so
     # the real path must go on into the next epoch instead of stopping short.
@@ -133,6 +130,7 @@ def test_time_to_accuracy_refuses_a_malformed_plan():
             tta.parse_plan(text)
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_times_whole_commands(batches_dir, tmp_path):
     import time_to_accuracy as tta
 
@@ -171,6 +169,7 @@ def test_ablation_compares_each_variant_with_the_first():
             ablation.parse_variant(text)
 
 
+@pytest.mark.slow
 def test_ablation_trains_each_variant_and_evaluates_it_without_tta(batches_dir, tmp_path, monkeypatch):
     import contextlib
     import io

@@ -8,6 +8,7 @@ import main as cli
 from helpers import read_metrics, run_cli, tiny_train_args
 
 
+@pytest.mark.slow
 def test_train_then_eval_end_to_end(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--val-size", "30"))
@@ -159,6 +160,7 @@ def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
     assert code == 128 + 13 and err == ""  # as a process killed by SIGPIPE
 
 
+@pytest.mark.slow
 def test_the_program_ends_without_teardown_but_with_its_output_and_exit_code():
     """main.py ends with os._exit (the interpreter's teardown took ~1.5 s): what the buffered
     streams hold still comes out, and the exit code is main()'s."""
@@ -179,6 +181,6 @@ def test_the_program_ends_without_teardown_but_with_its_output_and_exit_code():
 
 
 def test_every_option_is_read_by_some_mode():
-    dests = set(vars(cli.parse_args([]))) - {"mode"}
+    dests = set(vars(cli.parse_args([])))
     assert all(cli.modes_reading(dest) for dest in dests)
     assert set().union(*cli.MODE_READS.values()) <= dests

@@ -163,6 +163,7 @@ def test_sync_bn_is_refused_on_the_cpu_and_without_torchrun():
         distributed.start(distributed.Distributed(), "cpu", 10, sync_bn=True)
 
 
+@pytest.mark.slow
 def test_a_restart_resumes_only_its_own_jobs_checkpoint(tmp_path, small_data, capsys):
     from main import main as cli_main
 
@@ -189,6 +190,7 @@ def test_a_restart_resumes_only_its_own_jobs_checkpoint(tmp_path, small_data, ca
 # Real torchrun jobs (deselect with -m "not torchrun")
 
 
+@pytest.mark.slow
 @pytest.mark.torchrun
 def test_ranks_stay_identical_and_evaluation_counts_each_image_once(tmp_path, odd_data):
     """Two ranks end with bit-identical parameters and buffers; a second job with the same seed
@@ -233,6 +235,7 @@ def test_ranks_stay_identical_and_evaluation_counts_each_image_once(tmp_path, od
                                                          "report"]
 
 
+@pytest.mark.slow
 @pytest.mark.torchrun
 def test_without_batchnorm_ddp_matches_one_process_with_the_global_batch(tmp_path, small_data):
     """DDP averages the two shares' mean gradients: the global batch's mean gradient. Without
@@ -274,6 +277,7 @@ def assert_same_weights(run_dir: Path, reference: Path) -> None:
         assert torch.equal(mine["model_state"][name], tensor), name
 
 
+@pytest.mark.slow
 @pytest.mark.torchrun
 def test_sigterm_saves_once_and_the_resumed_job_equals_the_uninterrupted_one(tmp_path, small_data, uninterrupted):
     run_dir = tmp_path / "run"
@@ -298,6 +302,7 @@ def test_sigterm_saves_once_and_the_resumed_job_equals_the_uninterrupted_one(tmp
     assert_same_weights(run_dir, uninterrupted)
 
 
+@pytest.mark.slow
 @pytest.mark.torchrun
 def test_a_killed_rank_ends_the_job_promptly_naming_the_rank(tmp_path, small_data):
     started = time.monotonic()
@@ -309,6 +314,7 @@ def test_a_killed_rank_ends_the_job_promptly_naming_the_rank(tmp_path, small_dat
     assert "SIGKILL" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.torchrun
 def test_with_max_restarts_a_crashed_job_resumes_from_its_checkpoint(tmp_path, small_data, uninterrupted):
     run_dir = tmp_path / "run"
@@ -321,6 +327,7 @@ def test_with_max_restarts_a_crashed_job_resumes_from_its_checkpoint(tmp_path, s
     assert_same_weights(run_dir, uninterrupted)
 
 
+@pytest.mark.slow
 @pytest.mark.torchrun
 def test_a_ddp_checkpoint_resumes_in_one_process_with_the_same_global_batch(tmp_path, small_data, uninterrupted,
                                                                             capsys):

@@ -19,20 +19,44 @@ COMMAND = re.compile(r"^\s*(?:\$\s+)?((?:python main\.py|torchrun [^#]*?main\.py
 
 
 def documented_commands() -> list[tuple[str, str]]:
-    """(where, command) for every `python main.py ...` and `torchrun ... main.py ...` line of a code block."""
+    """(where, command) for every `python main.py ...` and `torchrun ... main.py ...` line of a code
+    block (indented or fenced), with backslash continuations joined."""
     found = []
     for path in DOCUMENTS:
         in_fence = False
-        for number, line in enumerate(path.read_text().splitlines(), 1):
+        lines = path.read_text().splitlines()
+        number = 0
+        while number < len(lines):
+            line = lines[number]
+            number += 1
             if line.strip().startswith("```"):
                 in_fence = not in_fence
                 continue
             if not (in_fence or line.startswith("    ")):
                 continue
+            start = number
+            while line.rstrip().endswith("\\") and number < len(lines):
+                line = line.rstrip()[:-1] + " " + lines[number].strip()
+                number += 1
             match = COMMAND.match(line)
             if match:
-                found.append((f"{path.name}:{number}", match.group(1).strip()))
+                found.append((f"{path.name}:{start}", " ".join(match.group(1).split())))
     return found
+
+
+def in_world(arguments: list[str], world: Path) -> list[str]:
+    """The command's arguments with the places only the documents' machine has replaced: every
+    checkpoint is the world's finished run, every --run-dir a fresh folder, globs expanded."""
+    result = []
+    for index, argument in enumerate(arguments):
+        previous = arguments[index - 1] if index else ""
+        if previous in ("--resume", "--checkpoint"):
+            result.append(str(world / "runs" / "<run>" / "last.pt"))
+        elif previous == "--run-dir":
+            result.append(str(world / "fresh" / f"run{len(list((world / 'fresh').glob('*')))}" / argument.strip("/")))
+        else:
+            result.extend(sorted(glob.glob(argument)) or [argument])
+    return result
 
 
 def torchrun_environment(arguments: list[str]) -> tuple[dict[str, str], list[str]]:
@@ -66,6 +90,7 @@ def documented_world(tmp_path_factory) -> Path:
     for i, image in enumerate(sorted((root / "images" / "train").rglob("*.png"))[:3]):
         (root / "photos" / f"{i}.png").write_bytes(image.read_bytes())
     (root / "cat.jpg").write_bytes(next((root / "images" / "test").rglob("*.png")).read_bytes())
+    (root / "fresh").mkdir()
     return root
 
 
@@ -88,8 +113,7 @@ def test_every_documented_command_passes_a_dry_run(where, command, documented_wo
         arguments = arguments[2:]
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    expanded = [item for argument in arguments for item in (sorted(glob.glob(argument)) or [argument])]
-    code = cli.main([*expanded, "--dry-run"])
+    code = cli.main([*in_world(arguments, documented_world), "--dry-run"])
     out, err = capsys.readouterr()
     assert code == 0, f"{where}: {command}\n{err}"
     assert json.loads(out)["mode"] in cli.MODES

@@ -112,6 +112,7 @@ def torchscript_is_deprecated() -> bool:
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2", "safetensors"])
+@pytest.mark.slow
 def test_export_round_trips_with_matching_logits(checkpoint, tmp_path, capsys, fmt):
     output = tmp_path / f"model.{fmt}"
     with warnings.catch_warnings(record=True) as caught:
@@ -160,7 +161,7 @@ def test_export_mismatch_is_an_error_and_writes_nothing(checkpoint, tmp_path, ca
     import exporting
 
     writer, _ = exporting._EXPORTERS["safetensors"]
-    wrong = (writer, lambda path, inputs: torch.zeros(len(inputs), 10))
+    wrong = (writer, lambda path, inputs, metadata: torch.zeros(len(inputs), 10))
     monkeypatch.setitem(exporting._EXPORTERS, "safetensors", wrong)
     output = tmp_path / "model.safetensors"
     code, _, err = run_cli(capsys, "--mode", "export", "--checkpoint", checkpoint, "--format", "safetensors",
@@ -180,6 +181,7 @@ def test_export_without_its_package_names_it(checkpoint, tmp_path, capsys, monke
     assert code == 2 and err == "error: --format onnx needs onnxruntime: pip install onnxruntime\n"
 
 
+@pytest.mark.slow
 def test_a_wide_resnet_trains_evaluates_and_exports(tmp_path, capsys):
     # The pre-activation nets come through the same factory, checkpoint and export paths.
     from conftest import write_batches

@@ -219,6 +219,7 @@ def test_bad_recipe_input_is_one_line(batches_dir, tmp_path, capsys, argv, messa
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_seeds_runner_trains_one_run_per_seed_and_reports_mean_and_std(batches_dir, tmp_path, capsys):
     root = tmp_path / "runs"
     code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, root, "--epochs", "1", "--seeds", "0", "1", "2"))
@@ -239,6 +240,7 @@ def test_seeds_runner_trains_one_run_per_seed_and_reports_mean_and_std(batches_d
     assert f"over 3 seeds (tta none): {100 * mean:.2f}% ± {100 * std:.2f}" in out
 
 
+@pytest.mark.slow
 def test_eval_reports_weights_and_tta(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1", "--ema", "0.9",

@@ -63,7 +63,6 @@ def training_state(payload: dict) -> dict:
 
 KILL_WRITER = """
 import sys, torch
-sys.path.insert(0, '.')
 from checkpoints import load_checkpoint, save_checkpoint
 payload = load_checkpoint(sys.argv[1])
 payload["padding"] = torch.randn(64, 1024, 1024)  # 256 MiB: each write takes a while
@@ -73,6 +72,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_write_leaves_previous_checkpoint_and_resume_cleans_up(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))[0] == 0
@@ -102,7 +102,6 @@ def test_sigkill_during_write_leaves_previous_checkpoint_and_resume_cleans_up(ba
 
 DISK_FULL_WRITER = """
 import resource, signal, sys, torch
-sys.path.insert(0, '.')
 from checkpoints import CheckpointWriter
 from errors import UserError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -117,6 +116,7 @@ except UserError as e:
 
 
 @pytest.mark.parametrize("mode", ["foreground", "background"])
+@pytest.mark.slow
 def test_disk_full_reports_and_keeps_previous(tmp_path, mode):
     path = tmp_path / "best.pt"
     save_checkpoint(path, {"model_state": {"w": torch.ones(3)}})
@@ -167,6 +167,7 @@ BASE = TrainConfig(model="resnet20", epochs=2, batch_size=32, lr=0.05, precision
                    scheduler="cosine", warmup_epochs=0.5, threads=1)
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_with_checkpoints_written_in_the_background(tmp_path, monkeypatch):
     # The background writer is chosen on accelerators only; forced here on the CPU.
     monkeypatch.setattr(training, "writes_in_background", lambda device, world_size: True)
@@ -185,6 +186,7 @@ def test_resume_is_bit_exact_with_checkpoints_written_in_the_background(tmp_path
 
 
 @pytest.mark.parametrize("stop_at", [3, 8], ids=["mid-epoch", "epoch-boundary"])
+@pytest.mark.slow
 def test_resume_is_bit_exact(tmp_path, stop_at):
     straight = load_checkpoint(run_training(tmp_path, "straight", BASE) / "last.pt")
     part = run_training(tmp_path, "part", replace(BASE, max_steps=stop_at))
@@ -203,6 +205,7 @@ AUGMENTED = replace(BASE, translate_pad="reflect", cutout=8, augment="trivialaug
                     ema=0.9, tta="flip")
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact_with_every_augmentation_and_ema(tmp_path):
     straight = load_checkpoint(run_training(tmp_path, "straight", AUGMENTED) / "last.pt")
     partial = load_checkpoint(run_training(tmp_path, "part", replace(AUGMENTED, max_steps=3)) / "last.pt")
@@ -217,6 +220,7 @@ def test_resume_is_bit_exact_with_every_augmentation_and_ema(tmp_path):
     assert straight_rows == resumed_rows
 
 
+@pytest.mark.slow
 def test_resume_without_replaying_the_data_stream_differs(tmp_path, monkeypatch):
     """The comparison above can fail: resume with a data order that is not replayed exactly."""
     straight = load_checkpoint(run_training(tmp_path, "straight", BASE) / "last.pt")
@@ -240,6 +244,7 @@ def test_rng_state_round_trips_through_a_safe_checkpoint(tmp_path):
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_everything_a_resume_needs(batches_dir, tmp_path, capsys):
     assert run_cli(capsys, *tiny_train_args(batches_dir, tmp_path / "run", "--epochs", "1"))[0] == 0
     payload = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
@@ -275,6 +280,7 @@ def straight_run(signal_data, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_signal_saves_and_resume_matches_uninterrupted(signal_data, straight_run, tmp_path, sig, code):
     run_dir = tmp_path / "stopped"
     proc = subprocess.Popen([sys.executable, *interrupt_args(signal_data, run_dir)], cwd=ROOT,
@@ -295,6 +301,7 @@ def test_signal_saves_and_resume_matches_uninterrupted(signal_data, straight_run
     assert same_state(training_state(a), training_state(b))
 
 
+@pytest.mark.slow
 def test_signal_during_evaluation_saves_a_resumable_checkpoint(tmp_path, monkeypatch):
     real_evaluate = epoch_results.evaluate
 
@@ -378,6 +385,7 @@ def test_huge_lr_stops_with_epoch_and_step(batches_dir, tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # no checkpoint with NaN weights, no empty run
 
 
+@pytest.mark.slow
 def test_nan_never_overwrites_the_last_good_checkpoint(tmp_path):
     run_dir = run_training(tmp_path, "run", replace(BASE, epochs=1))
     good = (run_dir / "last.pt").read_bytes()
@@ -386,6 +394,7 @@ def test_nan_never_overwrites_the_last_good_checkpoint(tmp_path):
     assert (run_dir / "last.pt").read_bytes() == good
 
 
+@pytest.mark.slow
 def test_fp16_skipped_steps_are_logged(tmp_path, monkeypatch):
     scaler_class = torch.amp.GradScaler
     monkeypatch.setattr(torch.amp, "GradScaler", lambda *a, **k: scaler_class(*a, init_scale=2.0 ** 120, **k))
@@ -424,6 +433,7 @@ def test_clip_grad_norm_bounds_the_update(tmp_path):
 
 # --- 7. resume never silently starts over ----------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_rules(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))[0] == 0
@@ -443,6 +453,14 @@ def test_resume_rules(batches_dir, tmp_path, capsys):
     code, _, err = run_cli(capsys, "--resume", last, "--epochs", "2", "--quiet")
     assert code == 0, err
     assert last.read_bytes() != before and load_checkpoint(last)["epoch"] == 2
+    # The machine's options may change: a run moved to another machine picks its own thread count.
+    threads = torch.get_num_threads()
+    try:
+        code, _, err = run_cli(capsys, "--resume", last, "--epochs", "3", "--threads", "1", "--quiet")
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, err
+    assert load_checkpoint(last)["config"]["threads"] == 1 and load_checkpoint(last)["epoch"] == 3
 
 
 def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, capsys, monkeypatch):
@@ -473,9 +491,11 @@ def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, 
     assert json.loads((run_dir / "config.json").read_text())["resolved_channels_last"] is False
 
 
-def test_a_resume_on_another_device_kind_chooses_anew():
+def test_a_resume_on_another_device_kind_chooses_anew(monkeypatch):
+    import devices
     from commands import keep_trained_precision
 
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)  # auto: fp32 NCHW, as on an AVX2 CPU
     config = TrainConfig(device="cpu")
     trained_on_gpu = {"resolved": {"device_type": "cuda", "precision": "bf16", "channels_last": True}}
     assert keep_trained_precision(config, trained_on_gpu, set()) == (config, "")
@@ -489,6 +509,7 @@ def test_a_resume_on_another_device_kind_chooses_anew():
     assert line.startswith("resuming in the run's fp32 + channels_last (auto would choose fp32 + NCHW here;")
 
 
+@pytest.mark.slow
 def test_resume_after_max_steps_continues(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--max-steps", "3"))[0] == 0
@@ -527,6 +548,7 @@ def test_newer_checkpoint_format_is_refused(tmp_path):
 
 # --- 8. determinism --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_same_seed_same_weights_in_two_processes(batches_dir, tmp_path):
     for name in ("a", "b"):
         args = tiny_train_args(batches_dir, tmp_path / name, "--max-steps", "4", "--threads", "1",

@@ -186,6 +186,7 @@ def test_process_age_reads_proc_and_is_none_without_it(tmp_path):
     assert timings.process_age_s(tmp_path / "missing") is None
 
 
+@pytest.mark.slow
 def test_curves_survive_a_resume(batches_dir, tmp_path, capsys, monkeypatch):
     drawn = []
     import plots
@@ -235,6 +236,7 @@ def test_curves_are_redrawn_at_most_every_interval_unless_forced(tmp_path, monke
     assert drawn == [1, 3, 5]
 
 
+@pytest.mark.slow
 def test_tensorboard_writes_events_with_the_epoch_scalars(batches_dir, tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -267,6 +269,7 @@ def test_tensorboard_missing_is_one_line(batches_dir, tmp_path, capsys, monkeypa
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_summary_gives_mean_and_std_over_seeds(batches_dir, tmp_path, capsys):
     root = tmp_path / "runs"
     code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, root, "--epochs", "1", "--seeds", "0", "1", "2"))
@@ -292,6 +295,7 @@ def test_summary_gives_mean_and_std_over_seeds(batches_dir, tmp_path, capsys):
     assert code == 2 and err == f"error: {tmp_path} is not a run directory (no config.json)\n"
 
 
+@pytest.mark.slow
 def test_the_final_report_reuses_the_last_epochs_logits(batches_dir, tmp_path, capsys, monkeypatch):
     """last.pt holds the weights the last epoch evaluated: its report is built from that pass, and
     it is the report --mode eval writes for last.pt (best.pt, other weights, is evaluated anew)."""
@@ -325,6 +329,7 @@ def test_the_final_report_reuses_the_last_epochs_logits(batches_dir, tmp_path, c
     assert evaluated == [str(tmp_path / "with-val" / "best.pt")]
 
 
+@pytest.mark.slow
 def test_eval_every_skips_the_evaluations_between(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "3", "--eval-every", "2",

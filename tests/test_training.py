@@ -24,6 +24,7 @@ def synthetic_dataset(n_train=320, n_test=100):
                    tuple(f"c{i}" for i in range(10)), source="synthetic")
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_learnable_task(tmp_path):
     config = TrainConfig(model="resnet20", epochs=4, batch_size=32, lr=0.05, precision="fp32",
                          scheduler="cosine", quiet=True)
@@ -136,6 +137,7 @@ def count_dispatched_ops(fn) -> int:
     return Counter.count
 
 
+@pytest.mark.slow
 def test_the_training_loop_adds_few_ops_to_the_step():
     # On a GPU, a small batch's step is bound by the host launching kernels (README, GPU): the
     # loader and the NaN bookkeeping must not add a chain of small ops to every step.
