@@ -114,10 +114,7 @@ def train_command(config: TrainConfig, explicit: set[str], resume: Path | None =
     """A new run (its recipe resolved), a resumed one, or one run per seed; under torchrun, one
     process of a distributed run (and, after a torchrun restart, the resumed run)."""
     launch = distributed.describe_launch(environ)
-    if resume is not None and seeds is not None:
-        raise UserError("--seeds starts new runs; resume each seed's run with --resume RUN_DIR/seed<N>/last.pt")
-    if config.tensorboard:
-        require_tensorboard()
+    check_start(config, explicit, resume, seeds, launch)
     restarted = restart_checkpoint(config, seeds, launch) if launch.max_restarts > 0 and resume is None else None
     if restarted is not None:
         resume, payload = restarted
@@ -142,6 +139,26 @@ def train_command(config: TrainConfig, explicit: set[str], resume: Path | None =
         return seeds_command(config, explicit, seeds, dist)
 
 
+def check_start(config: TrainConfig, explicit: set[str], resume: Path | None, seeds: list[int] | None,
+                launch: Distributed) -> None:
+    """The refusals of a training command that need nothing read: how it is started, not what it trains."""
+    if resume is not None and seeds is not None:
+        raise UserError("--seeds starts new runs; resume each seed's run with --resume RUN_DIR/seed<N>/last.pt")
+    if seeds is not None:
+        if "seed" in explicit:
+            raise UserError("--seed and --seeds both choose the seed; give one of them")
+        if len(set(seeds)) != len(seeds):
+            raise UserError(f"--seeds lists a seed twice: {' '.join(map(str, seeds))}")
+    if config.tensorboard:
+        require_tensorboard()
+    if launch.max_restarts > 0 and resume is None:
+        if config.run_dir is None:
+            raise UserError("torchrun --max-restarts needs --run-dir, where a restarted job finds its last.pt "
+                            "(the default run dir is named by the start time)")
+        if seeds is not None:
+            raise UserError("torchrun --max-restarts with --seeds: run one seed per job (--seed N)")
+
+
 @contextlib.contextmanager
 def joined(launch: Distributed, config: TrainConfig) -> Iterator[Distributed]:
     """torchrun's process group for the length of the run (a single process: nothing to join)."""
@@ -160,11 +177,6 @@ def restart_checkpoint(config: TrainConfig, seeds: list[int] | None,
 
     A checkpoint of another job is never picked up: pointing --run-dir at an old run is refused
     as usual, on every attempt."""
-    if config.run_dir is None:
-        raise UserError("torchrun --max-restarts needs --run-dir, where a restarted job finds its last.pt "
-                        "(the default run dir is named by the start time)")
-    if seeds is not None:
-        raise UserError("torchrun --max-restarts with --seeds: run one seed per job (--seed N)")
     if launch.restart_count == 0:
         return None
     run_dir = Path(config.run_dir)
@@ -183,10 +195,6 @@ def restart_checkpoint(config: TrainConfig, seeds: list[int] | None,
 
 def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int], dist: Distributed) -> int:
     """One run per seed into RUN_DIR/seed<N>/, then the final test accuracies' mean ± std."""
-    if "seed" in explicit:
-        raise UserError("--seed and --seeds both choose the seed; give one of them")
-    if len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds lists a seed twice: {' '.join(map(str, seeds))}")
     root = Path(config.run_dir) if config.run_dir else Path(dist.broadcast_object(str(default_run_dir(config.model))))
     say = print if dist.is_main else (lambda *args, **kwargs: None)
     accuracies = []

@@ -16,7 +16,7 @@ import distributed
 from assembly import check_schedule
 from atomic_files import check_destination
 from checkpoints import load_checkpoint
-from commands import keep_trained_precision, resume_config
+from commands import check_start, keep_trained_precision, resume_config
 from config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from devices import resolve_device, resolve_precision
 from errors import UserError
@@ -28,7 +28,6 @@ from recipes import apply_recipe
 from run_files import check_new_run_dir, check_writable
 from seed_summary import seed_run_dir
 from summary import read_run
-from tensorboard_log import require_tensorboard
 
 NEEDS_THE_DATA = "the batch size against the training set and the data's classes (the data set is not read)"
 
@@ -42,16 +41,7 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
                seeds: list[int] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The run that `train_command` would start, after the same refusals."""
     launch = distributed.describe_launch(environ)
-    if resume is not None and seeds is not None:
-        raise UserError("--seeds starts new runs; resume each seed's run with --resume RUN_DIR/seed<N>/last.pt")
-    if config.tensorboard:
-        require_tensorboard()
-    if launch.max_restarts > 0 and resume is None:
-        if config.run_dir is None:
-            raise UserError("torchrun --max-restarts needs --run-dir, where a restarted job finds its last.pt "
-                            "(the default run dir is named by the start time)")
-        if seeds is not None:
-            raise UserError("torchrun --max-restarts with --seeds: run one seed per job (--seed N)")
+    check_start(config, explicit, resume, seeds, launch)
     plan: dict[str, Any] = {"mode": "train", "processes": launch.world_size}
     if resume is not None:
         payload = load_checkpoint(resume)
@@ -62,11 +52,6 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
         plan.update(resume=str(resume), epochs_done=payload["epoch"], finished=payload["epoch"] >= config.epochs)
     else:
         config = apply_recipe(config, explicit)
-        if seeds is not None:
-            if "seed" in explicit:
-                raise UserError("--seed and --seeds both choose the seed; give one of them")
-            if len(set(seeds)) != len(seeds):
-                raise UserError(f"--seeds lists a seed twice: {' '.join(map(str, seeds))}")
         run_dir = Path(config.run_dir) if config.run_dir else None
         for folder in ([seed_run_dir(run_dir, s) for s in seeds] if seeds and run_dir else [run_dir]):
             if folder is not None:

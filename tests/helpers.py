@@ -22,3 +22,12 @@ def tiny_train_args(data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return MetricsLog(Path(run_dir) / "metrics.csv").rows()
+
+
+def png_ok(path: Path) -> bool:
+    """A whole PNG picture of a readable size."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return image.format == "PNG" and image.size[0] > 100

@@ -106,13 +106,6 @@ def test_resnext_recipe_resolves_to_the_authors_code():
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
 
 
-def test_triangular_schedule():
-    schedule = LRSchedule(TrainConfig(lr=0.4, epochs=10, scheduler="triangular"), steps_per_epoch=10)
-    assert schedule.lr(0, 0) == pytest.approx(0.08)  # 0.2x the peak
-    assert schedule.lr(1, 0) == pytest.approx(0.08 + 0.32 * 10 / 20)
-    assert schedule.lr(2, 0) == pytest.approx(0.4)  # the peak at 20% of the 100 steps
-    assert schedule.lr(6, 0) == pytest.approx(0.2)  # halfway down
-    assert schedule.lr(9, 9) == pytest.approx(0.4 / 80)  # the last step; 0 after it
 
 
 # A command-line form of each field a recipe sets, giving a value no recipe uses (booleans: the

@@ -1,16 +1,12 @@
-import math
 
 import pytest
 import torch
 
 import assembly
-import devices
 import progress
 import training
 from config import TrainConfig
 from datasets import Dataset, Split
-from devices import resolve_precision
-from schedules import LRSchedule
 from training import train_model
 
 from conftest import synthetic_images
@@ -37,88 +33,22 @@ def test_loss_falls_on_a_learnable_task(tmp_path):
     assert summary["test_accuracy"] >= 0.5  # chance is 0.1
 
 
-def schedule(**overrides):
-    config = TrainConfig(lr=0.1, epochs=10, **overrides)
-    return LRSchedule(config, steps_per_epoch=10)
 
 
-def test_step_and_multistep_schedules():
-    step = schedule(scheduler="step", step_size=3, gamma=0.5)
-    assert [step.lr(e, 0) for e in (0, 2, 3, 6)] == pytest.approx([0.1, 0.1, 0.05, 0.025])
-    multi = schedule(scheduler="multistep", milestones=(2, 5))
-    assert [multi.lr(e, 9) for e in (1, 2, 4, 5, 9)] == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001])
 
 
-def test_cosine_with_warmup():
-    cos = schedule(scheduler="cosine", warmup_epochs=1)
-    assert cos.lr(0, 0) == pytest.approx(0.01)  # first of 10 warmup steps
-    assert cos.lr(0, 9) == pytest.approx(0.1)
-    assert cos.lr(5, 5) == pytest.approx(0.05)  # halfway through the 90 post-warmup steps
-    assert cos.lr(9, 9) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 89 / 90)))
 
 
-def test_onecycle_rises_then_falls():
-    one = schedule(scheduler="onecycle")
-    lrs = [one.lr(e, s) for e in range(10) for s in range(10)]
-    peak = max(range(100), key=lrs.__getitem__)
-    assert peak == 30 and lrs[peak] == pytest.approx(0.1)
-    assert lrs[0] == pytest.approx(0.1 / 25)
-    assert lrs[-1] < 1e-4
 
 
-def test_plateau_divides_by_ten_after_patience():
-    plateau = schedule(scheduler="plateau", plateau_patience=2)
-    for loss in (1.0, 0.9, 0.9, 0.9):
-        plateau.end_epoch(loss)
-    assert plateau.lr(4, 0) == pytest.approx(0.1)  # two bad epochs: still waiting
-    plateau.end_epoch(0.9)
-    assert plateau.lr(5, 0) == pytest.approx(0.01)
-    restored = schedule(scheduler="plateau", plateau_patience=2)
-    restored.load_state_dict(plateau.state_dict())
-    assert restored.lr(5, 0) == pytest.approx(0.01) and restored.plateau_best == 0.9
 
 
-@pytest.mark.parametrize("fast_bf16", [True, False])
-def test_auto_never_picks_a_slow_cpu_combination(monkeypatch, fast_bf16):
-    # bench/precision_matrix.py: with native bf16, bf16 + channels_last is the fastest cell (2.7x
-    # fp32 NCHW); on another CPU bf16 NCHW and fp32 channels_last were ~3x slower than fp32 NCHW,
-    # so auto picks the pair together or falls back to fp32 NCHW, never a mixed combination.
-    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: fast_bf16)
-    choice = resolve_precision(torch.device("cpu"), "auto", None)
-    assert choice == (("bf16", True) if fast_bf16 else ("fp32", False))
-    assert resolve_precision(torch.device("cpu"), "fp32", None) == ("fp32", False)
-    assert resolve_precision(torch.device("cpu"), "bf16", None) == ("bf16", True)
-    assert resolve_precision(torch.device("cpu"), "bf16", False) == ("bf16", False)  # explicit wins
 
 
-@pytest.mark.parametrize("bf16_supported", [True, False])
-def test_auto_on_cuda_picks_the_half_precision_the_gpu_has_with_channels_last(monkeypatch, bf16_supported):
-    # bench/README.md: on an H200 bf16 and fp16 with channels_last were the fastest cells of the
-    # precision matrix (2.6x fp32 NCHW); bf16 needs no loss scaling, so it wins where it exists.
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_supported)
-    assert resolve_precision(torch.device("cuda"), "auto", None) == ("bf16" if bf16_supported else "fp16", True)
-    assert resolve_precision(torch.device("cuda"), "fp32", None) == ("fp32", True)
-    assert resolve_precision(torch.device("cuda"), "auto", False)[1] is False  # explicit wins
-    assert resolve_precision(torch.device("cuda"), "fp16", None) == ("fp16", True)
 
 
-def test_one_autocast_path_runs_every_precision_on_cpu():
-    model = torch.nn.Linear(4, 2)
-    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        with devices.autocast(torch.device("cpu"), precision):
-            assert model(torch.randn(3, 4)).dtype == dtype
 
 
-def test_progress_in_a_log_is_plain_lines():
-    import io
-
-    stream = io.StringIO()
-    bar = progress.LogLines(total=10, desc="epoch 1", interval=0.0, stream=stream)
-    bar.update(4)
-    bar.set_postfix_str("loss 1.234 acc 50.0%")
-    bar.close()
-    assert stream.getvalue() == "epoch 1: step 4/10  loss 1.234 acc 50.0%\n"
-    assert progress.make_progress(quiet=True) is progress.NoProgress
 
 
 def count_dispatched_ops(fn) -> int:

@@ -1,0 +1,68 @@
+"""The report's figures (metrics.py) against hand-computed values on tiny cases."""
+
+import pytest
+import torch
+
+import metrics
+from metrics import Predictions, build_report
+
+CLASSES = ["a", "b", "c"]
+
+
+def tiny_case():
+    """Six images of three classes; predictions (argmax) 0,0,1,1,2,0 for labels 0,0,0,1,2,2."""
+    logits = torch.tensor([[4.0, 0, 0], [2, 1, 0], [0, 3, 0], [0, 2, 1], [0, 0, 1], [5, 0, 4]])
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])
+    return Predictions(logits, labels)
+
+
+def test_confusion_matrix_top5_and_accuracy_by_hand():
+    result = build_report(tiny_case(), CLASSES)
+    assert result["confusion_matrix"]["counts"] == [[2, 1, 0], [0, 1, 0], [1, 0, 1]]
+    assert result["accuracy"] == pytest.approx(4 / 6)
+    assert result["top5_accuracy"] == 1.0  # k is capped at the number of classes
+    assert metrics.top_k_accuracy(tiny_case().logits, tiny_case().labels, 2) == pytest.approx(6 / 6)
+    assert metrics.top_k_accuracy(tiny_case().logits, tiny_case().labels, 1) == pytest.approx(4 / 6)
+    assert result["per_class_accuracy"] == pytest.approx({"a": 2 / 3, "b": 1.0, "c": 0.5})
+    expected_loss = torch.nn.functional.cross_entropy(tiny_case().logits, tiny_case().labels).item()
+    assert result["loss"] == pytest.approx(expected_loss)
+
+
+def test_most_confused_pairs_by_hand():
+    confusion = torch.tensor([[5, 3, 1], [0, 7, 3], [4, 0, 2]])
+    pairs = metrics.most_confused_pairs(confusion, CLASSES, count=3)
+    # 4 (c->a), then the two 3s in class order: a->b before b->c.
+    assert pairs == [{"true": "c", "predicted": "a", "count": 4}, {"true": "a", "predicted": "b", "count": 3},
+                     {"true": "b", "predicted": "c", "count": 3}]
+
+
+def test_ece_by_hand():
+    # Confidences 0.95 (right), 0.95 (wrong), 0.55 (right), 0.45 (wrong): bins (0.9333, 1], (0.5333, 0.6],
+    # (0.4, 0.4667]: |0.5 - 0.95| * 2/4 + |1 - 0.55| * 1/4 + |0 - 0.45| * 1/4 = 0.225 + 0.1125 + 0.1125.
+    confidence = torch.tensor([0.95, 0.95, 0.55, 0.45])
+    correct = torch.tensor([True, False, True, False])
+    bins = metrics.calibration_bins(confidence, correct)
+    assert len(bins) == 15 and sum(b["count"] for b in bins) == 4
+    assert metrics.expected_calibration_error(bins, 4) == pytest.approx(0.45)
+    assert bins[14]["count"] == 2 and bins[14]["accuracy"] == 0.5
+
+
+def test_ece_of_the_built_report_matches_its_bins():
+    result = build_report(tiny_case(), CLASSES)
+    probabilities = tiny_case().logits.softmax(1)
+    confidence, predicted = probabilities.max(1)
+    edges = [i / 15 for i in range(16)]
+    total = 0.0
+    for low, high in zip(edges, edges[1:], strict=False):
+        members = (confidence > low) & (confidence <= high)
+        if members.any():
+            gap = abs((predicted[members] == tiny_case().labels[members]).float().mean() - confidence[members].mean())
+            total += members.float().mean().item() * gap.item()
+    assert result["ece"] == pytest.approx(total)
+
+
+def test_text_report_lists_every_part():
+    text = metrics.format_report(build_report(tiny_case(), CLASSES))
+    assert "top-1 66.67%  top-5 100.00%" in text and "ECE" in text
+    assert "confusion matrix (rows true, columns predicted):" in text
+    assert "most confused: a -> b (1), c -> a (1)" in text
