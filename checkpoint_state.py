@@ -57,6 +57,7 @@ def build_payload(parts: RunParts, state: TrainState, data: Dataset) -> dict:
         "data": data_summary(data),
         "model_state": parts.model.state_dict(),
         "ema_state": parts.ctx.ema.state_dict() if parts.ctx.ema is not None else None,
+        "ema_updates": parts.ctx.ema.updates if parts.ctx.ema is not None else None,
         "optimizer_state": parts.ctx.optimizer.state_dict(),
         "schedule_state": parts.ctx.schedule.state_dict(),
         "scaler_state": parts.ctx.scaler.state_dict(),
@@ -87,6 +88,8 @@ def restore_payload(payload: dict, ctx: StepContext) -> TrainState:
         if payload.get("ema_state") is None:
             raise UserError("--ema: the checkpoint holds no moving average to continue; start a new run")
         ctx.ema.load_state_dict(payload["ema_state"])
+        # A checkpoint written before the count was kept: the EMA was updated once a step.
+        ctx.ema.updates = payload.get("ema_updates") or payload["global_step"]
     ctx.optimizer.load_state_dict(payload["optimizer_state"])
     ctx.schedule.load_state_dict(payload["schedule_state"])
     if payload["scaler_state"]:

@@ -15,7 +15,7 @@ import run_files
 from atomic_files import check_destination
 from checkpoint_state import data_summary
 from checkpoints import load_checkpoint
-from config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
+from config import LENGTH_SHAPED_SCHEDULERS, SCHEDULERS, EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from datasets import load_cifar10
 from devices import resolve_device, resolve_precision
 from distributed import Distributed
@@ -57,7 +57,22 @@ def resume_config(saved: TrainConfig, requested: TrainConfig, explicit: set[str]
         changes[name] = requested_values[name]
     if "epochs" in explicit and saved.iterations is not None:
         changes["iterations"] = None  # a typed --epochs replaces the run's --iterations, as for a new run
+    check_length_change(saved, changes)
     return TrainConfig.from_dict({**saved_values, **changes})
+
+
+def check_length_change(saved: TrainConfig, changes: dict) -> None:
+    """Refuse another length for a run whose schedule is laid out over its length: the rest of the
+    run would follow another lr curve than the one it started on."""
+    if saved.scheduler not in LENGTH_SHAPED_SCHEDULERS:
+        return
+    for name in ("epochs", "iterations"):
+        if name in changes and changes[name] is not None and changes[name] != getattr(saved, name):
+            allowed = ", ".join(k for k in SCHEDULERS if k not in LENGTH_SHAPED_SCHEDULERS)
+            raise UserError(f"--{name} {changes[name]}: this run's {saved.scheduler} schedule is laid out over its "
+                            f"{getattr(saved, name)} {name}, and another length would change the lr curve it "
+                            f"started on; resume without --{name}, or start a new run of the length you want "
+                            f"(a resume may change the length of {allowed} runs)")
 
 
 def keep_trained_precision(config: TrainConfig, payload: dict, explicit: set[str]) -> tuple[TrainConfig, str]:
@@ -115,7 +130,7 @@ def train_command(config: TrainConfig, explicit: set[str], resume: Path | None =
     process of a distributed run (and, after a torchrun restart, the resumed run)."""
     launch = distributed.describe_launch(environ)
     check_start(config, explicit, resume, seeds, launch)
-    restarted = restart_checkpoint(config, seeds, launch) if launch.max_restarts > 0 and resume is None else None
+    restarted = restart_checkpoint(config, launch) if launch.max_restarts > 0 and resume is None else None
     if restarted is not None:
         resume, payload = restarted
     elif resume is not None:
@@ -127,8 +142,9 @@ def train_command(config: TrainConfig, explicit: set[str], resume: Path | None =
             print(kept)
         if payload["epoch"] >= config.epochs:
             if launch.is_main:
-                print(f"{resume}: this run already finished all {payload['epoch']} epochs; nothing to do "
-                      f"(pass a larger --epochs to train further)")
+                further = ("start a new run to train longer" if config.scheduler in LENGTH_SHAPED_SCHEDULERS
+                           else "pass a larger --epochs to train further")
+                print(f"{resume}: this run already finished all {payload['epoch']} epochs; nothing to do ({further})")
             return 0
         with joined(launch, config) as dist:
             return run_training(config, explicit, payload, resume, dist)[0]
@@ -169,8 +185,7 @@ def joined(launch: Distributed, config: TrainConfig) -> Iterator[Distributed]:
         distributed.stop(dist)
 
 
-def restart_checkpoint(config: TrainConfig, seeds: list[int] | None,
-                       launch: Distributed) -> tuple[Path, dict] | None:
+def restart_checkpoint(config: TrainConfig, launch: Distributed) -> tuple[Path, dict] | None:
     """Under torchrun --max-restarts: after a restart, the run directory's last.pt (path and
     loaded payload) when this job (TORCHELASTIC_RUN_ID) wrote it; None on the first attempt or
     before the first checkpoint.
@@ -296,8 +311,9 @@ def eval_command(config: EvalConfig, expected_model: str | None = None) -> int:
     if config.output:
         check_destination(Path(config.output), "--output")
     report = evaluate_checkpoint(config, expected_model=expected_model)
-    print(f"{report['model']} ({report['weights']} weights, tta {report['tta']}) on {report['n']} {report['split']} "
-          f"images: accuracy {100 * report['accuracy']:.2f}%, loss {report['loss']:.4f}")
+    tta = f"tta {report['tta']}" + ("" if config.tta is not None else ", the run's")
+    print(f"{report['model']} ({report['weights']} weights, {tta}) on {report['n']} {report['split']} images: "
+          f"accuracy {100 * report['accuracy']:.2f}%, loss {report['loss']:.4f}")
     print(format_report(report))
     if config.output:
         try:

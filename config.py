@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 SCHEDULERS = ("plateau", "step", "multistep", "cosine", "onecycle", "triangular")
+# Schedules whose whole curve is laid out over the run's length: a resume may not change the length.
+LENGTH_SHAPED_SCHEDULERS = ("cosine", "onecycle", "triangular")
 MILESTONE_UNITS = ("epochs", "steps")
 WARMUP_STYLES = ("linear", "constant")
 WEIGHTS = ("raw", "ema")
@@ -94,7 +96,7 @@ class EvalConfig:
     output: str | None = None
     quiet: bool = False
     weights: str = "raw"  # "ema": the checkpoint's moving average of the weights
-    tta: str = "none"
+    tta: str | None = None  # None: the run's own, so that eval reports what training reported
     split: str = "test"  # or "val": the images the run held out with --val-size
     report_dir: str | None = None
 

@@ -20,7 +20,7 @@ from commands import check_start, keep_trained_precision, resume_config
 from config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from devices import resolve_device, resolve_precision
 from errors import UserError
-from evaluation import load_model
+from evaluation import load_model, run_precision, run_tta
 from exporting import require_packages
 from loader import check_global_batch
 from predict import collect_paths
@@ -78,9 +78,11 @@ def _checkpoint_model(path: str, weights: str, expected_model: str | None = None
 def plan_eval(config: EvalConfig, expected_model: str | None = None) -> dict[str, Any]:
     if config.output:
         check_destination(Path(config.output), "--output")
+    payload = load_checkpoint(Path(config.checkpoint))
     checkpoint = _checkpoint_model(config.checkpoint, config.weights, expected_model)
+    checkpoint["tta"] = run_tta(config, payload)
     device = resolve_device(config.device)
-    precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
+    precision, channels_last = run_precision(device, config, payload)
     return {"mode": "eval", "checkpoint": checkpoint, "device": str(device), "precision": precision,
             "channels_last": channels_last, "config": _fields(config),
             "not_checked": "the data's classes against the checkpoint's (the data set is not read)"}

@@ -147,6 +147,21 @@ def choose_split(payload: dict, data: Dataset, name: str) -> Split:
     return split_validation(data.train, config["val_size"], config["seed"])[1]
 
 
+def run_precision(device: torch.device, config: EvalConfig, payload: dict) -> tuple[str, bool]:
+    """The precision and layout to evaluate in: those the run trained and reported in, on the same
+    kind of device, unless --precision or --channels-last is typed; else what `auto` picks here."""
+    trained = payload.get("resolved")
+    if (config.precision == "auto" and config.channels_last is None and trained is not None
+            and trained["device_type"] == device.type):
+        return trained["precision"], trained["channels_last"]
+    return resolve_precision(device, config.precision, config.channels_last)
+
+
+def run_tta(config: EvalConfig, payload: dict) -> str:
+    """The test-time augmentation to evaluate with: the one typed, else the one the run reported with."""
+    return config.tta if config.tta is not None else payload["config"].get("tta", "none")
+
+
 def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, data: Dataset | None = None) -> dict:
     """The full report (report.build_report) of a checkpoint on a split, as a JSON-ready dict;
     with config.report_dir, also its pictures and per_class.csv there."""
@@ -157,7 +172,7 @@ def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, d
             f"--model {expected_model} does not match the checkpoint's model {payload['model_name']}"
         )
     device = resolve_device(config.device)
-    precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
+    precision, channels_last = run_precision(device, config, payload)
     data_dir = config.data_dir or payload["config"].get("data_dir", "./data")
     if data is None:
         data = load_cifar10(Path(data_dir), download=config.download)
@@ -172,10 +187,11 @@ def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, d
         model = model.to(memory_format=torch.channels_last)
     normalizer = Normalizer(tuple(payload["mean"]), tuple(payload["std"]), device)
     loader = BatchLoader(split, min(config.batch_size, len(split)), device, normalizer, channels_last, train=False)
-    result = evaluate(model, loader, device, precision, payload["num_classes"], tta=config.tta,
+    tta = run_tta(config, payload)
+    result = evaluate(model, loader, device, precision, payload["num_classes"], tta=tta,
                       keep_predictions=True)
     classes = list(payload.get("classes") or data.classes)
-    source = ReportSource(str(path), payload["model_name"], payload["epoch"], config.weights, config.tta,
+    source = ReportSource(str(path), payload["model_name"], payload["epoch"], config.weights, tta,
                           config.split, str(device), precision)
     report = assemble_report(source, result.predictions, classes, result.seconds)
     if config.report_dir is not None:

@@ -106,7 +106,7 @@ def eval_config_from_args(args: argparse.Namespace, explicit: set[str]) -> EvalC
         output=args.output,
         quiet=args.quiet,
         weights=args.weights,
-        tta=args.tta,
+        tta=args.tta if "tta" in explicit else None,
         split=args.split,
         report_dir=args.report_dir,
     )

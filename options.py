@@ -140,8 +140,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("format", "export: the file format", ("export",), choices=FORMATS, default=None),
     Option("weights", "eval, predict, export: the trained weights, or their moving average (a run made with "
            "--ema)", ("eval", "predict", "export"), choices=WEIGHTS, default="raw"),
-    _train("tta", "test-time augmentation for evaluation (each epoch and --mode eval): logits averaged over the "
-           "image and its mirror (flip), and one-pixel shifts of both (flip-translate)", choices=TTA_MODES,
+    _train("tta", "test-time augmentation for evaluation: logits averaged over the image and its mirror (flip), "
+           "and one-pixel shifts of both (flip-translate); --mode eval uses the run's unless it is typed",
+           choices=TTA_MODES,
            modes=("train", "eval"), resume=ALLOWED),
     _train("eval_every", "train: evaluate on val/test after every N-th epoch and after the last (0: after the "
            "last only)", type=non_negative_int, metavar="N", resume=ALLOWED, experiment=False),
@@ -185,7 +186,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("seeds", "train one run per seed into RUN_DIR/seed<N>/ and print mean ± std of the final test "
            "accuracy", ("train",), group="optimisation", type=non_negative_int, nargs="+", default=None,
            metavar="SEED"),
-    _train("ema", "keep an exponential moving average of the weights (e.g. 0.999), evaluated each epoch",
+    _train("ema", "keep an exponential moving average of the weights (e.g. 0.999), evaluated each epoch; its "
+           "decay warms up as min(DECAY, (1 + n) / (10 + n)) over the first steps n",
            group="optimisation", type=open_unit_interval, metavar="DECAY"),
     _train("max_steps", "stop after this many optimizer steps in total (smoke runs, benchmarks)",
            group="optimisation", type=positive_int, resume=INVOCATION, experiment=False),

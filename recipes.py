@@ -20,6 +20,7 @@ PAPER_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "re
 @dataclass(frozen=True)
 class Recipe:
     summary: str  # one line for --help
+    source: str  # where its values come from
     values: dict[str, Any]
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra values for some models
     models: tuple[str, ...] | None = None  # None: any model
@@ -29,11 +30,13 @@ RECIPES: dict[str, Recipe] = {
     "seed": Recipe(
         summary="SGD momentum 0.9, weight decay 1e-4, batch 256, lr 0.1 divided by 10 when the loss plateaus "
                 "(validation loss with --val-size, else training loss), 200 epochs, crop + flip",
+        source="this trainer's defaults",
         values={},
     ),
     "paper": Recipe(
         summary="He et al. 2015 sec. 4.2: batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, stop at 64k, "
                 "weight decay 1e-4, momentum 0.9, crop + flip; resnet110/1202 warm up at lr 0.01 for 400 iterations",
+        source="He et al. 2015, sec. 4.2 (ResNet-20: 91.25% on the official data)",
         values=dict(batch_size=128, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=False, scheduler="multistep",
                     milestones=(32_000, 48_000), milestone_unit="steps", gamma=0.1, iterations=64_000),
         per_model={name: dict(warmup_steps=400, warmup_style="constant") for name in ("resnet110", "resnet1202")},
@@ -42,12 +45,14 @@ RECIPES: dict[str, Recipe] = {
     "standard": Recipe(
         summary="the popular repos' ResNet-18 recipe: 200 epochs, cosine from lr 0.1, weight decay 5e-4, batch 128, "
                 "momentum 0.9, crop + flip",
+        source="kuangliu/pytorch-cifar and the repositories that follow it",
         values=dict(epochs=200, scheduler="cosine", lr=0.1, weight_decay=5e-4, momentum=0.9, batch_size=128),
     ),
     "fast": Recipe(
         summary="short runs: Nesterov SGD, weight decay 5e-4, batch 500, triangular lr peaking at 0.4 at 20% of "
                 "training, crop (reflect pad 4) + flip, Cutout 12 (not for the 6n+2 nets), flip + translate TTA, "
                 "evaluated after the last epoch only; 26 epochs (resnet18), 30 (others)",
+        source="the published fast ResNet-18 route, adapted and measured here (docs/recipes.md)",
         # Evaluating with flip-translate TTA (6 passes over the test set) took 57 s after a 181 s
         # resnet20 epoch on the CPU (bench/README.md): after every epoch, a third more time.
         # Per-epoch curves need --eval-every 1.
@@ -60,6 +65,7 @@ RECIPES: dict[str, Recipe] = {
         summary="Zagoruyko & Komodakis 2016 for the wide nets: Nesterov SGD (momentum 0.9), weight decay 5e-4, "
                 "batch 128, lr 0.1 multiplied by 0.2 at epochs 60, 120 and 160, 200 epochs, dropout 0.3, "
                 "crop (reflect pad 4) + flip",
+        source="Zagoruyko & Komodakis 2016 (WRN-28-10: 96.11% on the official data)",
         values=dict(epochs=200, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                     scheduler="multistep", milestones=(60, 120, 160), gamma=0.2,
                     dropout=0.3, translate_pad="reflect"),
@@ -68,6 +74,7 @@ RECIPES: dict[str, Recipe] = {
     "resnext": Recipe(
         summary="Xie et al. 2017 for ResNeXt-29, as the authors' code trains it: Nesterov SGD (momentum 0.9), "
                 "weight decay 5e-4, batch 128, lr 0.1 divided by 10 at epochs 150 and 225, 300 epochs, crop + flip",
+        source="Xie et al. 2017 and facebookresearch/ResNeXt (8x64d: 96.35% on the official data)",
         # facebookresearch/ResNeXt: train.lua (Nesterov; the drops past 49% and 74% of the epochs, the
         # paper's 150 and 225 of 300), opts.lua (300 epochs), the README's CIFAR command (wd 5e-4, batch 128).
         values=dict(epochs=300, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
@@ -104,6 +111,11 @@ def apply_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
         raise UserError(f"--dropout is for the nets of pre-activation basic blocks ({', '.join(DROPOUT_MODELS)}); "
                         f"got --model {resolved.model}")
     return resolved
+
+
+def describe_recipe(name: str) -> str:
+    """The run's line naming its recipe and where the recipe's values come from."""
+    return f"recipe {name} ({RECIPES[name].source}); options typed on the command line override its values"
 
 
 def describe_recipes() -> str:

@@ -27,10 +27,12 @@ from interrupts import StopSignals
 from loader import BatchLoader
 from plots import CurvesPlot
 from progress import make_progress
+from recipes import describe_recipe
 from tensorboard_log import TensorBoardLog
 from timings import PhaseClock
 
 LOG_EVERY_STEPS = 20  # how often the bar, the NaN check and (fp16) overflow count sync with the device
+SYNC_AT_LEAST_EVERY_S = 5.0  # and at least this often, in seconds of wall time
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,9 +98,13 @@ def train_one_epoch(
     should_stop: Callable[[], bool],
     progress: Callable[..., Iterable],
     epoch_steps: int | None = None,
+    run_steps_left: int | None = None,
 ) -> EpochOutcome:
     """Train from start_step to the end of the epoch (its first epoch_steps steps when given: a
-    run of --iterations ends inside an epoch), a stop request or the step budget."""
+    run of --iterations ends inside an epoch), a stop request or the step budget.
+
+    run_steps_left: the steps the whole run has still to take from start_step on, for the
+    progress line's estimate of the time to the end of the run (None: no estimate)."""
     ctx.model.train()
     epoch_steps = len(loader) if epoch_steps is None else epoch_steps
     loss_sum = torch.zeros((), device=ctx.device)
@@ -113,8 +119,11 @@ def train_one_epoch(
     seen_before = totals.seen
     bar = progress(total=epoch_steps, initial=start_step, desc=f"epoch {epoch + 1}")
 
+    last_sync = started
+
     def sync(final: bool) -> None:
-        nonlocal synced_step
+        nonlocal synced_step, last_sync
+        last_sync = time.perf_counter()
         bad = (~torch.isfinite(recent_losses[: step - synced_step])).nonzero()
         if len(bad):
             raise NonFiniteLoss(
@@ -123,11 +132,13 @@ def train_one_epoch(
             )
         synced_step = step
         seen = totals.seen + (step - start_step) * loader.batch_size
+        elapsed = max(1e-9, last_sync - started)
+        eta = "" if run_steps_left is None else f" run ETA {run_eta(step - start_step, run_steps_left, elapsed)}"
         bar.set_postfix_str(
             f"loss {(totals.loss_sum + float(loss_sum)) / max(1, seen):.3f} "
             f"acc {100 * (totals.correct + correct.item()) / max(1, seen):.1f}% "
             f"lr {ctx.optimizer.param_groups[0]['lr']:.4g} "
-            f"{(seen - seen_before) / max(1e-9, time.perf_counter() - started):.0f} img/s",
+            f"{(seen - seen_before) / elapsed:.0f} img/s{eta}",
             refresh=final,
         )
 
@@ -151,7 +162,9 @@ def train_one_epoch(
         if step_budget is not None:
             step_budget -= 1
         bar.update(1)
-        if step % LOG_EVERY_STEPS == 0:
+        # A slow step (a large model on a CPU) syncs at once, so the first figures and the run's
+        # ETA show after the first step rather than after LOG_EVERY_STEPS of them.
+        if step % LOG_EVERY_STEPS == 0 or time.perf_counter() - last_sync > SYNC_AT_LEAST_EVERY_S:
             sync(final=False)
     if stop is None and step_budget is not None and step_budget <= 0 and step < epoch_steps:
         stop = "max_steps"
@@ -179,7 +192,8 @@ def train_epoch_explaining_compile(parts: RunParts, state: TrainState, step_budg
     compiler is found) turned into one line that says what to do."""
     try:
         return train_one_epoch(parts.ctx, parts.train_loader, state.epoch, state.step, state.totals,
-                               step_budget, should_stop, progress, epoch_steps(parts, state.epoch))
+                               step_budget, should_stop, progress, epoch_steps(parts, state.epoch),
+                               run_steps_left(parts, state))
     except UserError:
         raise
     except Exception as e:
@@ -187,6 +201,32 @@ def train_epoch_explaining_compile(parts: RunParts, state: TrainState, step_budg
             raise
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--compile failed on this machine ({reason}); run without --compile") from None
+
+
+def run_steps_left(parts: RunParts, state: TrainState) -> int:
+    """The optimizer steps this invocation will still take: to the run's end or to --max-steps."""
+    total = parts.config.iterations or parts.config.epochs * len(parts.train_loader)
+    if parts.config.max_steps is not None:
+        total = min(total, parts.config.max_steps)
+    return max(0, total - state.global_step)
+
+
+def run_eta(steps_done: int, steps_left: int, seconds: float) -> str:
+    """The time the run's remaining steps take at the speed of the steps_done that took `seconds`."""
+    if steps_done <= 0:
+        return "?"
+    return format_duration(max(0, steps_left - steps_done) * seconds / steps_done)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as a person says it: 45 s, 12 min, 3.4 h, 2.1 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def epoch_steps(parts: RunParts, epoch: int) -> int:
@@ -289,6 +329,7 @@ def train_model(
     with StopSignals() as signals, writer, board if board is not None else contextlib.nullcontext():
         # Logged once the handlers are in place: from this line on, a signal always saves.
         log(describe_run(parts, len(data.test), run_dir))
+        log(describe_recipe(config.recipe))
         if device.type == "cpu" and precision == "fp16":
             log("warning: fp16 has no fast CPU kernels (~25x slower than fp32 in bench/precision_matrix.py); "
                 "prefer --precision bf16 or fp32 on a CPU")

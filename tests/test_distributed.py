@@ -17,7 +17,7 @@ import torch
 import distributed
 from augmentations import Augmentation
 from checkpoints import load_checkpoint
-from commands import restart_checkpoint
+from commands import check_start, restart_checkpoint
 from config import TrainConfig
 from datasets import CIFAR10_MEAN, CIFAR10_STD, Split
 from errors import UserError
@@ -173,16 +173,18 @@ def test_a_restart_resumes_only_its_own_jobs_checkpoint(tmp_path, small_data, ca
     assert payload["elastic_run_id"] is None and payload["world_size"] == 1
     config = TrainConfig(run_dir=str(run_dir))
     restarted = distributed.Distributed(torchrun=True, restart_count=1, max_restarts=1, run_id="job7")
-    assert restart_checkpoint(config, None, restarted) is None  # another job's (here: no job's) run
+    assert restart_checkpoint(config, restarted) is None  # another job's (here: no job's) run
     first = distributed.Distributed(torchrun=True, restart_count=0, max_restarts=1, run_id=None)
-    assert restart_checkpoint(config, None, first) is None
+    assert restart_checkpoint(config, first) is None
     with pytest.raises(UserError, match="^torchrun --max-restarts needs --run-dir"):
-        restart_checkpoint(TrainConfig(), None, restarted)
+        check_start(TrainConfig(), set(), None, None, restarted)
+    with pytest.raises(UserError, match="^torchrun --max-restarts with --seeds: run one seed per job"):
+        check_start(config, set(), None, [0, 1], restarted)
     # The failed first attempt of this job wrote config.json but no checkpoint yet: cleared for a new start.
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     (fresh / "config.json").write_text(json.dumps({"elastic_run_id": "job7"}))
-    assert restart_checkpoint(TrainConfig(run_dir=str(fresh)), None, restarted) is None
+    assert restart_checkpoint(TrainConfig(run_dir=str(fresh)), restarted) is None
     assert not (fresh / "config.json").exists()
 
 

@@ -159,3 +159,19 @@ def test_eval_every_refuses_a_plateau_that_watches_validation(batches_dir, tmp_p
                    "every epoch; use --eval-every 1 or another --scheduler (step, multistep, cosine, onecycle, "
                    "triangular)\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_of_last_pt_reports_what_the_run_reported(batches_dir, tmp_path, capsys):
+    """Without --tta, eval uses the run's TTA (and the precision it trained in): the figures equal
+    the final epoch's."""
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1", "--tta", "flip"))
+    assert code == 0, err
+    done = next(line for line in out.splitlines() if line.startswith("done: test accuracy"))
+    code, out, err = run_cli(capsys, "--mode", "eval", "--checkpoint", run_dir / "last.pt")
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert "(raw weights, tta flip, the run's)" in first
+    assert done.split()[3] == first.split("accuracy ")[1].split(",")[0]  # e.g. "37.00%"
+    code, out, err = run_cli(capsys, "--mode", "eval", "--checkpoint", run_dir / "last.pt", "--tta", "none")
+    assert code == 0 and "(raw weights, tta none) on" in out.splitlines()[0]

@@ -194,7 +194,7 @@ def test_a_wide_resnet_trains_evaluates_and_exports(tmp_path, capsys):
     checkpoint = tmp_path / "run" / "last.pt"
     code, out, err = run_cli(capsys, "--mode", "eval", "--checkpoint", checkpoint)
     assert code == 0, err
-    assert out.startswith("wrn-28-2 (raw weights, tta none) on 100 test images")
+    assert out.startswith("wrn-28-2 (raw weights, tta none, the run's) on 100 test images")
     code, out, err = run_cli(capsys, "--mode", "export", "--checkpoint", checkpoint, "--format", "pt2",
                              "--output", tmp_path / "wrn.pt2")
     assert code == 0, err

@@ -158,9 +158,11 @@ def test_every_recipe_field_exists():
 
 def test_config_json_and_checkpoint_record_the_recipe_and_its_values(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--recipe", "fast", "--epochs", "1",
-                                                    "--batch-size", "32", "--tta", "none"))
+    code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--recipe", "fast", "--epochs", "1",
+                                                      "--batch-size", "32", "--tta", "none"))
     assert code == 0, err
+    assert out.splitlines()[1] == ("recipe fast (the published fast ResNet-18 route, adapted and measured here "
+                                   "(docs/recipes.md)); options typed on the command line override its values")
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["recipe"], config["nesterov"], config["cutout"], config["scheduler"], config["lr"]) == (
         "fast", True, 0, "triangular", 0.4)

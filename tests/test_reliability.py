@@ -702,3 +702,40 @@ def test_bad_image_folders(tmp_path, capsys):
     victim = sorted((wrong_size / "test" / "dog").iterdir())[0]
     Image.new("RGB", (64, 48)).save(victim)
     assert f"image {victim} is 64x48, expected 32x32" in attempt(wrong_size)
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle", "triangular"])
+def test_a_length_shaped_schedule_refuses_another_length_on_resume(scheduler):
+    from commands import resume_config
+
+    saved = TrainConfig(scheduler=scheduler, epochs=10)
+    with pytest.raises(UserError, match=f"^--epochs 20: this run's {scheduler} schedule is laid out over its 10 "
+                                        "epochs, .*plateau, step, multistep runs"):
+        resume_config(saved, TrainConfig(scheduler=scheduler, epochs=20), {"epochs"})
+    iterations = TrainConfig(scheduler=scheduler, epochs=3, iterations=1000)
+    with pytest.raises(UserError, match=f"^--iterations 2000: this run's {scheduler} schedule"):
+        resume_config(iterations, TrainConfig(scheduler=scheduler, iterations=2000), {"iterations"})
+    # The same length, and the machine's options, may be given.
+    resumed = resume_config(saved, TrainConfig(scheduler=scheduler, epochs=10, threads=1, device="cpu"),
+                            {"epochs", "threads", "device"})
+    assert (resumed.epochs, resumed.threads, resumed.device) == (10, 1, "cpu")
+
+
+@pytest.mark.parametrize("scheduler", ["plateau", "step", "multistep"])
+def test_other_schedules_may_change_their_length_on_resume(scheduler):
+    from commands import resume_config
+
+    resumed = resume_config(TrainConfig(scheduler=scheduler, epochs=10), TrainConfig(epochs=20), {"epochs"})
+    assert resumed.epochs == 20 and resumed.scheduler == scheduler
+
+
+def test_resuming_a_cosine_run_with_another_length_is_one_line_and_keeps_the_checkpoint(batches_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1", "--scheduler", "cosine"))[0] == 0
+    before = (run_dir / "last.pt").read_bytes()
+    code, out, err = run_cli(capsys, "--resume", run_dir / "last.pt", "--epochs", "3")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: --epochs 3: this run's cosine schedule is laid out over its 1 epochs")
+    assert (run_dir / "last.pt").read_bytes() == before
+    code, out, _ = run_cli(capsys, "--resume", run_dir / "last.pt")
+    assert code == 0 and "(start a new run to train longer)" in out

@@ -103,3 +103,31 @@ def test_nan_is_reported_at_its_exact_step(monkeypatch, start_step, first_bad):
     with pytest.raises(training.NonFiniteLoss, match=f"epoch 1, step {first_bad + 1};"):
         training.train_one_epoch(parts.ctx, parts.train_loader, 0, start_step, training.EpochTotals(), None,
                                  lambda: False, progress.NoProgress)
+
+
+def test_the_run_eta_counts_every_step_left_in_the_run():
+    assert training.run_eta(steps_done=10, steps_left=100, seconds=20.0) == "3 min"  # 90 steps at 2 s
+    assert training.run_eta(10, 10, 20.0) == "0 s"
+    assert training.run_eta(0, 10, 0.0) == "?"
+    # ResNet-18's 200 epochs of 195 steps at ~10 s a step on a 2-core CPU: days, said at once.
+    assert training.run_eta(1, 200 * 195, 10.0) == "4.5 days"
+    assert [training.format_duration(s) for s in (45, 600, 3 * 3600, 50 * 3600)] == ["45 s", "10 min", "3.0 h",
+                                                                                      "2.1 days"]
+
+
+def test_the_progress_line_shows_the_run_eta_from_the_run_and_max_steps():
+    config = TrainConfig(model="resnet20", batch_size=8, precision="fp32", epochs=3)
+    parts = assembly.build_run(config, synthetic_dataset(n_train=160))  # 20 steps an epoch
+    assert training.run_steps_left(parts, training.TrainState(epoch=1, step=5, global_step=25)) == 35
+    capped = assembly.build_run(TrainConfig(model="resnet20", batch_size=8, precision="fp32", epochs=3,
+                                            max_steps=30), synthetic_dataset(n_train=160))
+    assert training.run_steps_left(capped, training.TrainState(global_step=25)) == 5
+    postfixes = []
+
+    class Recording(progress.NoProgress):
+        def set_postfix_str(self, text, refresh=True):
+            postfixes.append(text)
+
+    training.train_one_epoch(parts.ctx, parts.train_loader, 0, 0, training.EpochTotals(), None, lambda: False,
+                             Recording, run_steps_left=60)
+    assert postfixes and all(" run ETA " in text for text in postfixes)
