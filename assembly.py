@@ -37,6 +37,7 @@ class StepContext:
     ema: ModelEMA | None = None
     eval_model: nn.Module | None = None  # what evaluation calls: never DDP (no collectives per batch)
     dist: Distributed = field(default_factory=Distributed)
+    global_batch: int = 0  # images a step over all processes (0: this process's batch is the whole batch)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -70,6 +71,7 @@ def make_step_context(model: nn.Module, config: TrainConfig, device: torch.devic
         ema=ModelEMA(model, config.ema) if config.ema is not None else None,
         eval_model=compile_(model) if dist.active else trained,
         dist=dist,
+        global_batch=config.batch_size,
     )
 
 
@@ -151,6 +153,14 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
     return RunParts(config, device, precision, channels_last, model, ctx, train_loader, eval_loaders, dist)
 
 
+def describe_shares(batch_size: int, world_size: int) -> str:
+    """'2 x 250', or '2 x 167 + 1 x 166' where the batch does not divide evenly."""
+    small, extra = divmod(batch_size, world_size)
+    if not extra:
+        return f"{world_size} x {small}"
+    return f"{extra} x {small + 1} + {world_size - extra} x {small}"
+
+
 def describe_run(parts: RunParts, n_test: int, run_dir: Path) -> str:
     n_params = sum(p.numel() for p in parts.model.parameters())
     n_val = parts.config.val_size
@@ -158,8 +168,8 @@ def describe_run(parts: RunParts, n_test: int, run_dir: Path) -> str:
     processes = ""
     if parts.dist.active:
         backend = "nccl" if parts.device.type == "cuda" else "gloo"
-        processes = (f", {parts.dist.world_size} processes ({backend}, global batch {parts.config.batch_size} = "
-                     f"{parts.dist.world_size} x {parts.train_loader.share})")
+        processes = (f", {parts.dist.world_size} processes ({backend}, global batch {parts.config.batch_size}: "
+                     f"{describe_shares(parts.config.batch_size, parts.dist.world_size)})")
     every = parts.config.eval_every
     evaluated = ("" if every == 1 else ", evaluated after the last epoch only" if every == 0
                  else f", evaluated every {every} epochs and after the last")

@@ -23,6 +23,7 @@ from augmentations import (
     random_crop_flip,
 )
 from datasets import Split
+from distributed import shard_bounds
 from errors import UserError
 
 CHUNK_IMAGES = 2048  # images prepared at once: 25 MB as float32 on the device
@@ -55,10 +56,11 @@ class EpochPlan:
 
 
 def check_global_batch(batch_size: int, world_size: int) -> None:
-    """Refuse a training batch that the processes cannot share equally."""
-    if batch_size % world_size:
-        raise UserError(f"--batch-size {batch_size} is the global batch and must divide evenly among the "
-                        f"{world_size} processes; choose a multiple of {world_size}")
+    """Refuse a training batch that cannot give every process at least one image."""
+    if batch_size < world_size:
+        raise UserError(f"--batch-size {batch_size} is the global batch and must hold at least one image for "
+                        f"each of the {world_size} processes; give a batch of {world_size} or more, or start "
+                        f"fewer processes")
 
 
 class BatchLoader:
@@ -70,9 +72,10 @@ class BatchLoader:
     The last incomplete batch is dropped in training so every step has the same shape
     (cudnn autotuning and torch.compile see one shape); evaluation keeps every image.
 
-    Under torchrun every rank draws the same plan and takes its own slice (rank * share ..) of each
-    global batch of batch_size images, so the ranks' batches at a step together are exactly the
-    single-process batch, whatever the number of processes.
+    Under torchrun every rank draws the same plan and takes its own contiguous slice of each global
+    batch of batch_size images (distributed.shard_bounds: the slices differ by at most one image),
+    so the ranks' batches at a step together are exactly the single-process batch, whatever the
+    number of processes.
     """
 
     def __init__(
@@ -106,9 +109,15 @@ class BatchLoader:
         self.num_classes = num_classes
         self.rank = rank
         self.world_size = world_size
-        self.share = batch_size // world_size if train else batch_size  # this process's images a step
+        # This process's slice [share_start, share_end) of each global batch; all of it in evaluation.
+        self.share_start, self.share_end = shard_bounds(batch_size, rank, world_size) if train else (0, batch_size)
         # Built once: torchvision's policy objects are cheap but hold the op table.
         self.policy = policy_transform(self.augmentation.policy) if self.augmentation.policy != "none" else None
+
+    @property
+    def share(self) -> int:
+        """This process's images a step."""
+        return self.share_end - self.share_start
 
     @property
     def mixes(self) -> bool:
@@ -184,7 +193,7 @@ class BatchLoader:
     def _positions(self, first: int, last: int, lead: int) -> torch.Tensor:
         """Plan positions of this rank's rows for steps first..last-1: its share of each global
         batch, preceded by `lead` images before it (wrapping around inside the same batch)."""
-        within = torch.arange(self.rank * self.share - lead, (self.rank + 1) * self.share) % self.batch_size
+        within = torch.arange(self.share_start - lead, self.share_end) % self.batch_size
         return (torch.arange(first, last)[:, None] * self.batch_size + within[None, :]).reshape(-1)
 
     def _augmented_chunk(self, plan: EpochPlan, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ GROUPS = {
     "augmentation": "",
     "hardware": "",
     "several processes": "launch with torchrun (e.g. torchrun --standalone --nproc-per-node=2 main.py ...); "
-                         "--batch-size is then the global batch, split evenly among the processes",
+                         "--batch-size is then the global batch, split among the processes",
 }
 
 # What a resume does with a training option (Option.resume):

@@ -65,7 +65,8 @@ def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr
         logits = ctx.model(inputs)
         loss = ctx.criterion(logits, targets)
     ctx.optimizer.zero_grad(set_to_none=True)
-    ctx.scaler.scale(loss).backward()
+    weight = share_weight(ctx, len(targets))
+    ctx.scaler.scale(loss if weight == 1.0 else loss * weight).backward()
     if ctx.clip_grad_norm is not None:
         ctx.scaler.unscale_(ctx.optimizer)
         nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.clip_grad_norm)
@@ -79,6 +80,15 @@ def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr
     else:
         correct = (predicted == targets).sum()
     return loss.detach().float() * targets.shape[0], correct
+
+
+def share_weight(ctx: StepContext, share: int) -> float:
+    """What this process's mean loss is weighted by so that the gradient DDP averages over the W
+    processes is the gradient of the global batch's mean loss: with shares n_r of a global batch
+    B, (1/W) sum_r (W n_r / B) mean_r = (1/B) sum_i loss_i. 1 with equal shares or one process."""
+    if not ctx.dist.active or not ctx.global_batch:
+        return 1.0
+    return share * ctx.dist.world_size / ctx.global_batch
 
 
 @dataclass

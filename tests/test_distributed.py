@@ -83,19 +83,43 @@ def loader_for(split: Split, rank: int, world_size: int, augmentation: Augmentat
                        augmentation=augmentation, rank=rank, world_size=world_size)
 
 
+@pytest.mark.parametrize("world_size", [2, 3, 4, 7])
 @pytest.mark.parametrize("augmentation", [
     Augmentation(),
     Augmentation(pad_mode="reflect", cutout=8, policy="trivialaugment", mixup=0.4, cutmix=1.0),
 ], ids=["classic", "every-augmentation"])
-def test_the_ranks_batches_together_are_the_single_process_batch(augmentation):
+def test_the_ranks_batches_together_are_the_single_process_batch(augmentation, world_size):
+    """Global batches of 32: even shares on 2 and 4 processes, shares of 10, 11 and 11 on 3 and of 4
+    and 5 on 7; together, and in rank order, they are the single process's batch (mixing partners included)."""
     images, labels = synthetic_images(128, seed=5)
     split = Split(torch.from_numpy(images), torch.from_numpy(labels))
     single = list(loader_for(split, 0, 1, augmentation).epoch(epoch=1))
-    shares = [list(loader_for(split, rank, 4, augmentation).epoch(epoch=1)) for rank in range(4)]
+    shares = [list(loader_for(split, rank, world_size, augmentation).epoch(epoch=1)) for rank in range(world_size)]
     assert len(single) == 4 and all(len(batches) == 4 for batches in shares)
+    sizes = [len(batches[0][1]) for batches in shares]
+    assert sum(sizes) == 32 and max(sizes) - min(sizes) <= 1
     for step, (inputs, targets) in enumerate(single):
         assert torch.equal(torch.cat([batches[step][0] for batches in shares]), inputs)
         assert torch.equal(torch.cat([batches[step][1] for batches in shares]), targets)
+
+
+def test_weighting_each_share_makes_the_averaged_gradient_the_global_batchs():
+    """DDP averages the processes' gradients; weighting each process's mean loss by W n_r / B makes
+    that average the gradient of the global batch's mean loss, whatever the shares."""
+    from types import SimpleNamespace
+
+    from training import share_weight
+
+    losses = torch.randn(10, dtype=torch.float64)
+    world = distributed.Distributed(torchrun=True, active=True, world_size=3)
+    ctx = SimpleNamespace(dist=world, global_batch=10)
+    bounds = [distributed.shard_bounds(10, rank, 3) for rank in range(3)]
+    assert [end - start for start, end in bounds] == [3, 3, 4]
+    averaged = sum(share_weight(ctx, end - start) * losses[start:end].mean() for start, end in bounds) / 3
+    assert averaged.item() == pytest.approx(losses.mean().item(), rel=1e-12)
+    assert share_weight(SimpleNamespace(dist=distributed.Distributed(), global_batch=10), 10) == 1.0
+    assert share_weight(SimpleNamespace(dist=distributed.Distributed(torchrun=True, active=True, world_size=2),
+                                        global_batch=64), 32) == 1.0
 
 
 def test_a_resumed_share_replays_the_same_batches():
@@ -108,13 +132,15 @@ def test_a_resumed_share_replays_the_same_batches():
         assert torch.equal(a, c) and torch.equal(b, d)
 
 
-def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused():
+def test_only_more_processes_than_images_in_a_batch_are_refused():
     images, labels = synthetic_images(64, seed=5)
     split = Split(torch.from_numpy(images), torch.from_numpy(labels))
     normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu"))
-    with pytest.raises(UserError, match=r"--batch-size 30 is the global batch and must divide evenly among the 4 "
-                                        r"processes; choose a multiple of 4"):
-        BatchLoader(split, 30, torch.device("cpu"), normalizer, False, train=True, world_size=4)
+    with pytest.raises(UserError, match=r"^--batch-size 3 is the global batch and must hold at least one image "
+                                        r"for each of the 4 processes; give a batch of 4 or more, or start fewer "
+                                        r"processes$"):
+        BatchLoader(split, 3, torch.device("cpu"), normalizer, False, train=True, world_size=4)
+    assert BatchLoader(split, 30, torch.device("cpu"), normalizer, False, train=True, rank=3, world_size=4).share == 8
 
 
 def test_evaluation_shares_cover_each_image_once():
@@ -254,6 +280,41 @@ def test_without_batchnorm_ddp_matches_one_process_with_the_global_batch(tmp_pat
     for name, tensor in single["state"].items():
         assert not torch.equal(tensor, initial_toy_weights()[name]), name  # it trained
         torch.testing.assert_close(ddp["state"][name], tensor, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.torchrun
+def test_three_unequal_shares_match_one_process_with_the_global_batch(tmp_path, small_data):
+    """A global batch of 10 on 3 processes (shares of 3, 3 and 4), each share's loss weighted by its
+    size: without BatchNorm the run matches one process's with batches of 10."""
+    args = train_args(small_data, tmp_path / "run-ddp", "--max-steps", "4", "--lr", "0.02", "--batch-size", "10")
+    assert succeeded(run_job(torchrun_command(WORKER, tmp_path / "ddp", "--toy", "--", *args, nproc=3)))
+    args = train_args(small_data, tmp_path / "run-single", "--max-steps", "4", "--lr", "0.02", "--batch-size", "10")
+    assert succeeded(run_job([sys.executable, str(WORKER), str(tmp_path / "single"), "--toy", "--", *args]))
+    single = torch.load(tmp_path / "single" / "rank0.pt")
+    for rank in range(3):
+        ddp = torch.load(tmp_path / "ddp" / f"rank{rank}.pt")
+        for name, tensor in single["state"].items():
+            assert not torch.equal(tensor, initial_toy_weights()[name]), name  # it trained
+            torch.testing.assert_close(ddp["state"][name], tensor, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.torchrun
+def test_a_three_process_checkpoint_resumes_on_two(tmp_path, small_data):
+    run_dir = tmp_path / "run"
+    first = run_job(torchrun_command("main.py", *train_args(small_data, run_dir, "--batch-size", "10", "--epochs",
+                                                            "2", "--max-steps", "30"), nproc=3))
+    assert succeeded(first)
+    assert "3 processes (gloo, global batch 10: 1 x 4 + 2 x 3)" in first.stdout
+    payload = load_checkpoint(run_dir / "last.pt")
+    assert (payload["world_size"], payload["global_step"], payload["epoch"], payload["step"]) == (3, 30, 1, 5)
+    resumed = run_job(torchrun_command("main.py", *train_args(small_data, run_dir, "--resume", run_dir / "last.pt",
+                                                              "--batch-size", "10"), nproc=2))
+    assert succeeded(resumed)
+    payload = load_checkpoint(run_dir / "last.pt")
+    assert (payload["world_size"], payload["global_step"], payload["epoch"]) == (2, 50, 2)
+    assert len((run_dir / "metrics.csv").read_text().strip().splitlines()) == 3
 
 
 def initial_toy_weights() -> dict[str, torch.Tensor]:

@@ -147,9 +147,9 @@ def test_a_dry_run_refuses_what_the_real_run_refuses(batches_dir, tmp_path, caps
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
-    code, _, err = run_cli(capsys, "--model", "resnet20", "--recipe", "fast", "--dry-run")
-    assert code == 2 and "--batch-size 500 is the global batch and must divide evenly among the 3 processes" in err
-    code, out, err = run_cli(capsys, "--model", "resnet20", "--recipe", "fast", "--batch-size", "501", "--dry-run")
+    code, _, err = run_cli(capsys, "--model", "resnet20", "--recipe", "fast", "--batch-size", "2", "--dry-run")
+    assert code == 2 and "--batch-size 2 is the global batch and must hold at least one image for each of the 3" in err
+    code, out, err = run_cli(capsys, "--model", "resnet20", "--recipe", "fast", "--dry-run")
     assert code == 0 and json.loads(out)["processes"] == 3
 
 

@@ -134,7 +134,7 @@ def test_the_final_report_reuses_the_last_epochs_logits(batches_dir, tmp_path, c
 def test_eval_every_skips_the_evaluations_between(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "3", "--eval-every", "2",
-                                                      "--val-size", "30", "--scheduler", "cosine"))
+                                                      "--val-size", "30", "--scheduler", "step"))
     assert code == 0, err
     rows = read_metrics(run_dir)
     assert [bool(r["test_acc"]) for r in rows] == [False, True, True]  # epoch 2, and the last
