@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,7 @@ from summary import format_lines as format_summary
 from summary import read_run
 from summary import write_csv as write_summary_csv
 from tensorboard_log import require_tensorboard
+from time_budget import measure_and_plan
 from timings import PhaseClock, format_timings, process_age_s, write_timings
 from training import Interrupted, train_model
 
@@ -260,6 +262,8 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
     first_in_process: the process's start-up is this run's (with --seeds, the first seed's only)."""
     dist = dist if dist is not None else Distributed()
     before_run_s = process_age_s() if first_in_process else None
+    # When this run's wall time began: the process's start for its first run (a --time-budget counts it).
+    started = time.perf_counter() - (before_run_s or 0.0)
     clock = PhaseClock()
     resolve_device(config.device)  # fail on a bad --device before anything is written
     with clock.phase("data"):
@@ -277,6 +281,12 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
                         "directory's last.pt, or sees another one): put the run directory on a shared file system")
     run_dir, created = prepare_run_dir(config, explicit, resume_path, dist)
     try:
+        if config.time_budget is not None and config.iterations is None:
+            with clock.phase("setup"):
+                plan = measure_and_plan(config, data, dist, started)
+            config = replace(config, iterations=plan.steps)
+            if dist.is_main:
+                print(plan.describe(config.time_budget))
         summary = train_model(config, data, run_dir, resume=payload, dist=dist, clock=clock)
     except Interrupted as stop:
         if dist.is_main:

@@ -26,6 +26,7 @@ class TrainConfig:
     run_dir: str | None = None  # None: runs/<model>-<timestamp>
     epochs: int = 200
     iterations: int | None = None  # total optimizer steps; sets epochs (the last one may be partial)
+    time_budget: str | None = None  # e.g. "30m": iterations resolved at the start from a measured warm-up
     batch_size: int = 256
     lr: float = 0.1
     momentum: float = 0.9
@@ -42,6 +43,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     warmup_steps: int = 0  # overrides warmup_epochs when > 0
     warmup_style: str = "linear"
+    triangular_start: float = 0.2  # the triangular schedule's first lr, as a fraction of its peak
     translate_pad: str = "zeros"
     cutout: int = 0
     augment: str = "none"

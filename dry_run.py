@@ -61,6 +61,8 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
     device = distributed.check_launch(launch, config.device, config.sync_bn)
     check_global_batch(config.batch_size, launch.world_size)
     precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
+    if config.time_budget is not None and config.iterations is None:
+        plan["length"] = f"--time-budget {config.time_budget}: the steps that fit are measured when the run starts"
     plan.update(run_dir=str(run_dir) if run_dir else f"runs/{config.model}-<start time>", device=str(device),
                 precision=precision, channels_last=channels_last, config=config.to_dict(),
                 not_checked=NEEDS_THE_DATA)

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resnet9 import ResNet9
+
 __all__ = ["ResidualBlock", "Bottleneck", "ResNet", "PreActBlock", "PreActBottleneck", "PreActResNet", "MODEL_NAMES",
            "WIDE_MODELS", "RESNEXT_MODELS", "DROPOUT_MODELS", "modeltype"]
 
@@ -311,6 +313,7 @@ RESNEXT_MODELS = tuple(f"resnext29-{cardinality}x{width}d" for cardinality, widt
 DROPOUT_MODELS = ("preact-resnet18", "preact-resnet34", *WIDE_MODELS)
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "resnet9": ResNet9,
     "resnet18": _imagenet_family(ResidualBlock, (2, 2, 2, 2)),
     "resnet34": _imagenet_family(ResidualBlock, (3, 4, 6, 3)),
     "resnet50": _imagenet_family(Bottleneck, (3, 4, 6, 3)),

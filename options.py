@@ -21,6 +21,7 @@ from config import MILESTONE_UNITS, PRECISIONS, SCHEDULERS, SPLITS, WARMUP_STYLE
 from exporting import FORMATS
 from models import DROPOUT_MODELS, MODEL_NAMES
 from recipes import RECIPE_NAMES
+from time_budget import parse_duration
 
 MODES = ("train", "eval", "predict", "export", "summary")
 ALL_MODES = MODES
@@ -152,6 +153,9 @@ OPTIONS: tuple[Option, ...] = (
     _train("epochs", "epochs to train", group="optimisation", type=positive_int, resume=ALLOWED),
     _train("iterations", "optimizer steps to train in all, instead of --epochs (the last epoch may be partial)",
            group="optimisation", type=positive_int, resume=ALLOWED),
+    _train("time_budget", "train for this much wall time (e.g. 30m, 90s, 2h): the steps that fit, start-up, "
+           "evaluations and report included, are measured and fixed at the start, and the recipe's schedule is "
+           "laid over them", group="optimisation", type=parse_duration, metavar="DURATION"),
     _train("batch_size", "training batch size", group="optimisation", type=positive_int),
     _train("lr", "peak learning rate", group="optimisation", type=positive_float),
     _train("momentum", "SGD momentum", group="optimisation", type=unit_interval),
@@ -179,6 +183,8 @@ OPTIONS: tuple[Option, ...] = (
            group="optimisation", type=non_negative_int),
     _train("warmup_style", "linear: from 0 up to --lr; constant: --lr / 10 throughout the warmup (He et al.)",
            group="optimisation", choices=WARMUP_STYLES),
+    _train("triangular_start", "the triangular schedule's first lr, as a fraction of its peak",
+           group="optimisation", type=unit_interval, metavar="FRACTION"),
     _train("val_size", "training images held out for validation (plateau and best.pt use them)",
            group="optimisation", type=non_negative_int),
     _train("seed", "seeds initialisation, validation split and data order", group="optimisation",

@@ -34,6 +34,7 @@ class LRSchedule:
         self.total_steps = config.iterations or config.epochs * steps_per_epoch
         self.warmup_steps = config.warmup_steps or round(config.warmup_epochs * steps_per_epoch)
         self.warmup_style = config.warmup_style
+        self.triangular_start = config.triangular_start
         self.milestones = tuple(config.milestones)
         self.milestone_unit = config.milestone_unit
         self.step_size = config.step_size
@@ -67,11 +68,12 @@ class LRSchedule:
         return lr
 
     def _triangular(self, global_step: int) -> float:
-        # Linear from 0.2x the peak up to the peak at the end of warmup (default 20% of the run),
-        # then linear down to 0 at the last step, as the fast ResNet-18 CIFAR-10 routes do.
+        # Linear from triangular_start x the peak (0.2; Page's ResNet-9: 0) up to the peak at the end
+        # of warmup (default 20% of the run), then linear down to 0 at the last step, as the fast
+        # CIFAR-10 routes do.
         rise = self.warmup_steps if self.warmup_steps > 0 else round(0.2 * self.total_steps)
         if global_step < rise:
-            return self.base_lr * (0.2 + 0.8 * global_step / rise)
+            return self.base_lr * (self.triangular_start + (1 - self.triangular_start) * global_step / rise)
         return self.base_lr * max(0.0, 1 - (global_step - rise) / max(1, self.total_steps - rise))
 
     def _onecycle(self, global_step: int) -> float:

@@ -18,6 +18,7 @@ from models import (
 # WRN-16-8, 8.9M for WRN-40-4); so are ResNeXt-29's: 32x4d 4,775,754 and 16x64d 68,155,210
 # (osmr/imgclsmob), 8x64d 34.4M (Xie et al. 2017, Table 7).
 PARAMS = {
+    "resnet9": 6_573_120,  # Page's DAWNBench net (davidcpage/cifar10-fast)
     "resnet18": 11_173_962, "resnet34": 21_282_122, "resnet50": 23_520_842,
     "resnet101": 42_512_970, "resnet152": 58_156_618, "resnet20": 269_722, "resnet32": 464_154,
     "resnet44": 658_586, "resnet56": 853_018, "resnet110": 1_727_962, "resnet1202": 19_421_274,
@@ -197,3 +198,19 @@ def test_bottleneck_equals_torchvisions(groups, base_width, stride):
 def test_the_basic_block_has_no_grouped_form():
     with pytest.raises(ValueError, match="groups=1 and base_width=64 only"):
         ResidualBlock(8, 8, groups=2)
+
+
+def test_resnet9_is_pages_net():
+    """Convolutions 3x3 without bias, widths 64-128-256-512, three max-pools, a global max-pool,
+    and logits 0.125 x a bias-free linear layer of the pooled features."""
+    model = modeltype("resnet9").eval()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [
+        (3, 64), (64, 128), (128, 128), (128, 128), (128, 256), (256, 512), (512, 512), (512, 512)]
+    assert all(c.kernel_size == (3, 3) and c.bias is None for c in convs)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 3
+    assert model.linear.bias is None
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        features = model.layer3(model.layer2(model.layer1(model.prep(x)))).amax(dim=(2, 3))
+        assert torch.allclose(model(x), 0.125 * features @ model.linear.weight.T, atol=1e-6)

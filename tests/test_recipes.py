@@ -8,6 +8,7 @@ from test_training import synthetic_dataset
 import main as cli
 from assembly import build_run
 from config import TrainConfig
+from errors import UserError
 from recipes import RECIPES, apply_recipe
 from schedules import LRSchedule
 
@@ -118,8 +119,10 @@ OVERRIDES = {
     "milestone_unit": (["--milestone-unit", "epochs"], "epochs"), "gamma": (["--gamma", "0.5"], 0.5),
     "warmup_steps": (["--warmup-steps", "9"], 9), "warmup_style": (["--warmup-style", "linear"], "linear"),
     "translate_pad": (["--translate-pad", "zeros"], "zeros"), "cutout": (["--cutout", "3"], 3),
-    "tta": (["--tta", "flip"], "flip"), "eval_every": (["--eval-every", "2"], 2),
-    "dropout": (["--dropout", "0.1"], 0.1),
+    "tta": (["--tta", "none"], "none"), "eval_every": (["--eval-every", "2"], 2),
+    "dropout": (["--dropout", "0.1"], 0.1), "warmup_epochs": (["--warmup-epochs", "2"], 2.0),
+    "triangular_start": (["--triangular-start", "0.5"], 0.5),
+    "label_smoothing": (["--label-smoothing", "0.1"], 0.1),
 }
 RECIPE_FIELDS = sorted({(name, model, field) for name, recipe in RECIPES.items()
                         for model, values in [("", recipe.values), *recipe.per_model.items()] for field in values})
@@ -264,3 +267,21 @@ def test_eval_of_ema_weights_needs_a_run_with_ema(batches_dir, tmp_path, capsys)
     assert code == 2
     assert err == (f"error: --weights ema: checkpoint {run_dir / 'last.pt'} holds no moving average "
                    f"(train with --ema DECAY); use --weights raw\n")
+
+
+def test_resnet9_recipe_resolves_to_pages_route():
+    config = resolved(["--recipe", "resnet9", "--model", "resnet9"])
+    assert (config.epochs, config.batch_size, config.lr, config.momentum, config.nesterov, config.weight_decay) == (
+        24, 512, 0.4, 0.9, True, 5e-4)
+    assert (config.scheduler, config.warmup_epochs, config.triangular_start, config.label_smoothing) == (
+        "triangular", 5, 0.0, 0.2)
+    assert (config.translate_pad, config.cutout, config.tta, config.eval_every) == ("reflect", 8, "flip", 0)
+    # Page's piecewise-linear lr: 0 at the start, 0.4 at epoch 5, 0 at epoch 24 (97 steps an epoch).
+    schedule = LRSchedule(config, steps_per_epoch=97)
+    assert schedule.lr(0, 0) == 0.0
+    assert schedule.lr(2, 48) == pytest.approx(0.4 * (2 * 97 + 48) / (5 * 97))
+    assert schedule.lr(5, 0) == pytest.approx(0.4)
+    assert schedule.lr(14, 48) == pytest.approx(0.4 * (1 - (9 * 97 + 48) / (19 * 97)))
+    assert schedule.lr(23, 96) == pytest.approx(0.4 / (19 * 97))
+    with pytest.raises(UserError, match="^--recipe resnet9 is for resnet9; got --model resnet18"):
+        resolved(["--recipe", "resnet9", "--model", "resnet18"])

@@ -1,0 +1,115 @@
+"""--time-budget: durations, the plan from measured costs, the measurement with a fake clock, and
+budgeted runs that record, resume and refuse."""
+import argparse
+import json
+import math
+
+import pytest
+
+import commands
+import time_budget
+from checkpoints import load_checkpoint
+from time_budget import (
+    FINAL_S,
+    PER_EPOCH_S,
+    duration_seconds,
+    evaluations_in,
+    parse_duration,
+    plan_steps,
+    seconds_per_call,
+)
+
+from helpers import read_metrics, run_cli
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400),
+                                               ("1.5m", 90), ("2m30s", 150)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == text and duration_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "30", "m", "30x", "0s", "-5m", "1m1h"])
+def test_bad_durations(bad):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a duration"):
+        parse_duration(bad)
+
+
+def test_evaluations_counted_as_the_run_does():
+    assert evaluations_in(10, 0) == 1 and evaluations_in(10, 1) == 10 and evaluations_in(10, 4) == 3
+
+
+def cost(steps, step_s, evaluation_s, steps_per_epoch, eval_every):
+    epochs = math.ceil(steps / steps_per_epoch)
+    return steps * step_s + epochs * PER_EPOCH_S + evaluations_in(epochs, eval_every) * evaluation_s
+
+
+@pytest.mark.parametrize(("budget", "step_s", "evaluation_s", "per_epoch", "every"), [
+    (1800, 0.17, 57, 100, 0),  # fast resnet20 on a 2-core CPU: one flip-translate evaluation
+    (1800, 0.17, 9, 100, 1),  # every epoch evaluated
+    (60, 0.011, 0.4, 97, 0),  # a GPU minute
+])
+def test_the_plan_is_the_most_steps_that_fit(budget, step_s, evaluation_s, per_epoch, every):
+    spent = 20.0
+    plan = plan_steps(budget, spent, step_s, evaluation_s, per_epoch, every)
+    available = budget - spent - FINAL_S - 0.01 * budget
+    assert cost(plan.steps, step_s, evaluation_s, per_epoch, every) <= available
+    assert cost(plan.steps + 1, step_s, evaluation_s, per_epoch, every) > available
+    assert plan.epochs == math.ceil(plan.steps / per_epoch) and plan.evaluations == evaluations_in(plan.epochs, every)
+
+
+def test_nothing_fits_when_the_budget_is_spent():
+    assert plan_steps(30, 29.5, 0.1, 1, 10, 0).steps == 0
+
+
+def test_step_time_is_measured_after_the_untimed_steps():
+    now = {"t": 0.0}
+    costs = iter([5.0, 5.0] + [0.25] * 100)  # two slow first steps, then 0.25 s each
+
+    def step():
+        now["t"] += next(costs)
+
+    assert seconds_per_call(step, clock=lambda: now["t"], untimed=2, min_seconds=3.0) == pytest.approx(0.25)
+    assert now["t"] == pytest.approx(10 + 0.25 * 12)  # timed until 3 s had passed
+
+
+def budget_args(data_dir, run_dir, *extra: str) -> list:
+    """A ResNet-20 run on the 250-image synthetic set (7 steps of 32 an epoch), its length unset."""
+    return ["--mode", "train", "--model", "resnet20", "--data-dir", data_dir, "--run-dir", run_dir,
+            "--batch-size", "32", "--quiet", "--no-download", "--precision", "fp32", *extra]
+
+
+def test_time_budget_refuses_another_length(batches_dir, tmp_path, capsys):
+    for typed in (["--epochs", "3"], ["--iterations", "30"]):
+        code, out, err = run_cli(capsys, *budget_args(batches_dir, tmp_path / "run", "--time-budget", "1m", *typed))
+        assert code == 2 and out == ""
+        assert err == f"error: --time-budget and {typed[0]} both set the run's length; give one of them\n"
+    code, _, err = run_cli(capsys, "--time-budget", "soon")
+    assert code == 2 and "argument --time-budget: expected a duration such as 90s, 30m, 2h or 1h30m" in err
+
+
+def test_a_budget_already_spent_is_one_line_and_leaves_nothing(batches_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(commands, "process_age_s", lambda: 100.0)
+    code, _, err = run_cli(capsys, *budget_args(batches_dir, tmp_path / "run", "--time-budget", "30s"))
+    assert code == 2 and err.startswith("error: --time-budget 30s: no training step fits")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_budgeted_run_records_its_steps_and_resumes_them(batches_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(commands, "process_age_s", lambda: 0.5)
+    monkeypatch.setattr(time_budget, "MEASURE_SECONDS", 0.3)
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, *budget_args(batches_dir, run_dir, "--recipe", "fast", "--time-budget", "12s",
+                                                  "--max-steps", "3"))
+    assert code == 0, err
+    line = next(line for line in out.splitlines() if line.startswith("time budget 12s: "))
+    steps = int(line.split(": ")[1].split(" steps")[0].replace(",", ""))
+    assert steps > 3 and f"rerun with --iterations {steps}" in line
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["iterations"], config["time_budget"], config["scheduler"]) == (steps, "12s", "triangular")
+    assert load_checkpoint(run_dir / "last.pt")["config"]["iterations"] == steps
+    code, out, err = run_cli(capsys, "--resume", run_dir / "last.pt", "--quiet")
+    assert code == 0, err
+    assert "time budget" not in out  # the resumed run keeps its recorded steps
+    assert load_checkpoint(run_dir / "last.pt")["global_step"] == steps
+    assert len(read_metrics(run_dir)) == math.ceil(steps / 7)  # 250 images, batches of 32: 7 steps an epoch

@@ -1,0 +1,160 @@
+"""--time-budget: how many optimizer steps fit a wall-time budget, decided from a short measured
+warm-up, so that "train for 30 minutes" can be typed.
+
+The budget is the whole command's wall time: start-up, data, this measurement, training, every
+evaluation the run will do and its final report. The run then lays its recipe's schedule over
+exactly the steps that fit (config.iterations), which config.json and the checkpoint record: a
+resume continues the same schedule, and `--iterations N` with the recorded N reproduces the run.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from assembly import RunParts, build_run
+from augmentations import tta_logits
+from config import TrainConfig
+from datasets import Dataset
+from devices import autocast
+from distributed import Distributed
+from errors import UserError
+from training import train_step
+
+UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+UNTIMED_STEPS = 2  # the first steps pay for allocation and autotuning
+MEASURE_SECONDS = 3.0  # then steps are timed until this much has passed (at least 3, at most 50 steps)
+PER_EPOCH_S = 0.5  # checkpoint and curves after each epoch (bench/README.md, "The work after each epoch")
+FINAL_S = 3.0  # the final report's pictures
+
+
+def parse_duration(text: str) -> str:
+    """argparse type: '30m', '90s', '2h', '1h30m' (returned as typed, checked)."""
+    match = DURATION.match(text.strip())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 30m, 2h or 1h30m, got {text!r}")
+    if duration_seconds(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
+    return text.strip()
+
+
+parse_duration.what = "a duration: 90s, 30m, 2h, 1h30m"  # for docs/options.md
+
+
+def duration_seconds(text: str) -> float:
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in DURATION.match(text.strip()).groups())
+    return hours * UNITS["h"] + minutes * UNITS["m"] + seconds
+
+
+def evaluations_in(epochs: int, eval_every: int) -> int:
+    """How many val/test evaluations a run of `epochs` does (every eval_every-th epoch and the last)."""
+    if eval_every == 0:
+        return 1
+    return epochs // eval_every + (1 if epochs % eval_every else 0)
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    budget_s: float
+    spent_s: float  # before training: start-up, data and the measurement
+    step_s: float  # one optimizer step, measured
+    evaluation_s: float  # one evaluation of every split and model the run evaluates, estimated
+    steps_per_epoch: int
+    steps: int
+    epochs: int
+    evaluations: int
+
+    def describe(self, budget: str) -> str:
+        return (f"time budget {budget}: {self.steps:,} steps fit ({self.steps / self.steps_per_epoch:.1f} epochs of "
+                f"{self.steps_per_epoch}) at {self.step_s:.3g} s a step, with {self.evaluations} evaluation"
+                f"{'s' if self.evaluations != 1 else ''} of ~{self.evaluation_s:.0f} s; {self.spent_s:.0f} s "
+                f"already spent on start-up, data and this measurement (rerun with --iterations {self.steps})")
+
+
+def plan_steps(budget_s: float, spent_s: float, step_s: float, evaluation_s: float, steps_per_epoch: int,
+               eval_every: int) -> BudgetPlan:
+    """The most steps whose training, per-epoch work, evaluations and final report end within the
+    budget, given what was already spent and the measured costs."""
+    available = budget_s - spent_s - FINAL_S - 0.01 * budget_s  # 1% for what the estimates miss
+
+    def cost(steps: int) -> float:
+        epochs = math.ceil(steps / steps_per_epoch)
+        return steps * step_s + epochs * PER_EPOCH_S + evaluations_in(epochs, eval_every) * evaluation_s
+
+    steps = max(0, math.floor(available / step_s))
+    while steps > 0 and cost(steps) > available:
+        # Shrink by the overshoot (at least one step): few iterations even for long budgets...
+        steps = max(0, steps - max(1, math.floor((cost(steps) - available) / step_s)))
+    while cost(steps + 1) <= available:
+        steps += 1  # ...then grow back what an epoch's fixed costs made it give up
+
+    epochs = math.ceil(steps / steps_per_epoch)
+    return BudgetPlan(budget_s, spent_s, step_s, evaluation_s, steps_per_epoch, steps, epochs,
+                      evaluations_in(epochs, eval_every))
+
+
+def seconds_per_call(call: Callable[[], object], clock: Callable[[], float] = time.perf_counter,
+                     untimed: int = UNTIMED_STEPS, min_seconds: float | None = None,
+                     min_calls: int = 3, max_calls: int = 50) -> float:
+    """Seconds per call of `call` (which must return only once its work is done), after `untimed`
+    warm-up calls, timed until min_seconds (default MEASURE_SECONDS) have passed (min_calls..max_calls calls)."""
+    min_seconds = MEASURE_SECONDS if min_seconds is None else min_seconds
+    for _ in range(untimed):
+        call()
+    started, calls = clock(), 0
+    while calls < min_calls or (clock() - started < min_seconds and calls < max_calls):
+        call()
+        calls += 1
+    return (clock() - started) / calls
+
+
+def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, started: float,
+                     clock: Callable[[], float] = time.perf_counter) -> BudgetPlan:
+    """Time the run's own step (model, batch, precision, layout) on a throwaway copy of the run and
+    one evaluation batch, then plan the steps; under torchrun every process measures (the steps
+    are collective) and rank 0's plan is everyone's."""
+    parts = build_run(replace(config, iterations=None, epochs=1, ema=None), data, dist)
+    # Epochs after epochs: a small data set may hold fewer steps than the measurement takes.
+    batches = itertools.chain.from_iterable(parts.train_loader.epoch(epoch) for epoch in itertools.count())
+
+    def one_step() -> None:
+        inputs, targets = next(batches)
+        loss, _ = train_step(parts.ctx, inputs, targets, config.lr * 1e-3)
+        loss.item()  # waits for the device
+
+    step_s = seconds_per_call(one_step, clock)
+    evaluation_s = _evaluation_seconds(parts, config, clock)
+    steps_per_epoch = len(parts.train_loader)
+    plan = plan_steps(duration_seconds(config.time_budget), clock() - started, step_s, evaluation_s,
+                      steps_per_epoch, config.eval_every)
+    plan = dist.broadcast_object(plan if dist.is_main else None)
+    if plan.steps < 1:
+        raise UserError(f"--time-budget {config.time_budget}: no training step fits (start-up, data and the "
+                        f"measurement took {plan.spent_s:.0f} s, a step {plan.step_s:.3g} s, an evaluation "
+                        f"~{plan.evaluation_s:.0f} s); give a larger budget")
+    return plan
+
+
+def _evaluation_seconds(parts: RunParts, config: TrainConfig, clock: Callable[[], float]) -> float:
+    """One evaluation of the run: every val/test image, with the run's TTA, for each model it
+    evaluates (the weights and, with --ema, their average), estimated from timed test batches."""
+    loader = parts.eval_loaders["test"]
+    model = parts.ctx.eval_model
+    model.eval()
+    batches = loader.epoch()
+
+    def one_batch() -> None:
+        inputs, _ = next(batches, None) or next(iter(loader.epoch()))
+        with torch.no_grad(), autocast(parts.device, parts.precision):
+            tta_logits(model, inputs, config.tta).float().sum().item()
+
+    per_batch = seconds_per_call(one_batch, clock, untimed=1, min_seconds=1.0, min_calls=1, max_calls=5)
+    images = sum(len(split_loader.split) for split_loader in parts.eval_loaders.values())  # this process's share
+    return per_batch / loader.batch_size * images * (2 if config.ema is not None else 1)
