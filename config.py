@@ -44,6 +44,7 @@ class TrainConfig:
     warmup_steps: int = 0  # overrides warmup_epochs when > 0
     warmup_style: str = "linear"
     triangular_start: float = 0.2  # the triangular schedule's first lr, as a fraction of its peak
+    triangular_peak: float = 0.2  # where it peaks, as a fraction of the run (a --warmup-* length overrides it)
     translate_pad: str = "zeros"
     cutout: int = 0
     augment: str = "none"

@@ -185,6 +185,9 @@ OPTIONS: tuple[Option, ...] = (
            group="optimisation", choices=WARMUP_STYLES),
     _train("triangular_start", "the triangular schedule's first lr, as a fraction of its peak",
            group="optimisation", type=unit_interval, metavar="FRACTION"),
+    _train("triangular_peak", "where the triangular schedule peaks, as a fraction of the run (a --warmup-epochs "
+           "or --warmup-steps length overrides it)", group="optimisation", type=open_unit_interval,
+           metavar="FRACTION"),
     _train("val_size", "training images held out for validation (plateau and best.pt use them)",
            group="optimisation", type=non_negative_int),
     _train("seed", "seeds initialisation, validation split and data order", group="optimisation",

@@ -63,14 +63,15 @@ RECIPES: dict[str, Recipe] = {
     ),
     "resnet9": Recipe(
         summary="Page's DAWNBench route for ResNet-9: Nesterov SGD (momentum 0.9), weight decay 5e-4, batch 512, "
-                "lr linear from 0 to 0.4 at epoch 5, then to 0 at epoch 24, label smoothing 0.2, crop (reflect "
+                "lr linear from 0 to 0.4 at epoch 5, then to 0 at epoch 24 (the same shape for any length), "
+                "label smoothing 0.2, crop (reflect "
                 "pad 4) + flip + Cutout 8, flip TTA, evaluated after the last epoch only",
         source="David Page, How to train your ResNet, 2018; davidcpage/cifar10-fast (94.08% in 24 epochs on the "
                "official data)",
         # Page sums the loss over the batch and uses lr 0.4 / 512 and weight decay 5e-4 x 512: with
         # this trainer's mean loss the same update is lr 0.4 and weight decay 5e-4.
         values=dict(epochs=24, batch_size=512, lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-4,
-                    scheduler="triangular", warmup_epochs=5, triangular_start=0.0, label_smoothing=0.2,
+                    scheduler="triangular", triangular_peak=5 / 24, triangular_start=0.0, label_smoothing=0.2,
                     translate_pad="reflect", cutout=8, tta="flip", eval_every=0),
         models=("resnet9",),
     ),

@@ -35,6 +35,7 @@ class LRSchedule:
         self.warmup_steps = config.warmup_steps or round(config.warmup_epochs * steps_per_epoch)
         self.warmup_style = config.warmup_style
         self.triangular_start = config.triangular_start
+        self.triangular_peak = config.triangular_peak
         self.milestones = tuple(config.milestones)
         self.milestone_unit = config.milestone_unit
         self.step_size = config.step_size
@@ -68,10 +69,11 @@ class LRSchedule:
         return lr
 
     def _triangular(self, global_step: int) -> float:
-        # Linear from triangular_start x the peak (0.2; Page's ResNet-9: 0) up to the peak at the end
-        # of warmup (default 20% of the run), then linear down to 0 at the last step, as the fast
-        # CIFAR-10 routes do.
-        rise = self.warmup_steps if self.warmup_steps > 0 else round(0.2 * self.total_steps)
+        # Linear from triangular_start x the peak (0.2; Page's ResNet-9: 0) up to the peak at
+        # triangular_peak of the run (0.2; Page's: 5 of 24 epochs) or the end of an explicit warmup,
+        # then linear down to 0 at the last step, as the fast CIFAR-10 routes do. A fraction, so that
+        # the shape holds for any --epochs or --time-budget.
+        rise = self.warmup_steps if self.warmup_steps > 0 else round(self.triangular_peak * self.total_steps)
         if global_step < rise:
             return self.base_lr * (self.triangular_start + (1 - self.triangular_start) * global_step / rise)
         return self.base_lr * max(0.0, 1 - (global_step - rise) / max(1, self.total_steps - rise))

@@ -121,7 +121,7 @@ OVERRIDES = {
     "translate_pad": (["--translate-pad", "zeros"], "zeros"), "cutout": (["--cutout", "3"], 3),
     "tta": (["--tta", "none"], "none"), "eval_every": (["--eval-every", "2"], 2),
     "dropout": (["--dropout", "0.1"], 0.1), "warmup_epochs": (["--warmup-epochs", "2"], 2.0),
-    "triangular_start": (["--triangular-start", "0.5"], 0.5),
+    "triangular_start": (["--triangular-start", "0.5"], 0.5), "triangular_peak": (["--triangular-peak", "0.5"], 0.5),
     "label_smoothing": (["--label-smoothing", "0.1"], 0.1),
 }
 RECIPE_FIELDS = sorted({(name, model, field) for name, recipe in RECIPES.items()
@@ -273,8 +273,8 @@ def test_resnet9_recipe_resolves_to_pages_route():
     config = resolved(["--recipe", "resnet9", "--model", "resnet9"])
     assert (config.epochs, config.batch_size, config.lr, config.momentum, config.nesterov, config.weight_decay) == (
         24, 512, 0.4, 0.9, True, 5e-4)
-    assert (config.scheduler, config.warmup_epochs, config.triangular_start, config.label_smoothing) == (
-        "triangular", 5, 0.0, 0.2)
+    assert (config.scheduler, config.triangular_peak, config.triangular_start, config.label_smoothing) == (
+        "triangular", 5 / 24, 0.0, 0.2)
     assert (config.translate_pad, config.cutout, config.tta, config.eval_every) == ("reflect", 8, "flip", 0)
     # Page's piecewise-linear lr: 0 at the start, 0.4 at epoch 5, 0 at epoch 24 (97 steps an epoch).
     schedule = LRSchedule(config, steps_per_epoch=97)
@@ -283,5 +283,8 @@ def test_resnet9_recipe_resolves_to_pages_route():
     assert schedule.lr(5, 0) == pytest.approx(0.4)
     assert schedule.lr(14, 48) == pytest.approx(0.4 * (1 - (9 * 97 + 48) / (19 * 97)))
     assert schedule.lr(23, 96) == pytest.approx(0.4 / (19 * 97))
+    # The same shape over another length: one epoch peaks at 5/24 of its steps.
+    short = LRSchedule(resolved(["--recipe", "resnet9", "--model", "resnet9", "--epochs", "1"]), steps_per_epoch=97)
+    assert short.lr(0, 20) == pytest.approx(0.4) and short.lr(0, 96) == pytest.approx(0.4 / 77)
     with pytest.raises(UserError, match="^--recipe resnet9 is for resnet9; got --model resnet18"):
         resolved(["--recipe", "resnet9", "--model", "resnet18"])
