@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import precision_choice
 from augmentations import Augmentation
 from config import SCHEDULERS, TrainConfig
 from datasets import CIFAR10_MEAN, CIFAR10_STD, Dataset, Split, split_validation
@@ -88,6 +89,7 @@ class RunParts:
     train_loader: BatchLoader
     eval_loaders: dict[str, BatchLoader]  # this process's share of each evaluation split
     dist: Distributed = field(default_factory=Distributed)
+    precision_choice: precision_choice.Choice | None = None  # what `auto` measured, when it did
 
 
 def augmentation_of(config: TrainConfig) -> Augmentation:
@@ -116,10 +118,17 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
     """
     dist = dist if dist is not None else Distributed()
     device = dist.device if dist.device is not None else resolve_device(config.device)
-    precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     config = replace(config, threads=torch.get_num_threads())
+    choice = None
+    if config.precision == "auto" and config.channels_last is None:
+        # Rank 0 measures (or reads its cache) alone; every process trains in its choice.
+        choice = dist.broadcast_object(precision_choice.choose(device, config.model, config.batch_size,
+                                                               config.num_classes) if dist.is_main else None)
+        precision, channels_last = choice.precision, choice.channels_last
+    else:
+        precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
     configure_determinism(device, config.deterministic)
     if data.classes and len(data.classes) != config.num_classes:
         raise UserError(
@@ -150,7 +159,7 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
     if config.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ctx = make_step_context(model, config, device, precision, len(train_loader), dist)
-    return RunParts(config, device, precision, channels_last, model, ctx, train_loader, eval_loaders, dist)
+    return RunParts(config, device, precision, channels_last, model, ctx, train_loader, eval_loaders, dist, choice)
 
 
 def describe_shares(batch_size: int, world_size: int) -> str:

@@ -92,11 +92,11 @@ def keep_trained_precision(config: TrainConfig, payload: dict, explicit: set[str
         changes["precision"] = trained["precision"]
     if "channels_last" not in explicit and config.channels_last is None:
         changes["channels_last"] = trained["channels_last"]
-    kept = replace(config, **changes)
-    # What the run goes on in, against what auto would choose: a typed option is in both.
+    kept = replace(config, **changes)  # pinned: a measuring `auto` must not choose anew mid-run
+    # What the run goes on in, against what auto's rule would choose: a typed option is in both.
     going_on, chosen = (resolve_precision(device, c.precision, c.channels_last) for c in (kept, config))
     if going_on == chosen:
-        return config, ""
+        return kept, ""
     return kept, (f"resuming in the run's {_named_precision(*going_on)} (auto would choose "
                   f"{_named_precision(*chosen)} here; pass --precision/--channels-last to change it)")
 

@@ -214,9 +214,12 @@ OPTIONS: tuple[Option, ...] = (
     # --- hardware -----------------------------------------------------------------------------
     _train("device", "auto, cpu, cuda or cuda:N", group="hardware", modes=("train", "eval", "predict"),
            resume=ALLOWED, experiment=False),
-    _train("precision", "auto: bf16 where the device runs it fast, else fp32 (CPU) or fp16 (CUDA)",
+    _train("precision", "auto, without --channels-last/--no-channels-last: the fastest precision and layout for "
+           "this model and batch on this device, timed once (seconds) and cached in ~/.cache/resnet-cifar "
+           "(RESNET_CIFAR_CACHE); with one: bf16 where the device runs it fast, else fp32 (CPU) or fp16 (CUDA)",
            group="hardware", choices=PRECISIONS, modes=("train", "eval"), resume=ALLOWED),
-    _train("channels_last", "NHWC memory layout (default: chosen with --precision)", group="hardware",
+    _train("channels_last", "NHWC memory layout (default: chosen with --precision auto, or by its rule)",
+           group="hardware",
            kind="boolean", modes=("train", "eval"), resume=ALLOWED),
     _train("compile", "torch.compile the model", group="hardware", kind="switch", resume=ALLOWED,
            experiment=False),
@@ -239,7 +242,7 @@ BY_DEST = {option.dest: option for option in OPTIONS}
 # config.json records these beside the training options: what the run resolved on its machine.
 # Only the precision and layout it trained in can change its numbers.
 RECORDED = {"resolved_device": False, "resolved_precision": True, "resolved_channels_last": True,
-            "world_size": False, "elastic_run_id": False}
+            "auto_precision_img_per_s": False, "world_size": False, "elastic_run_id": False}
 
 MODE_READS: dict[str, frozenset[str]] = {
     mode: frozenset(o.dest for o in OPTIONS if mode in o.modes) for mode in MODES

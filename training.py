@@ -296,9 +296,11 @@ def train_model(
         if resume is not None:
             checkpoints.remove_stale_temporaries(run_dir)
             metrics.truncate_after(state.epoch)
+        measured = parts.precision_choice.figures if parts.precision_choice is not None else None
         run_files.write_config(run_dir, {**config.to_dict(), "resolved_device": str(device),
-                                    "resolved_precision": precision, "resolved_channels_last": channels_last,
-                                    "world_size": dist.world_size, "elastic_run_id": dist.run_id})
+                                         "resolved_precision": precision, "resolved_channels_last": channels_last,
+                                         "auto_precision_img_per_s": measured,
+                                         "world_size": dist.world_size, "elastic_run_id": dist.run_id})
 
     writer = checkpoints.CheckpointWriter(background=writes_in_background(device, dist.world_size))
     curves = CurvesPlot(run_dir / "curves.png", metrics.rows)
@@ -339,6 +341,8 @@ def train_model(
     with StopSignals() as signals, writer, board if board is not None else contextlib.nullcontext():
         # Logged once the handlers are in place: from this line on, a signal always saves.
         log(describe_run(parts, len(data.test), run_dir))
+        if parts.precision_choice is not None:
+            log(parts.precision_choice.describe())
         log(describe_recipe(config.recipe))
         if device.type == "cpu" and precision == "fp16":
             log("warning: fp16 has no fast CPU kernels (~25x slower than fp32 in bench/precision_matrix.py); "

@@ -52,6 +52,21 @@ def write_image_folder(root: Path, n_train: int = 40, n_test: int = 20, seed: in
     return root
 
 
+@pytest.fixture(autouse=True, scope="session")
+def precision_cache(tmp_path_factory):
+    """`--precision auto` caches its measurements: in a folder of the test session, never in ~/.cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("precision-cache")
+    previous = os.environ.get("RESNET_CIFAR_CACHE")
+    os.environ["RESNET_CIFAR_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("RESNET_CIFAR_CACHE", None)
+    else:
+        os.environ["RESNET_CIFAR_CACHE"] = previous
+
+
 @pytest.fixture
 def batches_dir(tmp_path: Path) -> Path:
     """A data dir holding cifar-10-batches-py/ with 250 train and 100 test images."""

@@ -224,3 +224,12 @@ def test_model_cost_counts_a_convolutions_multiply_adds_and_resnet20s():
     assert row["params"] == 269_722
     assert 40e6 < row["macs"] < 42e6  # the paper's ResNet-20: ~41M multiply-adds
     assert "| resnet20 | 269,722 | 0.041 G | – |" in model_cost.table([row])
+
+
+def test_cpu_peak_measures_positive_rates():
+    import torch
+
+    import cpu_peak
+
+    assert cpu_peak.matmul_gflops(torch.device("cpu"), "fp32", n=64) > 0
+    assert cpu_peak.conv_gflops(torch.device("cpu"), "fp32", True, batch=2, width=8, size=8) > 0

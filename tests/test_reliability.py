@@ -468,8 +468,14 @@ def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, 
     native bf16 chooses bf16 + channels_last): the resumed run goes on in the one it trained in,
     unless --precision/--channels-last is typed."""
     import devices
+    import precision_choice
 
     monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)  # as on a CPU without AVX512-BF16
+    # auto measures: here fp32 NCHW is the fastest, as it was on such a CPU for this rule
+    speeds = {("fp32", False): 300.0, ("fp32", True): 250.0, ("bf16", False): 30.0, ("bf16", True): 25.0}
+    monkeypatch.setattr(precision_choice, "img_per_s", lambda device, model, batch, classes, precision, layout,
+                        slowest=None: speeds[(precision, layout)])
+    monkeypatch.setenv(precision_choice.CACHE_VARIABLE, str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
     args = [a for a in tiny_train_args(batches_dir, run_dir, "--max-steps", "1") if a not in ("--precision", "fp32")]
     assert run_cli(capsys, *args)[0] == 0
@@ -501,7 +507,8 @@ def test_a_resume_on_another_device_kind_chooses_anew(monkeypatch):
     assert keep_trained_precision(config, trained_on_gpu, set()) == (config, "")
     assert keep_trained_precision(config, {}, set()) == (config, "")  # a checkpoint from before the record
     same = {"resolved": {"device_type": "cpu", "precision": "fp32", "channels_last": False}}
-    assert keep_trained_precision(config, same, set()) == (config, "")  # what auto chooses here anyway
+    # what auto's rule chooses here anyway: pinned, so that a measuring auto cannot choose anew, and silent
+    assert keep_trained_precision(config, same, set()) == (replace(config, precision="fp32", channels_last=False), "")
     # a typed --precision wins; the layout the run trained in is kept, and the line names both as they will be
     bf16_nhwc = {"resolved": {"device_type": "cpu", "precision": "bf16", "channels_last": True}}
     kept, line = keep_trained_precision(TrainConfig(device="cpu", precision="fp32"), bf16_nhwc, {"precision"})
