@@ -32,6 +32,9 @@ DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\
 UNTIMED_STEPS = 2  # the first steps pay for allocation and autotuning
 MEASURE_SECONDS = 3.0  # then steps are timed until this much has passed (at least 3, at most 50 steps)
 PER_EPOCH_S = 0.5  # checkpoint and curves after each epoch (bench/README.md, "The work after each epoch")
+# The plan takes steps as this much slower than measured: a 15-minute CPU run's steps were ~4%
+# slower over the run than in its measurement and ended 9 s late (bench/README.md).
+STEP_SLACK = 1.05
 FINAL_S = 3.0  # the final report's pictures
 
 
@@ -84,14 +87,16 @@ def plan_steps(budget_s: float, spent_s: float, step_s: float, evaluation_s: flo
     budget, given what was already spent and the measured costs."""
     available = budget_s - spent_s - FINAL_S - 0.01 * budget_s  # 1% for what the estimates miss
 
+    planned_step_s = step_s * STEP_SLACK
+
     def cost(steps: int) -> float:
         epochs = math.ceil(steps / steps_per_epoch)
-        return steps * step_s + epochs * PER_EPOCH_S + evaluations_in(epochs, eval_every) * evaluation_s
+        return steps * planned_step_s + epochs * PER_EPOCH_S + evaluations_in(epochs, eval_every) * evaluation_s
 
-    steps = max(0, math.floor(available / step_s))
+    steps = max(0, math.floor(available / planned_step_s))
     while steps > 0 and cost(steps) > available:
         # Shrink by the overshoot (at least one step): few iterations even for long budgets...
-        steps = max(0, steps - max(1, math.floor((cost(steps) - available) / step_s)))
+        steps = max(0, steps - max(1, math.floor((cost(steps) - available) / planned_step_s)))
     while cost(steps + 1) <= available:
         steps += 1  # ...then grow back what an epoch's fixed costs made it give up
 

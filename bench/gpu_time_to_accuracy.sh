@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Time to accuracy as one prepared GPU run (about 9 minutes on one H200): `--recipe fast --model
-# resnet18` time-to-91% / time-to-94% on the JPEG copy (bench/time_to_accuracy.py over LADDER's
+# resnet18` (MODEL, RECIPE) time-to-91% / time-to-94% (TARGETS) on the JPEG copy (bench/time_to_accuracy.py over LADDER's
 # EPOCHS:SEED runs), then with ABLATION=1 (the default) what each of the recipe's choices buys at
 # ABLATION_EPOCHS epochs (bench/ablation.py, one seed a variant: the recipe, then one change each),
 # and with GPU_SUITE=1 `DDP=1 bash bench/gpu.sh` on the current code.
@@ -25,6 +25,8 @@ source=${1:?usage: bench/gpu_time_to_accuracy.sh CIFAR10_TARBALL_OR_FOLDER OUT_D
 out=${2:?usage: bench/gpu_time_to_accuracy.sh CIFAR10_TARBALL_OR_FOLDER OUT_DIR}
 end_s=${END_S:-545}
 model=${MODEL:-resnet18}
+recipe=${RECIPE:-fast}
+targets=${TARGETS:-0.91 0.94}
 ladder=${LADDER:-26:0 26:1 26:2}   # the published route's length, three seeds
 ablation=${ABLATION:-1}
 ablation_epochs=${ABLATION_EPOCHS:-10}
@@ -49,7 +51,7 @@ left() { echo $(( end_s - SECONDS )); }
 ladder_part() {  # RUNS WARMUP_STEPS SECONDS_FOR_THE_PART
   # shellcheck disable=SC2086  # RUNS and MAIN_ARGS are word lists
   PYTHONUNBUFFERED=1 timeout "$3" "$python" bench/time_to_accuracy.py --data-dir "$data" --out "$work/tta" \
-    --model "$model" --recipe fast --runs $1 --targets 0.91 0.94 --warmup-steps "$2" --deadline-s $(( $3 - 5 )) \
+    --model "$model" --recipe "$recipe" --runs $1 --targets $targets --warmup-steps "$2" --deadline-s $(( $3 - 5 )) \
     ${main_args:+-- $main_args} 2>&1 | tee -a "$out/tta.log"
   cp "$work/tta/results.jsonl" "$out/tta_results.jsonl" 2>/dev/null
   cp "$work/tta/table.md" "$out/tta_table.md" 2>/dev/null
@@ -58,7 +60,7 @@ ladder_part() {  # RUNS WARMUP_STEPS SECONDS_FOR_THE_PART
 ablation_part() {  # SECONDS_FOR_THE_PART
   # shellcheck disable=SC2086  # MAIN_ARGS is a word list
   PYTHONUNBUFFERED=1 timeout "$1" "$python" bench/ablation.py --data-dir "$data" --out "$work/ablation" \
-    --model "$model" --recipe fast --epochs "$ablation_epochs" --seeds 0 --variants "${variants[@]}" \
+    --model "$model" --recipe "$recipe" --epochs "$ablation_epochs" --seeds 0 --variants "${variants[@]}" \
     --eval-args="$eval_args" --deadline-s $(( $1 - 5 )) ${main_args:+-- $main_args} 2>&1 | tee -a "$out/ablation.log"
   cp "$work/ablation/results.jsonl" "$out/ablation_results.jsonl" 2>/dev/null
   cp "$work/ablation/table.md" "$out/ablation_table.md" 2>/dev/null

@@ -317,6 +317,23 @@ def test_a_three_process_checkpoint_resumes_on_two(tmp_path, small_data):
     assert len((run_dir / "metrics.csv").read_text().strip().splitlines()) == 3
 
 
+@pytest.mark.slow
+@pytest.mark.torchrun
+def test_a_time_budget_is_decided_once_for_every_process(tmp_path, small_data):
+    """Under torchrun every process measures (the steps are collective) and rank 0's plan is
+    everyone's: one line, one recorded length, and the processes train the same steps."""
+    run_dir = tmp_path / "run"
+    result = run_job(torchrun_command("main.py", *train_args(small_data, run_dir, "--time-budget", "40s",
+                                                             "--max-steps", "6"), nproc=2))
+    assert succeeded(result)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("time budget 40s: ")]
+    assert len(lines) == 1
+    steps = int(lines[0].split(": ")[1].split(" steps")[0].replace(",", ""))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["iterations"] == steps and config["time_budget"] == "40s" and config["world_size"] == 2
+    assert load_checkpoint(run_dir / "last.pt")["global_step"] == min(6, steps)
+
+
 def initial_toy_weights() -> dict[str, torch.Tensor]:
     """The toy model as build_run creates it for --seed 0."""
     from ddp_worker import toy_model
