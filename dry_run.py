@@ -16,7 +16,7 @@ import distributed
 from assembly import check_schedule
 from atomic_files import check_destination
 from checkpoints import load_checkpoint
-from commands import check_start, keep_trained_precision, resume_config
+from commands import check_start
 from config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from devices import resolve_device, resolve_precision
 from errors import UserError
@@ -25,6 +25,7 @@ from exporting import require_packages
 from loader import check_global_batch
 from predict import collect_paths
 from recipes import apply_recipe
+from resume_rules import keep_trained_precision, resume_config
 from run_files import check_new_run_dir, check_writable
 from seed_summary import seed_run_dir
 from summary import read_run
@@ -69,19 +70,20 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
     return plan
 
 
-def _checkpoint_model(path: str, weights: str, expected_model: str | None = None) -> dict[str, Any]:
+def _checkpoint_model(path: str, weights: str, expected_model: str | None = None) -> tuple[dict, dict[str, Any]]:
+    """The checkpoint (loaded and verified, its model rebuilt with the asked weights) and a summary."""
     payload = load_checkpoint(Path(path))
     if expected_model is not None and expected_model != payload["model_name"]:
         raise UserError(f"--model {expected_model} does not match the checkpoint's model {payload['model_name']}")
     load_model(payload, Path(path), weights)
-    return {"model": payload["model_name"], "epochs_done": payload["epoch"], "classes": list(payload["classes"])}
+    return payload, {"model": payload["model_name"], "epochs_done": payload["epoch"],
+                     "classes": list(payload["classes"])}
 
 
 def plan_eval(config: EvalConfig, expected_model: str | None = None) -> dict[str, Any]:
     if config.output:
         check_destination(Path(config.output), "--output")
-    payload = load_checkpoint(Path(config.checkpoint))
-    checkpoint = _checkpoint_model(config.checkpoint, config.weights, expected_model)
+    payload, checkpoint = _checkpoint_model(config.checkpoint, config.weights, expected_model)
     checkpoint["tta"] = run_tta(config, payload)
     device = resolve_device(config.device)
     precision, channels_last = run_precision(device, config, payload)
@@ -96,7 +98,7 @@ def plan_predict(config: PredictConfig) -> dict[str, Any]:
     paths = collect_paths(config.inputs)
     if not paths:
         raise UserError(f"no image files found in {' '.join(config.inputs)}")
-    checkpoint = _checkpoint_model(config.checkpoint, config.weights)
+    _, checkpoint = _checkpoint_model(config.checkpoint, config.weights)
     return {"mode": "predict", "checkpoint": checkpoint, "device": str(resolve_device(config.device)),
             "images": len(paths), "config": _fields(config)}
 
@@ -104,7 +106,7 @@ def plan_predict(config: PredictConfig) -> dict[str, Any]:
 def plan_export(config: ExportConfig) -> dict[str, Any]:
     check_destination(Path(config.output), "--output")
     require_packages(config.format)
-    checkpoint = _checkpoint_model(config.checkpoint, config.weights)
+    _, checkpoint = _checkpoint_model(config.checkpoint, config.weights)
     return {"mode": "export", "checkpoint": checkpoint, "config": _fields(config)}
 
 

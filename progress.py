@@ -51,3 +51,21 @@ def make_progress(quiet: bool) -> Callable[..., Iterable]:
         return tqdm(leave=False, dynamic_ncols=True, mininterval=0.5, unit="step", file=sys.stderr, **kwargs)
 
     return bar
+
+
+def run_eta(steps_done: int, steps_left: int, seconds: float) -> str:
+    """The time the run's remaining steps take at the speed of the steps_done that took `seconds`."""
+    if steps_done <= 0:
+        return "?"
+    return format_duration(max(0, steps_left - steps_done) * seconds / steps_done)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as a person says it: 45 s, 12 min, 3.4 h, 2.1 days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"

@@ -26,7 +26,7 @@ from evaluation import EvalInterrupted
 from interrupts import StopSignals
 from loader import BatchLoader
 from plots import CurvesPlot
-from progress import make_progress
+from progress import make_progress, run_eta
 from recipes import describe_recipe
 from tensorboard_log import TensorBoardLog
 from timings import PhaseClock
@@ -219,24 +219,6 @@ def run_steps_left(parts: RunParts, state: TrainState) -> int:
     if parts.config.max_steps is not None:
         total = min(total, parts.config.max_steps)
     return max(0, total - state.global_step)
-
-
-def run_eta(steps_done: int, steps_left: int, seconds: float) -> str:
-    """The time the run's remaining steps take at the speed of the steps_done that took `seconds`."""
-    if steps_done <= 0:
-        return "?"
-    return format_duration(max(0, steps_left - steps_done) * seconds / steps_done)
-
-
-def format_duration(seconds: float) -> str:
-    """A duration as a person says it: 45 s, 12 min, 3.4 h, 2.1 days."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 def epoch_steps(parts: RunParts, epoch: int) -> int:

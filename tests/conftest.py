@@ -54,7 +54,7 @@ def write_image_folder(root: Path, n_train: int = 40, n_test: int = 20, seed: in
 
 @pytest.fixture(autouse=True, scope="session")
 def precision_cache(tmp_path_factory):
-    """`--precision auto` caches its measurements: in a folder of the test session, never in ~/.cache."""
+    """`--precision auto` caches its measurements: in a temporary folder of this test run, never in ~/.cache."""
     import os
 
     folder = tmp_path_factory.mktemp("precision-cache")

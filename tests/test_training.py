@@ -106,12 +106,12 @@ def test_nan_is_reported_at_its_exact_step(monkeypatch, start_step, first_bad):
 
 
 def test_the_run_eta_counts_every_step_left_in_the_run():
-    assert training.run_eta(steps_done=10, steps_left=100, seconds=20.0) == "3 min"  # 90 steps at 2 s
-    assert training.run_eta(10, 10, 20.0) == "0 s"
-    assert training.run_eta(0, 10, 0.0) == "?"
+    assert progress.run_eta(steps_done=10, steps_left=100, seconds=20.0) == "3 min"  # 90 steps at 2 s
+    assert progress.run_eta(10, 10, 20.0) == "0 s"
+    assert progress.run_eta(0, 10, 0.0) == "?"
     # ResNet-18's 200 epochs of 195 steps at ~10 s a step on a 2-core CPU: days, said at once.
-    assert training.run_eta(1, 200 * 195, 10.0) == "4.5 days"
-    assert [training.format_duration(s) for s in (45, 600, 3 * 3600, 50 * 3600)] == ["45 s", "10 min", "3.0 h",
+    assert progress.run_eta(1, 200 * 195, 10.0) == "4.5 days"
+    assert [progress.format_duration(s) for s in (45, 600, 3 * 3600, 50 * 3600)] == ["45 s", "10 min", "3.0 h",
                                                                                       "2.1 days"]
 
 
