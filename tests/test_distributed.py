@@ -265,34 +265,21 @@ def test_ranks_stay_identical_and_evaluation_counts_each_image_once(tmp_path, od
 
 @pytest.mark.slow
 @pytest.mark.torchrun
-def test_without_batchnorm_ddp_matches_one_process_with_the_global_batch(tmp_path, small_data):
-    """DDP averages the two shares' mean gradients: the global batch's mean gradient. Without
-    BatchNorm the two runs differ only in summation order: allclose at atol 1e-6, rtol 1e-5 after
-    4 steps at lr 0.02 (the largest difference seen here was 6e-8; after one step 4e-8). Training
-    amplifies such differences: at lr 0.1 they reached 1e-5 after 6 steps. A ResNet would not
-    match at all: BatchNorm normalises each process's 32 images with their own statistics, not the
-    64 of the single process's batch."""
-    args = train_args(small_data, tmp_path / "run-ddp", "--max-steps", "4", "--lr", "0.02")
-    assert succeeded(run_job(torchrun_command(WORKER, tmp_path / "ddp", "--toy", "--", *args)))
-    args = train_args(small_data, tmp_path / "run-single", "--max-steps", "4", "--lr", "0.02")
-    assert succeeded(run_job([sys.executable, str(WORKER), str(tmp_path / "single"), "--toy", "--", *args]))
-    ddp, single = torch.load(tmp_path / "ddp" / "rank0.pt"), torch.load(tmp_path / "single" / "rank0.pt")
-    for name, tensor in single["state"].items():
-        assert not torch.equal(tensor, initial_toy_weights()[name]), name  # it trained
-        torch.testing.assert_close(ddp["state"][name], tensor, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.slow
-@pytest.mark.torchrun
-def test_three_unequal_shares_match_one_process_with_the_global_batch(tmp_path, small_data):
-    """A global batch of 10 on 3 processes (shares of 3, 3 and 4), each share's loss weighted by its
-    size: without BatchNorm the run matches one process's with batches of 10."""
-    args = train_args(small_data, tmp_path / "run-ddp", "--max-steps", "4", "--lr", "0.02", "--batch-size", "10")
-    assert succeeded(run_job(torchrun_command(WORKER, tmp_path / "ddp", "--toy", "--", *args, nproc=3)))
-    args = train_args(small_data, tmp_path / "run-single", "--max-steps", "4", "--lr", "0.02", "--batch-size", "10")
+@pytest.mark.parametrize(("processes", "batch"), [(2, 64), (3, 10)], ids=["2-equal-shares", "3-shares-of-3-3-4"])
+def test_without_batchnorm_ddp_matches_one_process_with_the_global_batch(tmp_path, small_data, processes, batch):
+    """DDP averages the shares' gradients, each share's mean loss weighted by its size: the global
+    batch's mean gradient, with equal shares (64 on 2) or not (10 on 3: shares of 3, 3 and 4).
+    Without BatchNorm the runs differ only in summation order: allclose at atol 1e-6, rtol 1e-5
+    after 4 steps at lr 0.02 (the largest difference seen here was 6e-8; after one step 4e-8).
+    Training amplifies such differences: at lr 0.1 they reached 1e-5 after 6 steps. A ResNet would
+    not match at all: BatchNorm normalises each process's share with its own statistics."""
+    common = ("--max-steps", "4", "--lr", "0.02", "--batch-size", str(batch))
+    args = train_args(small_data, tmp_path / "run-ddp", *common)
+    assert succeeded(run_job(torchrun_command(WORKER, tmp_path / "ddp", "--toy", "--", *args, nproc=processes)))
+    args = train_args(small_data, tmp_path / "run-single", *common)
     assert succeeded(run_job([sys.executable, str(WORKER), str(tmp_path / "single"), "--toy", "--", *args]))
     single = torch.load(tmp_path / "single" / "rank0.pt")
-    for rank in range(3):
+    for rank in range(processes):
         ddp = torch.load(tmp_path / "ddp" / f"rank{rank}.pt")
         for name, tensor in single["state"].items():
             assert not torch.equal(tensor, initial_toy_weights()[name]), name  # it trained
