@@ -89,7 +89,8 @@ def restore_payload(payload: dict, ctx: StepContext) -> TrainState:
             raise UserError("--ema: the checkpoint holds no moving average to continue; start a new run")
         ctx.ema.load_state_dict(payload["ema_state"])
         # A checkpoint written before the count was kept: the EMA was updated once a step.
-        ctx.ema.updates = payload.get("ema_updates") or payload["global_step"]
+        updates = payload.get("ema_updates")
+        ctx.ema.updates = payload["global_step"] if updates is None else updates
     ctx.optimizer.load_state_dict(payload["optimizer_state"])
     ctx.schedule.load_state_dict(payload["schedule_state"])
     if payload["scaler_state"]:

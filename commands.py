@@ -28,7 +28,7 @@ from predict import collect_paths, decode_all, predict_images
 from predict import write_csv as write_predictions_csv
 from recipes import apply_recipe
 from resume_rules import check_data_matches, keep_trained_precision, resume_config
-from run_files import check_writable, default_run_dir, prepare_new_run_dir
+from run_files import default_run_dir, prepare_new_run_dir, resumed_run_dir
 from seed_summary import SeedSummary, seed_run_dir, write_summary
 from summary import format_lines as format_summary
 from summary import read_run
@@ -163,8 +163,7 @@ def prepare_run_dir(config: TrainConfig, explicit: set[str], resume_path: Path |
     if dist.is_main:
         try:
             if resume_path is not None:
-                run_dir = Path(config.run_dir) if "run_dir" in explicit else resume_path.resolve().parent
-                check_writable(run_dir)
+                run_dir = resumed_run_dir(config.run_dir, "run_dir" in explicit, resume_path)
                 outcome = (str(run_dir), False, None)
             else:
                 run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.model)

@@ -20,13 +20,13 @@ from commands import check_start
 from config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from devices import resolve_device, resolve_precision
 from errors import UserError
-from evaluation import load_model, run_precision, run_tta
+from evaluation import check_model_name, load_model, run_precision, run_tta
 from exporting import require_packages
 from loader import check_global_batch
 from predict import collect_paths
 from recipes import apply_recipe
 from resume_rules import keep_trained_precision, resume_config
-from run_files import check_new_run_dir, check_writable
+from run_files import check_new_run_dir, resumed_run_dir
 from seed_summary import seed_run_dir
 from summary import read_run
 
@@ -48,8 +48,7 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
         payload = load_checkpoint(resume)
         config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
         config, _ = keep_trained_precision(config, payload, explicit)
-        run_dir = Path(config.run_dir) if "run_dir" in explicit else resume.resolve().parent
-        check_writable(run_dir)
+        run_dir = resumed_run_dir(config.run_dir, "run_dir" in explicit, resume)
         plan.update(resume=str(resume), epochs_done=payload["epoch"], finished=payload["epoch"] >= config.epochs)
     else:
         config = apply_recipe(config, explicit)
@@ -61,7 +60,10 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
     check_schedule(config)
     device = distributed.check_launch(launch, config.device, config.sync_bn)
     check_global_batch(config.batch_size, launch.world_size)
-    precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
+    if config.precision == "auto" and config.channels_last is None:
+        precision = channels_last = "measured when the run starts (precision_choice.py; cached)"
+    else:
+        precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
     if config.time_budget is not None and config.iterations is None:
         plan["length"] = f"--time-budget {config.time_budget}: the steps that fit are measured when the run starts"
     plan.update(run_dir=str(run_dir) if run_dir else f"runs/{config.model}-<start time>", device=str(device),
@@ -73,8 +75,7 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
 def _checkpoint_model(path: str, weights: str, expected_model: str | None = None) -> tuple[dict, dict[str, Any]]:
     """The checkpoint (loaded and verified, its model rebuilt with the asked weights) and a summary."""
     payload = load_checkpoint(Path(path))
-    if expected_model is not None and expected_model != payload["model_name"]:
-        raise UserError(f"--model {expected_model} does not match the checkpoint's model {payload['model_name']}")
+    check_model_name(payload, expected_model)
     load_model(payload, Path(path), weights)
     return payload, {"model": payload["model_name"], "epochs_done": payload["epoch"],
                      "classes": list(payload["classes"])}

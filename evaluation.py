@@ -147,6 +147,12 @@ def choose_split(payload: dict, data: Dataset, name: str) -> Split:
     return split_validation(data.train, config["val_size"], config["seed"])[1]
 
 
+def check_model_name(payload: dict, expected_model: str | None) -> None:
+    """Refuse a typed --model that is not the checkpoint's."""
+    if expected_model is not None and expected_model != payload["model_name"]:
+        raise UserError(f"--model {expected_model} does not match the checkpoint's model {payload['model_name']}")
+
+
 def run_precision(device: torch.device, config: EvalConfig, payload: dict) -> tuple[str, bool]:
     """The precision and layout to evaluate in: those the run trained and reported in, on the same
     kind of device, unless --precision or --channels-last is typed; else what `auto` picks here."""
@@ -167,10 +173,7 @@ def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, d
     with config.report_dir, also its pictures and per_class.csv there."""
     path = Path(config.checkpoint)
     payload = load_checkpoint(path)
-    if expected_model is not None and expected_model != payload["model_name"]:
-        raise UserError(
-            f"--model {expected_model} does not match the checkpoint's model {payload['model_name']}"
-        )
+    check_model_name(payload, expected_model)
     device = resolve_device(config.device)
     precision, channels_last = run_precision(device, config, payload)
     data_dir = config.data_dir or payload["config"].get("data_dir", "./data")

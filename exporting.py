@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from atomic_files import atomic_path, check_destination, write_text
+from atomic_files import atomic_path, write_text
 from errors import UserError
 
 FORMATS = ("onnx", "torchscript", "pt2", "safetensors")
@@ -48,7 +48,6 @@ def export_model(model: nn.Module, fmt: str, path: Path, metadata: dict, check_i
     Nothing is left at path, or beside it, unless the check passed."""
     require_packages(fmt)
     path = Path(path)
-    check_destination(path, "--output")
     model = model.float().eval()
     writer, loader = _EXPORTERS[fmt]
     with torch.no_grad():

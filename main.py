@@ -76,8 +76,7 @@ def add_option(group, option: Option, suppress_defaults: bool) -> None:
         keywords["action"] = argparse.BooleanOptionalAction
     else:
         keywords.update(type=option.type, choices=option.choices, nargs=option.nargs, metavar=option.metavar)
-    group.add_argument(option.flag, dest=option.dest, **{k: v for k, v in keywords.items() if v is not None
-                                                         or k == "default"})
+    group.add_argument(option.flag, dest=option.dest, **keywords)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -24,7 +24,6 @@ from recipes import RECIPE_NAMES
 from time_budget import parse_duration
 
 MODES = ("train", "eval", "predict", "export", "summary")
-ALL_MODES = MODES
 GROUPS = {
     "general": "",
     "optimisation": "",
@@ -116,7 +115,7 @@ def _train(dest: str, help: str, *, resume: str = REFUSED, experiment: bool = Tr
 OPTIONS: tuple[Option, ...] = (
     # --- general ------------------------------------------------------------------------------
     Option("mode", "train a model; eval, predict with or export a checkpoint; summary of run directories",
-           ALL_MODES, choices=MODES, default="train"),
+           MODES, choices=MODES, default="train"),
     Option("paths", "--mode predict: image files and folders; --mode summary: run directories",
            ("predict", "summary"), kind="positional", nargs="*", default=[], metavar="PATH"),
     _train("model", f"architecture: {', '.join(MODEL_NAMES)}", choices=MODEL_NAMES, metavar="NAME",
@@ -148,7 +147,7 @@ OPTIONS: tuple[Option, ...] = (
     _train("eval_every", "train: evaluate on val/test after every N-th epoch and after the last (0: after the "
            "last only)", type=non_negative_int, metavar="N", resume=ALLOWED, experiment=False),
     Option("dry_run", "check every option as a real run would, print the resolved configuration as JSON and "
-           "exit, without reading the data set or writing any file", ALL_MODES, kind="switch", default=False),
+           "exit, without reading the data set or writing any file", MODES, kind="switch", default=False),
     # --- optimisation -------------------------------------------------------------------------
     _train("epochs", "epochs to train", group="optimisation", type=positive_int, resume=ALLOWED),
     _train("iterations", "optimizer steps to train in all, instead of --epochs (the last epoch may be partial)",
@@ -314,7 +313,7 @@ def options_markdown() -> str:
         for o in members:
             resume = o.resume or "—"
             experiment = ("yes" if o.experiment else "no") if o.in_train_config else "—"
-            modes = "all" if o.modes == ALL_MODES else ", ".join(o.modes)
+            modes = "all" if o.modes == MODES else ", ".join(o.modes)
             text = o.help.replace("|", "\\|")
             flag = "PATH ..." if o.kind == "positional" else f"`{o.flag}`"
             lines.append(f"| {flag} | {_accepts(o)} | {_default_text(o)} | {modes} | {resume} | {experiment} "

@@ -21,6 +21,7 @@ from torch import nn
 from atomic_files import write_text
 from devices import autocast, cpu_has_fast_bf16
 from models import modeltype
+from timings import seconds_per_call
 
 CACHE_VARIABLE = "RESNET_CIFAR_CACHE"  # a folder; default ~/.cache/resnet-cifar
 MEASURE_BATCH_CPU = 64  # a CPU's ranking at the run's batch is the same; its steps are not
@@ -132,13 +133,7 @@ def img_per_s(device: torch.device, model_name: str, batch_size: int, num_classe
         scaler.update()
         loss.item()  # waits for the device
 
-    started = clock()
-    step()
-    first = batch / max(1e-9, clock() - started)
+    first = batch / max(1e-9, seconds_per_call(step, clock, untimed=0, min_seconds=0.0, min_calls=1, max_calls=1))
     if slowest_allowed is not None and first < slowest_allowed:
         return first
-    started, steps = clock(), 0
-    while steps < 2 or (clock() - started < seconds and steps < 20):
-        step()
-        steps += 1
-    return batch * steps / max(1e-9, clock() - started)
+    return batch / max(1e-9, seconds_per_call(step, clock, untimed=0, min_seconds=seconds, min_calls=2, max_calls=20))

@@ -37,6 +37,13 @@ def prepare_new_run_dir(path: Path) -> Path:
     return path
 
 
+def resumed_run_dir(run_dir: str | None, typed: bool, checkpoint: Path) -> Path:
+    """Where a resumed run writes: the typed --run-dir, else the checkpoint's folder; refused unless writable."""
+    path = Path(run_dir) if typed and run_dir else Path(checkpoint).resolve().parent
+    check_writable(path)
+    return path
+
+
 def check_new_run_dir(path: Path) -> None:
     """Refuse, without creating anything, a --run-dir that is a file or already holds a run."""
     if path.exists() and not path.is_dir():

@@ -25,6 +25,7 @@ from datasets import Dataset
 from devices import autocast
 from distributed import Distributed
 from errors import UserError
+from timings import seconds_per_call
 from training import train_step
 
 UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
@@ -105,24 +106,6 @@ def plan_steps(budget_s: float, spent_s: float, step_s: float, evaluation_s: flo
                       evaluations_in(epochs, eval_every))
 
 
-def seconds_per_call(call: Callable[[], object], clock: Callable[[], float] = time.perf_counter,
-                     untimed: int = UNTIMED_STEPS, min_seconds: float | None = None,
-                     min_calls: int = 3, max_calls: int = 50,
-                     agree: Callable[[bool], bool] = lambda go_on: go_on) -> float:
-    """Seconds per call of `call` (which must return only once its work is done), after `untimed`
-    warm-up calls, timed until min_seconds (default MEASURE_SECONDS) have passed (min_calls..max_calls
-    calls). agree: the processes' common answer to "go on?" when the calls are collective (DDP
-    steps), so that every process makes the same number of them."""
-    min_seconds = MEASURE_SECONDS if min_seconds is None else min_seconds
-    for _ in range(untimed):
-        call()
-    started, calls = clock(), 0
-    while agree(calls < min_calls or (clock() - started < min_seconds and calls < max_calls)):
-        call()
-        calls += 1
-    return (clock() - started) / calls
-
-
 def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, started: float,
                      clock: Callable[[], float] = time.perf_counter) -> BudgetPlan:
     """Time the run's own step (model, batch, precision, layout) on a throwaway copy of the run and
@@ -137,7 +120,8 @@ def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, star
         loss, _ = train_step(parts.ctx, inputs, targets, config.lr * 1e-3)
         loss.item()  # waits for the device
 
-    step_s = seconds_per_call(one_step, clock, agree=lambda go_on: dist.max_int(int(go_on)) > 0)
+    step_s = seconds_per_call(one_step, clock, untimed=UNTIMED_STEPS, min_seconds=MEASURE_SECONDS,
+                              agree=lambda go_on: dist.max_int(int(go_on)) > 0)
     evaluation_s = _evaluation_seconds(parts, config, clock)
     steps_per_epoch = len(parts.train_loader)
     plan = plan_steps(duration_seconds(config.time_budget), clock() - started, step_s, evaluation_s,
@@ -156,10 +140,10 @@ def _evaluation_seconds(parts: RunParts, config: TrainConfig, clock: Callable[[]
     loader = parts.eval_loaders["test"]
     model = parts.ctx.eval_model
     model.eval()
-    batches = loader.epoch()
+    batches = itertools.chain.from_iterable(loader.epoch() for _ in itertools.count())
 
     def one_batch() -> None:
-        inputs, _ = next(batches, None) or next(iter(loader.epoch()))
+        inputs, _ = next(batches)
         with torch.no_grad(), autocast(parts.device, parts.precision):
             tta_logits(model, inputs, config.tta).float().sum().item()
 

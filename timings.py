@@ -72,3 +72,20 @@ def format_timings(timings: dict) -> str:
 def write_timings(run_dir: Path, timings: dict) -> None:
     with atomic_path(run_dir / "timings.json") as tmp:
         tmp.write_text(json.dumps(timings, indent=2) + "\n")
+
+
+def seconds_per_call(call: Callable[[], object], clock: Callable[[], float] = time.perf_counter,
+                     untimed: int = 2, min_seconds: float = 3.0,
+                     min_calls: int = 3, max_calls: int = 50,
+                     agree: Callable[[bool], bool] = lambda go_on: go_on) -> float:
+    """Seconds per call of `call` (which must return only once its work is done), after `untimed`
+    warm-up calls, timed until min_seconds have passed (min_calls..max_calls calls). agree: the
+    processes' common answer to "go on?" when the calls are collective (DDP steps), so that every
+    process makes the same number of them."""
+    for _ in range(untimed):
+        call()
+    started, calls = clock(), 0
+    while agree(calls < min_calls or (clock() - started < min_seconds and calls < max_calls)):
+        call()
+        calls += 1
+    return (clock() - started) / calls

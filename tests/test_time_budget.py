@@ -17,8 +17,8 @@ from time_budget import (
     evaluations_in,
     parse_duration,
     plan_steps,
-    seconds_per_call,
 )
+from timings import seconds_per_call
 
 from helpers import read_metrics, run_cli
 
