@@ -12,7 +12,7 @@ from torch import nn
 import precision_choice
 from augmentations import Augmentation
 from config import SCHEDULERS, TrainConfig
-from datasets import CIFAR10_MEAN, CIFAR10_STD, Dataset, Split, split_validation
+from datasets import Dataset, Split, split_validation
 from devices import configure_determinism, resolve_device, resolve_precision
 from distributed import Distributed, shard_bounds, wrap_model
 from ema import ModelEMA
@@ -91,10 +91,17 @@ class RunParts:
     dist: Distributed = field(default_factory=Distributed)
     precision_choice: precision_choice.Choice | None = None  # what `auto` measured, when it did
 
+    @property
+    def report_split(self) -> str:
+        """The split a run's final figures and report are on: test, or val where the data has no test set."""
+        return "test" if "test" in self.eval_loaders else "val"
 
-def augmentation_of(config: TrainConfig) -> Augmentation:
-    return Augmentation(pad_mode=config.translate_pad, cutout=config.cutout, policy=config.augment,
-                        mixup=config.mixup, cutmix=config.cutmix)
+
+def augmentation_of(config: TrainConfig, image_size: int = 32) -> Augmentation:
+    """The config's training augmentation for images of image_size: the crop's padding scales with
+    the size (4 pixels at 32, as in the CIFAR recipes)."""
+    return Augmentation(crop_padding=max(1, round(4 * image_size / 32)), pad_mode=config.translate_pad,
+                        cutout=config.cutout, policy=config.augment, mixup=config.mixup, cutmix=config.cutmix)
 
 
 def shard(split: Split, dist: Distributed) -> Split:
@@ -118,6 +125,10 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
     """
     dist = dist if dist is not None else Distributed()
     device = dist.device if dist.device is not None else resolve_device(config.device)
+    if data.test is None and config.val_size == 0:
+        raise UserError(f"{data.source} has no test/ folder: pass --val-size N to hold out N training images "
+                        f"to evaluate on")
+    config = replace(config, num_classes=len(data.classes))
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     config = replace(config, threads=torch.get_num_threads())
@@ -125,22 +136,19 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
     if config.precision == "auto" and config.channels_last is None:
         # Rank 0 measures (or reads its cache) alone; every process trains in its choice.
         choice = dist.broadcast_object(precision_choice.choose(device, config.model, config.batch_size,
-                                                               config.num_classes) if dist.is_main else None)
+                                                               config.num_classes, data.image_size)
+                                       if dist.is_main else None)
         precision, channels_last = choice.precision, choice.channels_last
     else:
         precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
     configure_determinism(device, config.deterministic)
-    if data.classes and len(data.classes) != config.num_classes:
-        raise UserError(
-            f"the data set has {len(data.classes)} classes but the model is built for {config.num_classes}"
-        )
     check_schedule(config)
     # Every rank seeds alike: the same initial weights, validation split and epoch plans.
     seed_everything(config.seed)
     train_split, val_split = split_validation(data.train, config.val_size, config.seed)
-    normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
+    normalizer = Normalizer(data.mean, data.std, device)
     train_loader = BatchLoader(train_split, config.batch_size, device, normalizer, channels_last,
-                               train=True, seed=config.seed, augmentation=augmentation_of(config),
+                               train=True, seed=config.seed, augmentation=augmentation_of(config, data.image_size),
                                num_classes=config.num_classes, rank=dist.rank, world_size=dist.world_size)
     if config.iterations is not None:
         config = replace(config, epochs=math.ceil(config.iterations / len(train_loader)))

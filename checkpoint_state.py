@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from datasets import CIFAR10_MEAN, CIFAR10_STD, Dataset
+from datasets import Dataset
 from errors import UserError
 from rng import capture_rng_state, restore_rng_state
 
@@ -32,7 +32,8 @@ class EpochTotals:
 
 
 def data_summary(data: Dataset) -> dict:
-    return {"n_train": len(data.train), "n_test": len(data.test), "classes": list(data.classes)}
+    return {"n_train": len(data.train), "n_test": len(data.test) if data.test is not None else 0,
+            "classes": list(data.classes)}
 
 
 @dataclass
@@ -50,9 +51,12 @@ def build_payload(parts: RunParts, state: TrainState, data: Dataset) -> dict:
     return {
         "model_name": parts.config.model,
         "num_classes": parts.config.num_classes,
+        # What --mode eval, predict and export need to feed the model as training did.
+        "dataset": data.kind,
         "classes": list(data.classes),
-        "mean": list(CIFAR10_MEAN),
-        "std": list(CIFAR10_STD),
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "image_size": data.image_size,
         "config": parts.config.to_dict(),
         "data": data_summary(data),
         "model_state": parts.model.state_dict(),

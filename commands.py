@@ -16,7 +16,7 @@ import run_files
 from atomic_files import check_destination
 from checkpoints import load_checkpoint
 from config import LENGTH_SHAPED_SCHEDULERS, EvalConfig, ExportConfig, PredictConfig, TrainConfig
-from datasets import load_cifar10
+from datasets import IMAGE_SIZE, DataSpec, check_spec, load_dataset
 from devices import resolve_device
 from distributed import Distributed
 from errors import UserError
@@ -91,6 +91,7 @@ def check_start(config: TrainConfig, explicit: set[str], resume: Path | None, se
             raise UserError("--seed and --seeds both choose the seed; give one of them")
         if len(set(seeds)) != len(seeds):
             raise UserError(f"--seeds lists a seed twice: {' '.join(map(str, seeds))}")
+    check_spec(DataSpec.of(config.to_dict()))
     if config.tensorboard:
         require_tensorboard()
     if launch.max_restarts > 0 and resume is None:
@@ -144,10 +145,10 @@ def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int], dis
         code, summary = run_training(TrainConfig.from_dict({**config.to_dict(), "seed": seed,
                                                             "run_dir": str(seed_run_dir(root, seed))}), explicit,
                                      dist=dist, first_in_process=seed == seeds[0])
-        if code != 0 or summary.get("test_accuracy") is None:
+        if code != 0 or summary.get("accuracy") is None:
             say(f"seed {seed} did not finish; seeds after it were not run", file=sys.stderr)
             return code or 1
-        accuracies.append(summary["test_accuracy"])
+        accuracies.append(summary["accuracy"])
     result = SeedSummary(tuple(seeds), tuple(accuracies))
     say(result.line(config.tta))
     if dist.is_main:
@@ -190,7 +191,7 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
     clock = PhaseClock()
     resolve_device(config.device)  # fail on a bad --device before anything is written
     with clock.phase("data"):
-        data = load_cifar10(Path(config.data_dir), download=config.download)
+        data = load_dataset(DataSpec.of(config.to_dict()))
     if payload is not None:
         check_data_matches(payload, data)
     if config.batch_size > len(data.train) - config.val_size:
@@ -221,9 +222,9 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
         if dist.is_main:
             _remove_if_unused(run_dir, created)
         raise
-    if summary.get("test_accuracy") is not None and dist.is_main:
-        print(f"done: test accuracy {100 * summary['test_accuracy']:.2f}% (final epoch, tta {summary['tta']}), "
-              f"checkpoint {summary['checkpoint']}")
+    if summary.get("accuracy") is not None and dist.is_main:
+        print(f"done: {summary['split']} accuracy {100 * summary['accuracy']:.2f}% (final epoch, "
+              f"tta {summary['tta']}), checkpoint {summary['checkpoint']}")
     if dist.is_main:
         timings = clock.summary(before_run_s)
         write_timings(run_dir, timings)
@@ -245,8 +246,10 @@ def eval_command(config: EvalConfig, expected_model: str | None = None) -> int:
         check_destination(Path(config.output), "--output")
     report = evaluate_checkpoint(config, expected_model=expected_model)
     tta = f"tta {report['tta']}" + ("" if config.tta is not None else ", the run's")
+    # With many classes, whether the answer is among the first five says as much as top-1.
+    top5 = f", top-5 {100 * report['top5_accuracy']:.2f}%" if len(report["per_class_accuracy"]) > 10 else ""
     print(f"{report['model']} ({report['weights']} weights, {tta}) on {report['n']} {report['split']} images: "
-          f"accuracy {100 * report['accuracy']:.2f}%, loss {report['loss']:.4f}")
+          f"accuracy {100 * report['accuracy']:.2f}%{top5}, loss {report['loss']:.4f}")
     print(format_report(report))
     if config.output:
         try:
@@ -276,8 +279,9 @@ def predict_command(config: PredictConfig) -> int:
         print(f"skipped {item.path}: {item.error}", file=sys.stderr)
 
     predictions = []
-    for prediction in predict_images(model, decode_all(paths), payload["mean"], payload["std"], payload["classes"],
-                                     config.top_k, device, report_failure):
+    size = payload.get("image_size", IMAGE_SIZE)
+    for prediction in predict_images(model, decode_all(paths, size), payload["mean"], payload["std"],
+                                     payload["classes"], config.top_k, device, report_failure):
         predictions.append(prediction)
         if config.output is None:
             ranked = ", ".join(f"{name} {100 * p:.1f}%" for name, p in zip(prediction.classes,
@@ -285,8 +289,8 @@ def predict_command(config: PredictConfig) -> int:
             print(f"{prediction.path}: {ranked}")
     resized = sum(p.resized_from is not None for p in predictions)
     if resized:
-        print(f"note: {resized} of {len(predictions)} images were not 32x32 and were resized to 32x32 "
-              f"(bilinear) first", file=sys.stderr)
+        print(f"note: {resized} of {len(predictions)} images were not {size}x{size} and were resized to "
+              f"{size}x{size} (bilinear) first", file=sys.stderr)
     if config.output is not None and predictions:
         write_predictions_csv(Path(config.output), predictions, config.top_k)
         print(f"wrote {len(predictions)} predictions to {config.output}")
@@ -305,9 +309,12 @@ def export_command(config: ExportConfig) -> int:
     model = load_model(payload, path, config.weights)
     images, source = check_images(payload, config.data_dir)
     normalizer = Normalizer(tuple(payload["mean"]), tuple(payload["std"]), torch.device("cpu"))
-    metadata = {"model": payload["model_name"], "classes": list(payload["classes"]), "mean": list(payload["mean"]),
-                "std": list(payload["std"]), "weights": config.weights, "input": "float32 (N, 3, 32, 32), RGB, "
-                "scaled to 0-1 then normalised with mean/std per channel"}
+    size = payload.get("image_size", IMAGE_SIZE)
+    metadata = {"model": payload["model_name"], "dataset": payload.get("dataset", "cifar10"),
+                "classes": list(payload["classes"]), "mean": list(payload["mean"]), "std": list(payload["std"]),
+                "image_size": size, "weights": config.weights,
+                "input": f"float32 (N, 3, {size}, {size}), RGB, scaled to 0-1 then normalised with mean/std "
+                         f"per channel"}
     result = export_model(model, config.format, Path(config.output), metadata,
                           normalizer(images, channels_last=False))
     sidecars = "".join(f" and {p}" for p in result.extra_files)
@@ -319,16 +326,20 @@ def export_command(config: ExportConfig) -> int:
 
 
 def check_images(payload: dict, data_dir: str | None, count: int = 64) -> tuple[torch.Tensor, str]:
-    """The first test images of the checkpoint's data set or, where it cannot be found, seeded
-    random images (the comparison is about arithmetic, not accuracy)."""
-    folder = Path(data_dir or payload["config"].get("data_dir", "./data"))
+    """The first test (or else training) images of the checkpoint's data set or, where it cannot be
+    found, seeded random images (the comparison is about arithmetic, not accuracy)."""
+    spec = DataSpec.of(payload["config"], data_dir, download=False)
+    size = payload.get("image_size", IMAGE_SIZE)
     try:
-        test = load_cifar10(folder, download=False).test
-        return test.images[:count], "test images"
+        data = load_dataset(spec)
+        if data.image_size == size:
+            split, name = (data.test, "test") if data.test is not None else (data.train, "training")
+            return split.images[:count], f"{name} images"
     except UserError:
-        generator = torch.Generator().manual_seed(0)
-        return torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator), \
-            f"random images (no data set in {folder})"
+        pass
+    generator = torch.Generator().manual_seed(0)
+    return (torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=generator),
+            f"random images (no {spec.name} of {size}x{size} images in {spec.data_dir})")
 
 
 def summary_command(run_dirs: list[str], output: str | None) -> int:

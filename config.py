@@ -20,7 +20,10 @@ class TrainConfig:
 
     model: str = "resnet18"
     recipe: str = "seed"
-    num_classes: int = 10
+    dataset: str = "cifar10"  # datasets.DATASETS
+    labels: str = "fine"  # CIFAR-100's 100 classes, or its 20 superclasses ("coarse")
+    image_size: int | None = None  # --dataset folder: resize every image to this size (None: their own size)
+    num_classes: int = 10  # the data's, set when the data set is read
     data_dir: str = "./data"
     download: bool = True
     run_dir: str | None = None  # None: runs/<model>-<timestamp>
@@ -100,7 +103,7 @@ class EvalConfig:
     quiet: bool = False
     weights: str = "raw"  # "ema": the checkpoint's moving average of the weights
     tta: str | None = None  # None: the run's own, so that eval reports what training reported
-    split: str = "test"  # or "val": the images the run held out with --val-size
+    split: str | None = None  # "test", or "val": the images the run held out; None: test where the data has one
     report_dir: str | None = None
 
 

@@ -1,47 +1,43 @@
-"""CIFAR-10 loading: the official batches, image-folder trees (with a cache), or a download.
+"""The data sets a run trains on: CIFAR-10, CIFAR-100 and any folder of small images.
 
-Each split is held as one uint8 tensor (N, 3, 32, 32); loader.py batches and augments it.
+Each is found in --data-dir in the official pickled layout (cifar_pickles.py), as an image-folder
+tree (image_folders.py) or, for CIFAR, downloaded. Each split is held as one uint8 tensor
+(N, 3, S, S); loader.py batches and augments it.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
-import pickle
 import socket
-import zipfile
-import zlib
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from atomic_files import atomic_path
+import cifar100_classes
+from cifar_pickles import CIFAR10_FOLDER, CIFAR10_TRAIN, CIFAR100_FOLDER, Arrays, read_cifar10, read_cifar100
 from errors import UserError
+from image_folders import FolderArrays, read_image_folder
 
+DATASETS = ("cifar10", "cifar100", "folder")
+LABEL_SETS = ("fine", "coarse")  # CIFAR-100's 100 classes or its 20 superclasses
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 )
-# Per-channel mean and standard deviation of the 50,000 CIFAR-10 training images (0-1 scale).
+# Per-channel mean and standard deviation of the 50,000 training images (0-1 scale), as published
+# with each data set's usual recipes; a folder's are computed from its training images.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-
-IMAGE_SIZE = 32
-BATCHES_FOLDER = "cifar-10-batches-py"
-TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_BATCH = "test_batch"
-# The image files a data folder or --mode predict reads (what Pillow decodes), by suffix, any case.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
-CACHE_NAME = ".cifar-cache.npz"
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+IMAGE_SIZE = 32  # CIFAR's, and a checkpoint's when it records none
 DOWNLOAD_TIMEOUT_S = 15
 
 
 @dataclass(frozen=True)
 class Split:
-    images: torch.Tensor  # (N, 3, 32, 32) uint8
+    images: torch.Tensor  # (N, 3, S, S) uint8
     labels: torch.Tensor  # (N,) int64
 
     def __len__(self) -> int:
@@ -57,300 +53,163 @@ class Split:
 @dataclass(frozen=True)
 class Dataset:
     train: Split
-    test: Split
+    test: Split | None  # None: a folder without test/ (a run then evaluates on its --val-size images)
     classes: tuple[str, ...]
     source: str  # where it was read from, for logs and checkpoints
+    kind: str = "cifar10"
+    mean: tuple[float, ...] = CIFAR10_MEAN
+    std: tuple[float, ...] = CIFAR10_STD
+
+    @property
+    def image_size(self) -> int:
+        return int(self.train.images.shape[-1])
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading the official pickled batches
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data set to read, and where: what --dataset, --data-dir, --labels and --image-size say."""
+
+    kind: str = "cifar10"
+    data_dir: str = "./data"
+    labels: str = "fine"
+    image_size: int | None = None  # folder only: resize every image to this size when the cache is built
+    download: bool = True
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any], data_dir: str | None = None, download: bool | None = None) -> DataSpec:
+        """The spec of a training config (a TrainConfig's dict, or a checkpoint's: older ones name no data set)."""
+        return cls(kind=config.get("dataset", "cifar10"), data_dir=data_dir or config.get("data_dir", "./data"),
+                   labels=config.get("labels", "fine"), image_size=config.get("image_size"),
+                   download=config.get("download", True) if download is None else download)
+
+    @property
+    def name(self) -> str:
+        return {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "folder": "the image folder"}[self.kind]
+
+    @property
+    def num_classes(self) -> int | None:
+        """The class count known before reading (None for a folder: its class folders say)."""
+        if self.kind == "cifar100":
+            return len(cifar100_classes.COARSE_CLASSES if self.labels == "coarse" else cifar100_classes.FINE_CLASSES)
+        return 10 if self.kind == "cifar10" else None
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and plain containers only.
-
-    CIFAR batches are pickles; a plain pickle.load would run whatever code a crafted file names.
-    """
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+def check_spec(spec: DataSpec) -> None:
+    """Refuse options that do not apply to the chosen data set."""
+    if spec.kind not in DATASETS:
+        raise UserError(f"unknown data set {spec.kind!r}; choose one of: {', '.join(DATASETS)}")
+    if spec.labels != "fine" and spec.kind != "cifar100":
+        raise UserError(f"--labels {spec.labels} is for --dataset cifar100 (its 20 superclasses); "
+                        f"--dataset {spec.kind} has one set of labels")
+    if spec.image_size is not None and spec.kind != "folder":
+        raise UserError(f"--image-size is for --dataset folder; {spec.name} images are {IMAGE_SIZE}x{IMAGE_SIZE}")
 
 
-def _read_pickle(path: Path) -> dict:
+def check_matches(data: Dataset, classes: list[str], image_size: int, what: str) -> None:
+    """Refuse data whose classes or image size differ from those a model was trained on (`what`)."""
+    found = list(data.classes)
+    if len(found) != len(classes):
+        raise UserError(f"the data set in {data.source} has {len(found)} classes but {what} has {len(classes)}")
+    if found != list(classes):
+        i = next(i for i, (a, b) in enumerate(zip(found, classes, strict=True)) if a != b)
+        raise UserError(f"the data set in {data.source} names class {i} {found[i]!r} where {what} has "
+                        f"{classes[i]!r}")
+    if data.image_size != image_size:
+        raise UserError(f"the data set in {data.source} has {data.image_size}x{data.image_size} images but {what} "
+                        f"was trained on {image_size}x{image_size}")
+
+
+def load_dataset(spec: DataSpec) -> Dataset:
+    """Find the data set in spec.data_dir: the official pickles, then an image-folder tree, then
+    (CIFAR only, where allowed) a download."""
+    check_spec(spec)
+    data_dir = Path(spec.data_dir)
+    if spec.kind == "folder":
+        if not (data_dir / "train").is_dir():
+            raise UserError(f"no image folders in {data_dir}: --dataset folder reads {data_dir}/train/<class>/ "
+                            f"(and {data_dir}/test/<class>/ where it exists)")
+        return _from_folder(spec, read_image_folder(data_dir, spec.image_size), str(data_dir))
+    pickled = _find_pickles(spec, data_dir)
+    if pickled is not None:
+        return pickled
+    if (data_dir / "train").is_dir():
+        return _from_folder(spec, read_image_folder(data_dir, required_size=IMAGE_SIZE), str(data_dir))
+    folder = CIFAR10_FOLDER if spec.kind == "cifar10" else CIFAR100_FOLDER
+    looked_for = (f"looked for {data_dir / folder} and image folders {data_dir}/train/<class>/, "
+                  f"{data_dir}/test/<class>/")
+    if not spec.download:
+        raise UserError(f"{spec.name} not found: {looked_for}; point --data-dir at a copy")
     try:
-        with open(path, "rb") as f:
-            obj = _ArrayUnpickler(f, encoding="bytes").load()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    except Exception as e:  # any unpickling failure means the file is not a CIFAR batch
-        raise UserError(f"corrupted CIFAR-10 file {path}: not a readable batch pickle ({e})") from None
-    if not isinstance(obj, dict):
-        raise UserError(f"corrupted CIFAR-10 file {path}: expected a dict, found {type(obj).__name__}")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+        _download(spec.kind, data_dir)
+    except Exception as e:  # no network, a proxy, a full disk: all end the same way for the user
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{spec.name} not found and download failed ({reason}): {looked_for}; "
+                        f"point --data-dir at a copy") from None
+    return _find_pickles(spec, data_dir)
 
 
-def _read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    batch = _read_pickle(path)
-    if "data" not in batch or "labels" not in batch:
-        raise UserError(f"corrupted CIFAR-10 file {path}: missing 'data' or 'labels'")
-    data, labels = batch["data"], batch["labels"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
-        kind = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
-        raise UserError(f"corrupted CIFAR-10 file {path}: data must be a uint8 array, found {kind}")
-    if data.ndim != 2 or data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE:
-        raise UserError(
-            f"corrupted CIFAR-10 file {path}: data has shape {tuple(data.shape)}, expected (N, 3072)"
-        )
-    try:
-        labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError):
-        raise UserError(f"corrupted CIFAR-10 file {path}: labels are not integers") from None
-    if labels.shape != (data.shape[0],):
-        raise UserError(
-            f"corrupted CIFAR-10 file {path}: {labels.size} labels for {data.shape[0]} images"
-        )
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise UserError(
-            f"corrupted CIFAR-10 file {path}: labels must be in 0..{num_classes - 1}, "
-            f"found {labels.min()}..{labels.max()}"
-        )
-    return data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE), labels
+def load_cifar10(data_dir: Path | str, download: bool = True) -> Dataset:
+    return load_dataset(DataSpec("cifar10", str(data_dir), download=download))
 
 
-def _read_class_names(folder: Path) -> tuple[str, ...]:
-    meta_path = folder / "batches.meta"
-    if not meta_path.exists():
-        return CIFAR10_CLASSES
-    names = _read_pickle(meta_path).get("label_names")
-    if not isinstance(names, (list, tuple)) or not names:
-        raise UserError(f"corrupted CIFAR-10 file {meta_path}: no label_names list")
-    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+def _find_pickles(spec: DataSpec, data_dir: Path) -> Dataset | None:
+    """The official layout in data_dir or in its usual subfolder; None where neither holds it."""
+    if spec.kind == "cifar10":
+        for folder in (data_dir / CIFAR10_FOLDER, data_dir):
+            if (folder / CIFAR10_TRAIN[0]).exists():
+                return _from_arrays(spec, read_cifar10(folder, CIFAR10_CLASSES), str(folder))
+        return None
+    for folder in (data_dir / CIFAR100_FOLDER, data_dir):
+        if (folder / "train").is_file():
+            return _from_arrays(spec, read_cifar100(folder, spec.labels), str(folder))
+    return None
 
 
-def _split_from_batches(folder: Path, names: tuple[str, ...], num_classes: int) -> Split:
-    parts = [_read_batch(folder / name, num_classes) for name in names]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
+def _published_stats(kind: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return (CIFAR10_MEAN, CIFAR10_STD) if kind == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
+
+
+def _from_arrays(spec: DataSpec, arrays: Arrays, source: str) -> Dataset:
+    mean, std = _published_stats(spec.kind)
+    return Dataset(_split(arrays.train_x, arrays.train_y), _split(arrays.test_x, arrays.test_y), arrays.classes,
+                   source, spec.kind, mean, std)
+
+
+def _from_folder(spec: DataSpec, tree: FolderArrays, source: str) -> Dataset:
+    """A Dataset of an image-folder tree: a folder's own mean and std, CIFAR's published ones, and
+    for CIFAR the expected classes (the superclasses, mapped from the class folders, for coarse labels)."""
+    train_y, test_y, classes = tree.train_y, tree.test_y, tree.classes
+    if spec.kind == "folder":
+        mean, std = tree.mean, tree.std
+    else:
+        mean, std = _published_stats(spec.kind)
+        if spec.kind == "cifar100" and spec.labels == "coarse" and set(classes) == set(cifar100_classes.FINE_CLASSES):
+            coarse = cifar100_classes.COARSE_CLASSES
+            to_coarse = np.array([coarse.index(cifar100_classes.SUPERCLASS_OF[name]) for name in classes])
+            train_y, test_y, classes = to_coarse[train_y], None if test_y is None else to_coarse[test_y], coarse
+        if len(classes) != spec.num_classes:
+            raise UserError(f"the image folders in {source} hold {len(classes)} classes, but {spec.name} "
+                            f"{'coarse labels are' if spec.labels == 'coarse' else 'has'} {spec.num_classes}; "
+                            f"for another set of classes use --dataset folder")
+    test = None if tree.test_x is None else _split(tree.test_x, test_y)
+    return Dataset(_split(tree.train_x, train_y), test, classes, source, spec.kind, mean, std)
+
+
+def _split(images: np.ndarray, labels: np.ndarray) -> Split:
     return Split(torch.from_numpy(images), torch.from_numpy(labels))
 
 
-def read_batches(folder: Path) -> Dataset:
-    """Read the official `cifar-10-batches-py` layout, validating structure, not MD5 sums.
-
-    Re-packed copies (e.g. made from image folders) have other MD5 sums but the same structure.
-    """
-    folder = Path(folder)
-    missing = [n for n in TRAIN_BATCHES + (TEST_BATCH,) if not (folder / n).is_file()]
-    if missing:
-        raise UserError(f"incomplete CIFAR-10 batches in {folder}: missing {', '.join(missing)}")
-    classes = _read_class_names(folder)
-    train = _split_from_batches(folder, TRAIN_BATCHES, len(classes))
-    test = _split_from_batches(folder, (TEST_BATCH,), len(classes))
-    return Dataset(train, test, classes, source=str(folder))
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading an image-folder tree (DIR/train/<class>/*, DIR/test/<class>/*), cached after the first run
-
-
-def _list_split(root: Path, split: str) -> dict[str, list[Path]]:
-    split_dir = root / split
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files = {}
-    for name in classes:
-        images = sorted(
-            p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        if not images:
-            raise UserError(f"image folder {split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        files[name] = images
-    return files
-
-
-def _decode_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise UserError(f"unreadable image {path}: {e}") from None
-    if rgb.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise UserError(
-            f"image {path} is {rgb.shape[1]}x{rgb.shape[0]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}"
-        )
-    return rgb.transpose(2, 0, 1)
-
-
-def _decode_split(files: dict[str, list[Path]], classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    paths = [p for name in classes for p in files[name]]
-    labels = np.array([i for i, name in enumerate(classes) for _ in files[name]], dtype=np.int64)
-    # PIL releases the GIL while decoding, so threads use every core without worker processes.
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
-        images = np.stack(list(pool.map(_decode_image, paths, chunksize=256)))
-    return images, labels
-
-
-def _fingerprint(listing: dict[str, dict[str, list[Path]]]) -> str:
-    digest = hashlib.sha256()
-    for split, files in listing.items():
-        for name, paths in files.items():
-            for path in paths:
-                stat = path.stat()
-                digest.update(f"{split}/{name}/{path.name}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def _cache_path(root: Path) -> Path:
-    """The cache lives beside the images when that folder is writable, else in ~/.cache."""
-    if os.access(root, os.W_OK):
-        return root / CACHE_NAME
-    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    return Path.home() / ".cache" / "resnet-cifar" / f"{key}.npz"
-
-
-def _load_cache(path: Path, fingerprint: str) -> dict | None:
-    """The cached arrays, or None for a missing, stale or damaged cache (rebuilt, never trusted).
-
-    A truncated file fails as a bad zip; a flipped byte fails zipfile's CRC-32 check when the
-    member is read, which is why every array is read here, inside the try.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as cache:
-            if str(cache["fingerprint"]) != fingerprint:
-                return None
-            arrays = {k: cache[k] for k in cache.files}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
-        return None
-    for split in ("train", "test"):
-        images, labels = arrays.get(f"{split}_x"), arrays.get(f"{split}_y")
-        if (images is None or labels is None or images.dtype != np.uint8 or images.ndim != 4
-                or images.shape[1:] != (3, IMAGE_SIZE, IMAGE_SIZE) or labels.shape != (len(images),)):
-            return None
-    return arrays
-
-
-def _save_cache(path: Path, arrays: dict) -> None:
-    """Write atomically (a reader sees the old cache or the whole new one); a failure is ignored,
-    since the cache only saves time."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    except OSError:
-        pass
-
-
-@contextlib.contextmanager
-def _cache_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock beside the cache, so that of several processes starting at once one
-    decodes and writes while the others wait, then read its cache. No lock where the folder is not
-    writable or the platform has no flock: then each process decodes for itself."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path.with_name(path.name + ".lock"), "a")
-    except OSError:
-        yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def read_image_folder(root: Path) -> Dataset:
-    """Read DIR/train/<class>/* and DIR/test/<class>/*; class order is the sorted folder names."""
-    root = Path(root)
-    listing = {split: _list_split(root, split) for split in ("train", "test")}
-    classes = tuple(listing["train"])
-    if len(classes) < 2:
-        raise UserError(f"image folder {root / 'train'} needs at least 2 class folders, found {len(classes)}")
-    if tuple(listing["test"]) != classes:
-        missing = sorted(set(classes) ^ set(listing["test"]))
-        raise UserError(
-            f"image folders {root / 'train'} and {root / 'test'} disagree on classes: "
-            f"{', '.join(missing)} missing from one of them"
-        )
-    fingerprint = _fingerprint(listing)
-    cache_path = _cache_path(root)
-    cached = _load_cache(cache_path, fingerprint)
-    if cached is None:
-        with _cache_lock(cache_path):
-            cached = _load_cache(cache_path, fingerprint)  # another process may have written it meanwhile
-            if cached is None:
-                train_x, train_y = _decode_split(listing["train"], classes)
-                test_x, test_y = _decode_split(listing["test"], classes)
-                cached = dict(
-                    fingerprint=np.array(fingerprint),
-                    train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                )
-                _save_cache(cache_path, cached)
-    return Dataset(
-        Split(torch.from_numpy(cached["train_x"]), torch.from_numpy(cached["train_y"])),
-        Split(torch.from_numpy(cached["test_x"]), torch.from_numpy(cached["test_y"])),
-        classes,
-        source=str(root),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Finding the data
-
-
-def _download(data_dir: Path) -> None:
-    from torchvision.datasets import CIFAR10
+def _download(kind: str, data_dir: Path) -> None:
+    """torchvision's download, which checks the archive's MD5 sum and unpacks it in data_dir."""
+    from torchvision.datasets import CIFAR10, CIFAR100
 
     # urllib has no timeout by default: without one, a machine with no network can hang for minutes.
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        CIFAR10(str(data_dir), train=True, download=True)
+        (CIFAR10 if kind == "cifar10" else CIFAR100)(str(data_dir), train=True, download=True)
     finally:
         socket.setdefaulttimeout(previous)
-
-
-def load_cifar10(data_dir: Path, download: bool = True) -> Dataset:
-    """Find CIFAR-10 in data_dir: official batches, then an image-folder tree, then download."""
-    data_dir = Path(data_dir)
-    for folder in (data_dir / BATCHES_FOLDER, data_dir):
-        if (folder / TRAIN_BATCHES[0]).exists():
-            return read_batches(folder)
-    if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
-        return read_image_folder(data_dir)
-    looked_for = (
-        f"looked for {data_dir / BATCHES_FOLDER} and image folders {data_dir}/train/<class>/, "
-        f"{data_dir}/test/<class>/"
-    )
-    if not download:
-        raise UserError(f"CIFAR-10 not found: {looked_for}; point --data-dir at a copy")
-    try:
-        _download(data_dir)
-    except Exception as e:  # no network, a proxy, a full disk: all end the same way for the user
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(
-            f"CIFAR-10 not found and download failed ({reason}): {looked_for}; "
-            f"point --data-dir at a copy"
-        ) from None
-    return read_batches(data_dir / BATCHES_FOLDER)
 
 
 def split_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Split | None]:

@@ -18,6 +18,7 @@ from atomic_files import check_destination
 from checkpoints import load_checkpoint
 from commands import check_start
 from config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
+from datasets import DataSpec
 from devices import resolve_device, resolve_precision
 from errors import UserError
 from evaluation import check_model_name, load_model, run_precision, run_tta
@@ -30,7 +31,8 @@ from run_files import check_new_run_dir, resumed_run_dir
 from seed_summary import seed_run_dir
 from summary import read_run
 
-NEEDS_THE_DATA = "the batch size against the training set and the data's classes (the data set is not read)"
+NEEDS_THE_DATA = ("the batch size against the training set, the data's classes (a folder's number of classes) and "
+                  "image size (the data set is not read)")
 
 
 def print_plan(plan: dict[str, Any]) -> int:
@@ -58,6 +60,9 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
                 check_new_run_dir(folder)
         plan["seeds"] = seeds
     check_schedule(config)
+    spec = DataSpec.of(config.to_dict())
+    if spec.num_classes is not None:
+        config = dataclasses.replace(config, num_classes=spec.num_classes)
     device = distributed.check_launch(launch, config.device, config.sync_bn)
     check_global_batch(config.batch_size, launch.world_size)
     if config.precision == "auto" and config.channels_last is None:

@@ -11,7 +11,15 @@ from assembly import RunParts
 from checkpoint_state import EpochTotals
 from config import EvalConfig
 from datasets import Dataset
-from evaluation import EvalResult, ReportSource, assemble_report, evaluate, evaluate_checkpoint, write_report_dir
+from evaluation import (
+    EvalResult,
+    ReportSource,
+    assemble_report,
+    choose_split,
+    evaluate,
+    evaluate_checkpoint,
+    write_report_dir,
+)
 from tensorboard_log import TensorBoardLog
 
 Log = Callable[[str], None]
@@ -33,9 +41,9 @@ def format_epoch_line(row: dict, epochs: int) -> str:
 
 
 def evaluate_epoch(parts: RunParts, should_stop: Callable[[], bool],
-                   keep_test_predictions: bool = False) -> dict[str, EvalResult]:
+                   keep_predictions_of: str | None = None) -> dict[str, EvalResult]:
     """The raw model on val/test and, with --ema, the moving average too ("ema_val", "ema_test");
-    with keep_test_predictions the raw model's test result holds its logits (for the final report).
+    the raw model's result on the split keep_predictions_of names holds its logits (for the final report).
 
     Under torchrun each process evaluates its share of each split with rank 0's BatchNorm
     statistics (the model rank 0 saves) and the sums are added up: every image counted once."""
@@ -46,7 +54,7 @@ def evaluate_epoch(parts: RunParts, should_stop: Callable[[], bool],
         models["ema_"] = parts.ctx.ema.module
     return {prefix + name: evaluate(model, loader, parts.device, parts.precision, parts.config.num_classes,
                                     should_stop, tta=parts.config.tta, dist=parts.dist,
-                                    keep_predictions=keep_test_predictions and prefix + name == "test")
+                                    keep_predictions=prefix + name == keep_predictions_of)
             for prefix, model in models.items() for name, loader in parts.eval_loaders.items()}
 
 
@@ -69,29 +77,33 @@ def epoch_row(epoch: int, lr: float, totals: EpochTotals, results: dict[str, Eva
 
 
 def write_final_reports(parts: RunParts, data: Dataset, run_dir: Path, board: TensorBoardLog | None,
-                        log: Log, final_test: EvalResult | None = None, epochs_done: int = 0) -> None:
+                        log: Log, final: EvalResult | None = None, epochs_done: int = 0) -> None:
     """The --mode eval --report-dir report of last.pt in run_dir/report/ (and of best.pt, when the
-    run kept one, in run_dir/report-best/), so a finished run explains itself.
+    run kept one, in run_dir/report-best/), so a finished run explains itself; on the test set, or
+    on the validation images where the data has no test set.
 
-    final_test: the last epoch's test evaluation with its logits; last.pt holds those weights,
-    so its report is built from them instead of a second pass over the test set."""
+    final: the last epoch's evaluation of that split with its logits; last.pt holds those weights,
+    so its report is built from them instead of a second pass over the split."""
     config = parts.config
-    kept = final_test.predictions if final_test is not None else None
-    # Reused only in the split's order: mistakes.png pairs the logits with the test images.
-    reuse = kept is not None and torch.equal(kept.labels, data.test.labels.cpu())
+    split_name = parts.report_split
+    split = choose_split(config.to_dict(), data, split_name)
+    kept = final.predictions if final is not None else None
+    # Reused only in the split's order: mistakes.png pairs the logits with the split's images.
+    reuse = kept is not None and torch.equal(kept.labels, split.labels.cpu())
     for name, folder in (("last.pt", "report"), ("best.pt", "report-best")):
         if not (run_dir / name).exists():
             continue
         if name == "last.pt" and reuse:
-            source = ReportSource(str(run_dir / name), config.model, epochs_done, "raw", config.tta, "test",
+            source = ReportSource(str(run_dir / name), config.model, epochs_done, "raw", config.tta, split_name,
                                   str(parts.device), parts.precision)
-            report = assemble_report(source, kept, list(data.classes), final_test.seconds)
-            write_report_dir(run_dir / folder, report, kept, data.test.images, list(data.classes))
+            report = assemble_report(source, kept, list(data.classes), final.seconds)
+            write_report_dir(run_dir / folder, report, kept, split.images, list(data.classes))
         else:
             eval_config = EvalConfig(checkpoint=str(run_dir / name), data_dir=config.data_dir, device=config.device,
                                      precision=config.precision, channels_last=config.channels_last,
-                                     tta=config.tta, report_dir=str(run_dir / folder))
+                                     tta=config.tta, split=split_name, report_dir=str(run_dir / folder))
             report = evaluate_checkpoint(eval_config, data=data)
-        log(f"report of {name} (test top-1 {100 * report['accuracy']:.2f}%, tta {config.tta}): {run_dir / folder}")
+        log(f"report of {name} ({split_name} top-1 {100 * report['accuracy']:.2f}%, tta {config.tta}): "
+            f"{run_dir / folder}")
         if board is not None and name == "last.pt":
             board.log_image("confusion", run_dir / folder / "confusion.png", report["epoch"])

@@ -13,7 +13,7 @@ from torch import nn
 from augmentations import tta_logits
 from checkpoints import load_checkpoint
 from config import EvalConfig
-from datasets import Dataset, Split, load_cifar10, split_validation
+from datasets import IMAGE_SIZE, Dataset, DataSpec, Split, check_matches, load_dataset, split_validation
 from devices import autocast, resolve_device, resolve_precision
 from distributed import Distributed
 from errors import UserError
@@ -136,11 +136,13 @@ def load_model(payload: dict, source: Path, weights_kind: str = "raw") -> torch.
     return model
 
 
-def choose_split(payload: dict, data: Dataset, name: str) -> Split:
-    """The test set, or the validation images the checkpoint's run held out (same size and seed)."""
+def choose_split(config: dict, data: Dataset, name: str) -> Split:
+    """The test set, or the validation images a run (its config as a dict) held out (same size and seed)."""
     if name == "test":
+        if data.test is None:
+            raise UserError(f"--split test: {data.source} has no test/ folder; use --split val (the images the "
+                            f"run held out)")
         return data.test
-    config = payload["config"]
     if not config.get("val_size"):
         raise UserError("--split val: this run was trained without --val-size, so it has no validation images; "
                         "use --split test")
@@ -176,15 +178,12 @@ def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, d
     check_model_name(payload, expected_model)
     device = resolve_device(config.device)
     precision, channels_last = run_precision(device, config, payload)
-    data_dir = config.data_dir or payload["config"].get("data_dir", "./data")
     if data is None:
-        data = load_cifar10(Path(data_dir), download=config.download)
-    if len(data.classes) != payload["num_classes"]:
-        raise UserError(
-            f"the data set in {data_dir} has {len(data.classes)} classes but the checkpoint's "
-            f"{payload['model_name']} has {payload['num_classes']}"
-        )
-    split = choose_split(payload, data, config.split)
+        data = load_dataset(DataSpec.of(payload["config"], config.data_dir, config.download))
+    check_matches(data, payload["classes"], payload.get("image_size", IMAGE_SIZE),
+                  f"the checkpoint's {payload['model_name']}")
+    split_name = config.split or ("test" if data.test is not None else "val")
+    split = choose_split(payload["config"], data, split_name)
     model = load_model(payload, path, config.weights).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -195,7 +194,7 @@ def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, d
                       keep_predictions=True)
     classes = list(payload.get("classes") or data.classes)
     source = ReportSource(str(path), payload["model_name"], payload["epoch"], config.weights, tta,
-                          config.split, str(device), precision)
+                          split_name, str(device), precision)
     report = assemble_report(source, result.predictions, classes, result.seconds)
     if config.report_dir is not None:
         write_report_dir(Path(config.report_dir), report, result.predictions, split.images, classes)

@@ -13,9 +13,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import cifar100_classes
 from atomic_files import atomic_path
 
 ECE_BINS = 15
+# Above this many classes a confusion matrix no longer reads as text or as an annotated picture:
+# the report shows the classes with the most errors (and CIFAR-100's superclass blocks) instead.
+READABLE_CLASSES = 20
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,33 @@ def most_confused_pairs(confusion: torch.Tensor, classes: list[str], count: int 
     cells = sorted(((int(off[t, p]), t, p) for t in range(len(classes)) for p in range(len(classes)) if off[t, p]),
                    key=lambda cell: (-cell[0], cell[1], cell[2]))
     return [{"true": classes[t], "predicted": classes[p], "count": n} for n, t, p in cells[:count]]
+
+
+def classes_with_most_errors(counts: list[list[int]], count: int = READABLE_CLASSES) -> list[int]:
+    """The indices of the `count` classes most involved in errors (images of the class predicted
+    as another, plus images of others predicted as it), in class order; all classes when few."""
+    confusion = torch.tensor(counts)
+    if len(confusion) <= count:
+        return list(range(len(confusion)))
+    off = confusion.clone()
+    off.fill_diagonal_(0)
+    errors = off.sum(0) + off.sum(1)
+    ranked = sorted(range(len(confusion)), key=lambda i: (-int(errors[i]), i))
+    return sorted(ranked[:count])
+
+
+def superclass_report(confusion: torch.Tensor, classes: list[str]) -> dict | None:
+    """For CIFAR-100's fine classes: the share of images predicted within their true superclass,
+    and the 20 x 20 confusion of superclasses (counts summed over their classes); else None."""
+    groups = cifar100_classes.superclasses_of(classes)
+    if groups is None:
+        return None
+    names = list(cifar100_classes.COARSE_CLASSES)
+    member = torch.zeros(len(classes), len(names), dtype=torch.long)
+    member[torch.arange(len(classes)), torch.tensor([names.index(g) for g in groups])] = 1
+    blocks = member.T @ confusion @ member  # (20, 20): true superclass x predicted superclass
+    return {"accuracy": float(blocks.diagonal().sum()) / max(1, int(blocks.sum())),
+            "classes": names, "counts": blocks.tolist()}
 
 
 def calibration_bins(confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS) -> list[dict]:
@@ -91,28 +122,43 @@ def build_report(predictions: Predictions, classes: list[str]) -> dict:
         "per_class_accuracy": {name: (int(confusion[i, i]) / int(totals[i]) if totals[i] else None)
                                for i, name in enumerate(classes)},
         "confusion_matrix": {"classes": list(classes), "counts": confusion.tolist()},
-        "most_confused": most_confused_pairs(confusion, list(classes)),
+        "most_confused": most_confused_pairs(confusion, list(classes), 5 if num_classes <= 10 else 10),
+        "superclasses": superclass_report(confusion, list(classes)),
         "ece": expected_calibration_error(bins, n),
         "calibration_bins": bins,
     }
 
 
 def format_report(report: dict) -> str:
-    """The report as compact text for the terminal."""
+    """The report as compact text for the terminal: every class and the confusion matrix up to
+    READABLE_CLASSES classes; beyond, the weakest and strongest classes (per_class.csv has all)."""
     classes = report["confusion_matrix"]["classes"]
     lines = [f"top-1 {100 * report['accuracy']:.2f}%  top-5 {100 * report['top5_accuracy']:.2f}%  "
-             f"loss {report['loss']:.4f}  ECE {100 * report['ece']:.2f}% ({ECE_BINS} bins)", "per class:"]
-    lines += [f"  {name:>12s} {'-' if acc is None else f'{100 * acc:6.2f}%'}"
-              for name, acc in report["per_class_accuracy"].items()]
-    short = [name[:5] for name in classes]
-    lines.append("confusion matrix (rows true, columns predicted):")
-    lines.append(" " * 14 + " ".join(f"{s:>5s}" for s in short))
-    for name, row in zip(classes, report["confusion_matrix"]["counts"], strict=True):
-        lines.append(f"  {name:>12s}" + " ".join(f"{v:5d}" for v in row))
+             f"loss {report['loss']:.4f}  ECE {100 * report['ece']:.2f}% ({ECE_BINS} bins)"]
+    if report.get("superclasses") is not None:
+        lines.append(f"superclass accuracy {100 * report['superclasses']['accuracy']:.2f}% (the prediction in the "
+                     f"true class's superclass)")
+    accuracies = report["per_class_accuracy"]
+    if len(classes) <= READABLE_CLASSES:
+        lines.append("per class:")
+        lines += [f"  {name:>12s} {_percent(acc)}" for name, acc in accuracies.items()]
+        lines.append("confusion matrix (rows true, columns predicted):")
+        lines.append(" " * 14 + " ".join(f"{name[:5]:>5s}" for name in classes))
+        for name, row in zip(classes, report["confusion_matrix"]["counts"], strict=True):
+            lines.append(f"  {name:>12s}" + " ".join(f"{v:5d}" for v in row))
+    else:
+        ranked = sorted((acc, name) for name, acc in accuracies.items() if acc is not None)
+        lines.append(f"weakest classes of {len(classes)}: " + ", ".join(f"{name} {_percent(acc).strip()}"
+                                                                      for acc, name in ranked[:10]))
+        lines.append("strongest: " + ", ".join(f"{name} {_percent(acc).strip()}" for acc, name in ranked[::-1][:5]))
     if report["most_confused"]:
         lines.append("most confused: " + ", ".join(f"{p['true']} -> {p['predicted']} ({p['count']})"
                                                    for p in report["most_confused"]))
     return "\n".join(lines)
+
+
+def _percent(accuracy: float | None) -> str:
+    return "     -" if accuracy is None else f"{100 * accuracy:6.2f}%"
 
 
 def write_json(path: Path, report: dict) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from augmentations import PAD_MODES, POLICIES, TTA_MODES
 from config import MILESTONE_UNITS, PRECISIONS, SCHEDULERS, SPLITS, WARMUP_STYLES, WEIGHTS, TrainConfig
+from datasets import DATASETS, LABEL_SETS
 from exporting import FORMATS
 from models import DROPOUT_MODELS, MODEL_NAMES
 from recipes import RECIPE_NAMES
@@ -64,6 +65,7 @@ non_negative_float = _number(float, low=0, low_inclusive=True, what="a number >=
 unit_interval = _number(float, low=0, low_inclusive=True, high=1, high_inclusive=False, what="a number in [0, 1)")
 open_unit_interval = _number(float, low=0, high=1, high_inclusive=False, what="a number in (0, 1)")
 cutout_size = _number(int, low=0, low_inclusive=True, high=32, what="an integer from 0 (off) to 32")
+image_size_type = _number(int, low=8, low_inclusive=True, what="an integer >= 8")
 gamma_type = _number(float, low=0, high=1, what="a number in (0, 1]")
 
 _TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -122,9 +124,16 @@ OPTIONS: tuple[Option, ...] = (
            modes=("train", "eval")),
     _train("recipe", "named hyperparameters (listed at the end); any option typed overrides its value",
            choices=RECIPE_NAMES),
-    _train("data_dir", "folder with cifar-10-batches-py/ or train/<class>/ + test/<class>/ image folders",
-           modes=("train", "eval", "export"), resume=ALLOWED, experiment=False),
-    _train("download", "never download CIFAR-10; fail if it is not in --data-dir", kind="no-switch",
+    _train("dataset", "cifar10, cifar100 (official pickles, image folders or a download), or folder: any "
+           "train/<class>/ tree of images (test/<class>/ optional) with 2 or more classes", choices=DATASETS),
+    _train("data_dir", "folder with cifar-10-batches-py/, cifar-100-python/ or train/<class>/ (+ test/<class>/) "
+           "image folders", modes=("train", "eval", "export"), resume=ALLOWED, experiment=False),
+    _train("labels", "--dataset cifar100: its 100 classes (fine) or its 20 superclasses (coarse)",
+           choices=LABEL_SETS),
+    _train("image_size", "--dataset folder: resize every image to N x N once, when the cache is built (needed "
+           "when the images differ in size); the crop's padding scales with it (4 at 32)", type=image_size_type,
+           metavar="N"),
+    _train("download", "never download CIFAR; fail if it is not in --data-dir", kind="no-switch",
            flag_name="--no-download", modes=("train", "eval"), resume=ALLOWED, experiment=False),
     _train("run_dir", "output folder (default runs/<model>-<timestamp>)", resume=ALLOWED, experiment=False),
     Option("resume", "continue a run from its last.pt", ("train",), default=None, metavar="CHECKPOINT"),
@@ -134,8 +143,8 @@ OPTIONS: tuple[Option, ...] = (
            ("eval", "predict", "export", "summary"), default=None, metavar="FILE"),
     Option("report_dir", "eval: also write report.json, per_class.csv, confusion.png, calibration.png, "
            "mistakes.png here", ("eval",), default=None, metavar="DIR"),
-    Option("split", "eval: the test set, or the validation images of a run trained with --val-size", ("eval",),
-           choices=SPLITS, default="test"),
+    Option("split", "eval: the test set, or the validation images of a run trained with --val-size (default: "
+           "test, or val where the data has no test/ folder)", ("eval",), choices=SPLITS, default=None),
     Option("top_k", "predict: classes listed per image", ("predict",), type=positive_int, default=3),
     Option("format", "export: the file format", ("export",), choices=FORMATS, default=None),
     Option("weights", "eval, predict, export: the trained weights, or their moving average (a run made with "

@@ -14,6 +14,7 @@ import torch
 
 from atomic_files import atomic_path
 from errors import UserError
+from metrics import classes_with_most_errors
 
 
 def _figure(width: float, height: float):
@@ -31,26 +32,46 @@ def _save(figure, path: Path) -> Path:
 
 
 def plot_confusion(report: dict, path: Path) -> Path:
-    """Row-normalised confusion matrix (each true class sums to 100%), annotated in percent."""
+    """Row-normalised confusion matrix (each true class sums to 100%), annotated in percent. Past
+    READABLE_CLASSES classes, the classes most involved in errors only; for CIFAR-100's classes, a
+    second panel with the 20 superclass blocks."""
     classes = report["confusion_matrix"]["classes"]
-    counts = torch.tensor(report["confusion_matrix"]["counts"], dtype=torch.float64)
-    rows = counts / counts.sum(1, keepdim=True).clamp_min(1)
-    figure = _figure(7.5, 6.5)
-    ax = figure.add_subplot()
+    counts = report["confusion_matrix"]["counts"]
+    shown = classes_with_most_errors(counts)
+    title = f"confusion (%), top-1 {100 * report['accuracy']:.2f}% on {report['n']} images"
+    if len(shown) < len(classes):
+        title = f"the {len(shown)} of {len(classes)} classes most involved in errors: " + title
+    panels = [(title, [classes[i] for i in shown], [[counts[t][p] for p in shown] for t in shown],
+               [sum(counts[t]) for t in shown])]
+    blocks = report.get("superclasses")
+    if blocks is not None:
+        panels.append((f"superclasses (%), {100 * blocks['accuracy']:.2f}% within the true superclass",
+                       blocks["classes"], blocks["counts"], [sum(row) for row in blocks["counts"]]))
+    figure = _figure(7.5 * len(panels), 6.5)
+    for column, panel in enumerate(panels, start=1):
+        _confusion_panel(figure, figure.add_subplot(1, len(panels), column), *panel)
+    return _save(figure, path)
+
+
+def _confusion_panel(figure, ax, title: str, classes: list[str], counts: list[list[int]],
+                     row_totals: list[int]) -> None:
+    """One annotated matrix, each row divided by its true class's images (all of them: predictions
+    of classes not shown count too)."""
+    totals = torch.tensor(row_totals, dtype=torch.float64)[:, None]
+    rows = torch.tensor(counts, dtype=torch.float64) / totals.clamp_min(1)
     image = ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=7 if len(classes) > 10 else None)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7 if len(classes) > 10 else None)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     for t in range(len(classes)):
         for p in range(len(classes)):
             value = float(rows[t, p])
             if value >= 0.005:
-                ax.text(p, t, f"{100 * value:.0f}", ha="center", va="center", fontsize=7,
+                ax.text(p, t, f"{100 * value:.0f}", ha="center", va="center", fontsize=7 if len(classes) <= 10 else 5,
                         color="white" if value > 0.5 else "black")
-    ax.set_title(f"confusion (%), top-1 {100 * report['accuracy']:.2f}% on {report['n']} images")
-    return _save(figure, path)
+    ax.set_title(title, fontsize=9)
 
 
 def plot_calibration(report: dict, path: Path) -> Path:

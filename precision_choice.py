@@ -8,6 +8,7 @@ so each combination costs seconds once; a typed --precision or --channels-last i
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -80,12 +81,13 @@ def _read_cache(path: Path) -> dict:
         return {}
 
 
-def choose(device: torch.device, model_name: str, batch_size: int, num_classes: int = 10,
+def choose(device: torch.device, model_name: str, batch_size: int, num_classes: int = 10, image_size: int = 32,
            measure: Callable[..., float] | None = None, cache: Path | None = None) -> Choice:
-    """The fastest candidate for this model and batch on this device, from the cache or measured."""
-    measure = measure if measure is not None else img_per_s
+    """The fastest candidate for this model, batch and image size on this device, from the cache or measured."""
+    measure = measure if measure is not None else functools.partial(img_per_s, image_size=image_size)
     cache = cache if cache is not None else cache_file()
-    key = f"{device_key(device)} | torch {torch.__version__} | {model_name} | batch {batch_size}"
+    size = "" if image_size == 32 else f" | {image_size}px"
+    key = f"{device_key(device)} | torch {torch.__version__} | {model_name} | batch {batch_size}{size}"
     stored = _read_cache(cache)
     figures = stored.get(key)
     options = candidates(device)
@@ -109,13 +111,13 @@ def choose(device: torch.device, model_name: str, batch_size: int, num_classes: 
 
 def img_per_s(device: torch.device, model_name: str, batch_size: int, num_classes: int, precision: str,
               channels_last: bool, slowest_allowed: float | None = None, seconds: float = 0.5,
-              clock: Callable[[], float] = time.perf_counter) -> float:
+              clock: Callable[[], float] = time.perf_counter, image_size: int = 32) -> float:
     """Training images a second of one SGD step of the model at this precision and layout, after
     one untimed step; timed for about `seconds` (2 to 20 steps)."""
     batch = batch_size if device.type == "cuda" else min(batch_size, MEASURE_BATCH_CPU)
     generator = torch.Generator().manual_seed(0)
     model = modeltype(model_name, num_classes).to(device)
-    inputs = torch.randn(batch, 3, 32, 32, generator=generator).to(device)
+    inputs = torch.randn(batch, 3, image_size, image_size, generator=generator).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         inputs = inputs.contiguous(memory_format=torch.channels_last)

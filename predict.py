@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from atomic_files import atomic_path
-from datasets import IMAGE_SIZE, IMAGE_SUFFIXES
 from errors import UserError
+from image_folders import IMAGE_SUFFIXES
 from loader import Normalizer
 
 BATCH = 500
@@ -23,13 +23,13 @@ BATCH = 500
 @dataclass(frozen=True)
 class Decoded:
     path: Path
-    pixels: np.ndarray | None  # (3, 32, 32) uint8, None when unreadable
+    pixels: np.ndarray | None  # (3, S, S) uint8, None when unreadable
     original_size: tuple[int, int] | None = None  # (width, height) before resizing
     error: str | None = None
 
     @property
     def resized(self) -> bool:
-        return self.original_size is not None and self.original_size != (IMAGE_SIZE, IMAGE_SIZE)
+        return self.original_size is not None and self.original_size != tuple(self.pixels.shape[:0:-1])
 
 
 def collect_paths(inputs: Sequence[str]) -> list[Path]:
@@ -44,17 +44,17 @@ def collect_paths(inputs: Sequence[str]) -> list[Path]:
     return paths
 
 
-def decode(path: Path) -> Decoded:
-    """Any mode (RGBA, grayscale, palette, 16-bit) to RGB, any size resized to 32x32 (bilinear,
-    with antialiasing, as torchvision's Resize does for PIL images)."""
+def decode(path: Path, size: int = 32) -> Decoded:
+    """Any mode (RGBA, grayscale, palette, 16-bit) to RGB, any size resized to size x size (the
+    model's; bilinear, with antialiasing, as torchvision's Resize does for PIL images)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            size = image.size
+            original = image.size
             rgb = image.convert("RGB")
-            if size != (IMAGE_SIZE, IMAGE_SIZE):
-                rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            if original != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
             pixels = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
     except FileNotFoundError:
         return Decoded(path, None, error="no such file")
@@ -63,13 +63,13 @@ def decode(path: Path) -> Decoded:
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         return Decoded(path, None, error=f"not a readable image ({reason})")
-    return Decoded(path, pixels, size)
+    return Decoded(path, pixels, original)
 
 
-def decode_all(paths: list[Path]) -> Iterator[Decoded]:
+def decode_all(paths: list[Path], size: int = 32) -> Iterator[Decoded]:
     """Decoded images in order; PIL releases the GIL while decoding, so threads use every core."""
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
-        yield from pool.map(decode, paths, chunksize=64)
+        yield from pool.map(lambda path: decode(path, size), paths, chunksize=64)
 
 
 @dataclass(frozen=True)

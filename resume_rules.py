@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from checkpoint_state import data_summary
 from config import LENGTH_SHAPED_SCHEDULERS, SCHEDULERS, TrainConfig
+from datasets import IMAGE_SIZE, Dataset, check_matches
 from devices import resolve_device, resolve_precision
 from errors import UserError
 from options import PER_INVOCATION, RESUME_OVERRIDABLE
@@ -76,9 +77,10 @@ def _named_precision(precision: str, channels_last: bool) -> str:
     return f"{precision} + {'channels_last' if channels_last else 'NCHW'}"
 
 
-def check_data_matches(payload: dict, data) -> None:
+def check_data_matches(payload: dict, data: Dataset) -> None:
+    check_matches(data, payload["classes"], payload.get("image_size", IMAGE_SIZE), "the checkpoint's run")
     saved, found = payload.get("data", {}), data_summary(data)
-    for key in ("classes", "n_train", "n_test"):
+    for key in ("n_train", "n_test"):
         if key in saved and saved[key] != found[key]:
             raise UserError(
                 f"the data set differs from the checkpoint's: {key} is {found[key]} in --data-dir "

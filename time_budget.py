@@ -137,7 +137,7 @@ def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, star
 def _evaluation_seconds(parts: RunParts, config: TrainConfig, clock: Callable[[], float]) -> float:
     """One evaluation of the run: every val/test image, with the run's TTA, for each model it
     evaluates (the weights and, with --ema, their average), estimated from timed test batches."""
-    loader = parts.eval_loaders["test"]
+    loader = parts.eval_loaders[parts.report_split]
     model = parts.ctx.eval_model
     model.eval()
     batches = itertools.chain.from_iterable(loader.epoch() for _ in itertools.count())

@@ -317,12 +317,13 @@ def train_model(
         return path
 
     progress = make_progress(config.quiet or not dist.is_main)
-    last_test = None
+    last_final = None  # the latest evaluation of the report split (test, or val without a test set)
+    report_split = parts.report_split
     # Events past the checkpoint's epoch are dropped: a resumed run rewrites them.
     board = TensorBoardLog(run_dir, purge_epoch=state.epoch + 1) if config.tensorboard and dist.is_main else None
     with StopSignals() as signals, writer, board if board is not None else contextlib.nullcontext():
         # Logged once the handlers are in place: from this line on, a signal always saves.
-        log(describe_run(parts, len(data.test), run_dir))
+        log(describe_run(parts, len(data.test) if data.test is not None else 0, run_dir))
         if parts.precision_choice is not None:
             log(parts.precision_choice.describe())
         log(describe_recipe(config.recipe))
@@ -362,13 +363,14 @@ def train_model(
                         "checkpoint": str(path)}
             try:
                 with clock.phase("evaluation"):
-                    results = (evaluate_epoch(parts, stop_requested, keep_test_predictions=epoch + 1 == config.epochs)
+                    results = (evaluate_epoch(parts, stop_requested,
+                                              keep_predictions_of=report_split if epoch + 1 == config.epochs else None)
                                if config.evaluates_after(epoch) else {})
             except EvalInterrupted:
                 raise interrupted() from None
             totals = state.totals
             row = epoch_row(epoch, ctx.optimizer.param_groups[0]["lr"], totals, results, config.tta)
-            val, last_test = results.get("val"), results.get("test", last_test)
+            val, last_final = results.get("val"), results.get(report_split, last_final)
             ctx.schedule.end_epoch(val.loss if val is not None else row["train_loss"])
             improved = val is not None and (state.best_val_acc is None or val.accuracy > state.best_val_acc)
             if improved:
@@ -391,9 +393,9 @@ def train_model(
             on_end(parts)
         if dist.is_main and (run_dir / "last.pt").exists():
             with clock.phase("report"):
-                write_final_reports(parts, data, run_dir, board, log, last_test, state.epoch)
+                write_final_reports(parts, data, run_dir, board, log, last_final, state.epoch)
     summary = {"run_dir": str(run_dir), "stopped": None, "global_step": state.global_step,
                "checkpoint": str(run_dir / "last.pt")}
-    if last_test is not None:
-        summary.update(test_accuracy=last_test.accuracy, test_loss=last_test.loss, tta=config.tta)
+    if last_final is not None:
+        summary.update(accuracy=last_final.accuracy, loss=last_final.loss, split=report_split, tta=config.tta)
     return summary

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from datasets import _cache_path  # noqa: E402
+from image_folders import cache_path  # noqa: E402
 
 
 def run_once(model: str, data_dir: str, run_dir: str) -> dict:
@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--data-dir", required=True)
     args = parser.parse_args(argv)
-    cache = _cache_path(Path(args.data_dir))
+    cache = cache_path(Path(args.data_dir), None)
     report = {"model": args.model}
     with tempfile.TemporaryDirectory() as tmp:
         if cache.exists():

@@ -4,15 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-import datasets
-from datasets import (
-    Split,
-    load_cifar10,
-    read_batches,
-    read_image_folder,
-    split_validation,
-)
+import image_folders
+from datasets import Split, load_cifar10, split_validation
 from errors import UserError
+from image_folders import CACHE_NAME, read_image_folder
 
 from conftest import CLASSES, synthetic_images, write_batches, write_image_folder
 
@@ -40,12 +35,12 @@ def test_str_keys_as_written_by_repackers(tmp_path):
             batch = pickle.load(f)
         with open(folder / name, "wb") as f:
             pickle.dump({k.decode(): v for k, v in batch.items()}, f, protocol=4)
-    assert len(read_batches(folder).train) == 250
+    assert len(load_cifar10(folder, download=False).train) == 250
 
 
 def test_image_folder_matches_batches(tmp_path):
     root = write_image_folder(tmp_path / "img", n_train=30, n_test=10)
-    data = read_image_folder(root)
+    data = load_cifar10(root, download=False)
     assert data.classes == CLASSES  # sorted folder names
     assert data.train.images.shape == (30, 3, 32, 32) and data.test.images.shape == (10, 3, 32, 32)
     images, labels = synthetic_images(30, 0)
@@ -58,20 +53,20 @@ def test_image_folder_matches_batches(tmp_path):
 def test_image_folder_is_cached_and_cache_invalidated(tmp_path, monkeypatch):
     root = write_image_folder(tmp_path / "img", n_train=20, n_test=10)
     first = read_image_folder(root)
-    assert (root / datasets.CACHE_NAME).exists()
+    assert (root / CACHE_NAME).exists()
 
-    def no_decoding(path):
+    def no_decoding(path, size=None):
         raise AssertionError("decoded an image although the cache is valid")
 
-    monkeypatch.setattr(datasets, "_decode_image", no_decoding)
+    monkeypatch.setattr(image_folders, "decode_image", no_decoding)
     second = read_image_folder(root)
-    assert torch.equal(first.train.images, second.train.images)
+    assert np.array_equal(first.train_x, second.train_x) and second.mean == first.mean
     monkeypatch.undo()
 
     victim = next((root / "train").rglob("*.png"))
     victim.unlink()  # the tree changed: the cache must not be used
     third = read_image_folder(root)
-    assert len(third.train) == 19
+    assert len(third.train_y) == 19
 
 
 def _truncate(path):
@@ -88,30 +83,30 @@ def _flip_a_byte(path):
 def test_a_damaged_cache_is_rebuilt(tmp_path, damage):
     root = write_image_folder(tmp_path / "img", n_train=20, n_test=10)
     first = read_image_folder(root)
-    damage(root / datasets.CACHE_NAME)
+    damage(root / CACHE_NAME)
     second = read_image_folder(root)  # no BadZipFile: decoded again and the cache rewritten
-    assert torch.equal(first.train.images, second.train.images)
-    assert torch.equal(first.test.labels, second.test.labels)
-    assert datasets._load_cache(root / datasets.CACHE_NAME, datasets._fingerprint(
-        {split: datasets._list_split(root, split) for split in ("train", "test")})) is not None
+    assert np.array_equal(first.train_x, second.train_x)
+    assert np.array_equal(first.test_y, second.test_y)
+    assert image_folders.load_cache(root / CACHE_NAME, image_folders.fingerprint(
+        {split: image_folders.list_split(root, split) for split in ("train", "test")}, None)) is not None
 
 
 def test_processes_starting_together_decode_once(tmp_path, monkeypatch):
     import threading
 
     root = write_image_folder(tmp_path / "img", n_train=20, n_test=10)
-    decoded, real_decode = [], datasets._decode_split
-    monkeypatch.setattr(datasets, "_decode_split", lambda *a: decoded.append(1) or real_decode(*a))
+    decoded, real_decode = [], image_folders.decode_split
+    monkeypatch.setattr(image_folders, "decode_split", lambda *a: decoded.append(1) or real_decode(*a))
     results = []
     threads = [threading.Thread(target=lambda: results.append(read_image_folder(root))) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(results) == 3 and all(torch.equal(r.train.images, results[0].train.images) for r in results)
+    assert len(results) == 3 and all(np.array_equal(r.train_x, results[0].train_x) for r in results)
     assert len(decoded) == 2  # train and test, once: the others waited for the lock and read the cache
     assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [
-        datasets.CACHE_NAME, datasets.CACHE_NAME + ".lock"]  # no temporary file left behind
+        CACHE_NAME, CACHE_NAME + ".lock"]  # no temporary file left behind
 
 
 def test_load_order_prefers_batches_then_images(tmp_path):
@@ -138,21 +133,4 @@ def test_validation_split_is_seeded_and_disjoint():
     assert not torch.equal(val.labels, val3.labels)
     with pytest.raises(UserError, match="--val-size must be between 0 and 99"):
         split_validation(split, 100, seed=0)
-
-
-# --- augmentation ----------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 

@@ -474,7 +474,7 @@ def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, 
     # auto measures: here fp32 NCHW is the fastest, as it was on such a CPU for this rule
     speeds = {("fp32", False): 300.0, ("fp32", True): 250.0, ("bf16", False): 30.0, ("bf16", True): 25.0}
     monkeypatch.setattr(precision_choice, "img_per_s", lambda device, model, batch, classes, precision, layout,
-                        slowest=None: speeds[(precision, layout)])
+                        slowest=None, **kwargs: speeds[(precision, layout)])
     monkeypatch.setenv(precision_choice.CACHE_VARIABLE, str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
     args = [a for a in tiny_train_args(batches_dir, run_dir, "--max-steps", "1") if a not in ("--precision", "fp32")]
@@ -619,7 +619,7 @@ def test_checkpoint_of_another_architecture_or_class_count(batches_dir, tmp_path
     code, _, err = run_cli(capsys, "--mode", "eval", "--checkpoint", tmp_path / "relabelled.pt")
     assert code == 2 and "does not hold resnet32 weights" in err
     payload = load_checkpoint(last)
-    payload["num_classes"] = 5
+    payload["num_classes"], payload["classes"] = 5, payload["classes"][:5]
     payload["model_state"]["fc.weight"] = payload["model_state"]["fc.weight"][:5]
     payload["model_state"]["fc.bias"] = payload["model_state"]["fc.bias"][:5]
     save_checkpoint(tmp_path / "five.pt", payload)
@@ -679,7 +679,7 @@ def corrupt_batch(folder: Path, how: str) -> None:
     ("wrong shape", "data has shape (50, 100), expected (N, 3072)"),
     ("wrong dtype", "data must be a uint8 array, found float32"),
     ("labels out of range", "labels must be in 0..9, found 0..10"),
-    ("not a pickle", "not a readable batch pickle"),
+    ("not a pickle", "not a readable pickle"),
 ])
 def test_corrupted_batches(batches_dir, tmp_path, capsys, how, message):
     corrupt_batch(batches_dir / "cifar-10-batches-py", how)
