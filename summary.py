@@ -26,9 +26,16 @@ class RunLine:
     wall_seconds: float  # training and evaluation of every epoch (start-up and checkpoint writes aside)
     tta: str
     experiment: str  # the config without NOT_THE_EXPERIMENT keys, as a key for grouping
+    dataset: str = "cifar10"
+    final_split: str = "test"  # "val" for a run on a folder without test images: its final figure is on val
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.recipe}" + ("" if self.dataset == "cifar10" else f" on {self.dataset}")
 
     def as_row(self) -> dict:
-        return {"run_dir": str(self.run_dir), "model": self.model, "recipe": self.recipe, "seed": self.seed,
+        return {"run_dir": str(self.run_dir), "dataset": self.dataset, "model": self.model, "recipe": self.recipe,
+                "seed": self.seed,
                 "epochs_done": self.epochs_done, "epochs": self.epochs, "final_test_acc": self.final_test_acc,
                 "best_val_test_acc": self.best_val_test_acc, "wall_seconds": round(self.wall_seconds, 1),
                 "tta": self.tta}
@@ -44,17 +51,20 @@ def read_run(run_dir: Path) -> RunLine:
     except (OSError, ValueError) as e:
         raise UserError(f"{config_path} is not readable JSON ({e})") from None
     rows = MetricsLog(run_dir / "metrics.csv").rows()
-    final = float(rows[-1]["test_acc"]) if rows and rows[-1].get("test_acc") else None
+    # A run without a test set (a folder without test/) reports its final figures on val.
+    final_split = "test" if any(r.get("test_acc") for r in rows) or not any(r.get("val_acc") for r in rows) else "val"
+    final = float(rows[-1][f"{final_split}_acc"]) if rows and rows[-1].get(f"{final_split}_acc") else None
     with_val = [r for r in rows if r.get("val_acc")]
     best = max(with_val, key=lambda r: float(r["val_acc"])) if with_val else None
     experiment = json.dumps({k: v for k, v in config.items() if k not in NOT_THE_EXPERIMENT}, sort_keys=True)
     return RunLine(
         run_dir=run_dir, model=config.get("model", "?"), recipe=config.get("recipe", "seed"),
         seed=int(config.get("seed", 0)), epochs_done=len(rows), epochs=int(config.get("epochs", 0)),
-        final_test_acc=final, best_val_test_acc=float(best["test_acc"]) if best else None,
+        final_test_acc=final, best_val_test_acc=float(best["test_acc"]) if best and best.get("test_acc") else None,
         # Rows written before the epoch_seconds column existed count their training time only.
         wall_seconds=sum(float(r.get("epoch_seconds") or r.get("seconds") or 0) for r in rows),
         tta=(rows[-1].get("tta") or "none") if rows else config.get("tta", "none"), experiment=experiment,
+        dataset=config.get("dataset", "cifar10"), final_split=final_split,
     )
 
 
@@ -64,13 +74,14 @@ def _percent(value: float | None) -> str:
 
 def format_lines(runs: list[RunLine]) -> list[str]:
     """A line per run, then one per group of two or more finished runs that differ only by seed."""
-    lines = [f"{run.run_dir}: {run.model} {run.recipe} seed {run.seed}, epoch {run.epochs_done}/{run.epochs}, "
-             f"final test {_percent(run.final_test_acc)}, best-on-val test {_percent(run.best_val_test_acc)}, "
+    lines = [f"{run.run_dir}: {run.label} seed {run.seed}, epoch {run.epochs_done}/{run.epochs}, "
+             f"final {run.final_split} {_percent(run.final_test_acc)}, best-on-val test "
+             f"{_percent(run.best_val_test_acc)}, "
              f"wall time {run.wall_seconds / 60:.1f} min (tta {run.tta})" for run in runs]
     for group in seed_groups(runs):
         finished = [r for r in group if r.final_test_acc is not None]
         summary = SeedSummary(tuple(r.seed for r in finished), tuple(r.final_test_acc for r in finished))
-        lines.append(f"{group[0].model} {group[0].recipe}: " + summary.line(group[0].tta))
+        lines.append(f"{group[0].label}: " + summary.line(group[0].tta))
     return lines
 
 

@@ -66,3 +66,39 @@ def test_text_report_lists_every_part():
     assert "top-1 66.67%  top-5 100.00%" in text and "ECE" in text
     assert "confusion matrix (rows true, columns predicted):" in text
     assert "most confused: a -> b (1), c -> a (1)" in text
+
+
+def test_classes_most_involved_in_errors():
+    counts = [[5, 0, 0, 0], [0, 5, 3, 0], [0, 1, 5, 0], [2, 0, 0, 5]]
+    # errors per class (as true + as predicted): 0: 2, 1: 4, 2: 4, 3: 2 -> the two of 4 are 1 and 2
+    assert metrics.classes_with_most_errors(counts, 2) == [1, 2]
+    assert metrics.classes_with_most_errors(counts, 3) == [0, 1, 2]  # ties by class order
+    assert metrics.classes_with_most_errors(counts, 10) == [0, 1, 2, 3]
+
+
+def test_superclass_blocks_of_cifar100_by_hand():
+    from cifar100_classes import COARSE_CLASSES, FINE_CLASSES
+
+    classes = list(FINE_CLASSES)
+    apple, orange, bee = classes.index("apple"), classes.index("orange"), classes.index("bee")
+    labels = torch.tensor([apple, apple, apple, bee])
+    predicted = torch.tensor([apple, orange, bee, bee])  # right, same superclass, another superclass, right
+    blocks = metrics.superclass_report(metrics.confusion_matrix(labels, predicted, 100), classes)
+    assert blocks["accuracy"] == 0.75
+    fruit, insects = COARSE_CLASSES.index("fruit_and_vegetables"), COARSE_CLASSES.index("insects")
+    assert blocks["counts"][fruit][fruit] == 2 and blocks["counts"][fruit][insects] == 1
+    assert blocks["counts"][insects][insects] == 1 and sum(map(sum, blocks["counts"])) == 4
+    assert metrics.superclass_report(torch.zeros(10, 10, dtype=torch.long), [str(i) for i in range(10)]) is None
+
+
+def test_confusion_picture_at_100_classes(tmp_path):
+    from cifar100_classes import FINE_CLASSES
+    from plots import plot_confusion
+
+    from helpers import png_ok
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(500) % 100
+    logits = torch.randn(500, 100, generator=generator) + 3 * torch.nn.functional.one_hot(labels, 100)
+    report = build_report(Predictions(logits, labels), list(FINE_CLASSES))
+    assert png_ok(plot_confusion(report, tmp_path / "confusion.png"))
