@@ -71,9 +71,11 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
         precision, channels_last = resolve_precision(device, config.precision, config.channels_last)
     if config.time_budget is not None and config.iterations is None:
         plan["length"] = f"--time-budget {config.time_budget}: the steps that fit are measured when the run starts"
+    resolved = config.to_dict()
+    if spec.num_classes is None:
+        resolved["num_classes"] = "the number of class folders (the data set is not read)"
     plan.update(run_dir=str(run_dir) if run_dir else f"runs/{config.model}-<start time>", device=str(device),
-                precision=precision, channels_last=channels_last, config=config.to_dict(),
-                not_checked=NEEDS_THE_DATA)
+                precision=precision, channels_last=channels_last, config=resolved, not_checked=NEEDS_THE_DATA)
     return plan
 
 

@@ -1,7 +1,8 @@
-"""Train and evaluate ResNets on CIFAR-10 from the command line.
+"""Train and evaluate ResNets on CIFAR-10, CIFAR-100 and folders of small images from the command line.
 
     python main.py --model resnet18 --mode train
     python main.py --model resnet20 --recipe paper
+    python main.py --dataset cifar100 --model resnet56 --recipe paper
     python main.py --mode eval --checkpoint runs/<run>/last.pt --report-dir report/
     python main.py --mode predict --checkpoint runs/<run>/last.pt photos/
     python main.py --mode export --checkpoint runs/<run>/last.pt --format onnx --output model.onnx
@@ -50,7 +51,7 @@ def build_parser(suppress_defaults: bool = False) -> argparse.ArgumentParser:
     """The parser, one argument an entry of options.OPTIONS (suppress_defaults: only typed options)."""
     parser = _Parser(
         prog="main.py",
-        description="Train and evaluate ResNets on CIFAR-10.",
+        description="Train and evaluate ResNets on CIFAR-10, CIFAR-100 and folders of small images.",
         epilog=describe_recipes(),
         formatter_class=_HelpFormatter,
         argument_default=argparse.SUPPRESS if suppress_defaults else None,

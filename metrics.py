@@ -56,15 +56,16 @@ def most_confused_pairs(confusion: torch.Tensor, classes: list[str], count: int 
 
 
 def classes_with_most_errors(counts: list[list[int]], count: int = READABLE_CLASSES) -> list[int]:
-    """The indices of the `count` classes most involved in errors (images of the class predicted
-    as another, plus images of others predicted as it), in class order; all classes when few."""
+    """The indices of the (at most) `count` classes most involved in errors (images of the class
+    predicted as another, plus images of others predicted as it), in class order; classes in no
+    error are left out. All classes when there are no more than `count`, or no error at all."""
     confusion = torch.tensor(counts)
-    if len(confusion) <= count:
-        return list(range(len(confusion)))
     off = confusion.clone()
     off.fill_diagonal_(0)
     errors = off.sum(0) + off.sum(1)
-    ranked = sorted(range(len(confusion)), key=lambda i: (-int(errors[i]), i))
+    if len(confusion) <= count or not errors.any():
+        return list(range(len(confusion)))
+    ranked = sorted((i for i in range(len(confusion)) if errors[i] > 0), key=lambda i: (-int(errors[i]), i))
     return sorted(ranked[:count])
 
 

@@ -226,3 +226,26 @@ def test_cifar100_eval_reads_at_100_classes(tmp_path, capsys):
     assert len((tmp_path / "report" / "per_class.csv").read_text().splitlines()) == 1 + 100
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert len(report["superclasses"]["counts"]) == 20 and len(report["most_confused"]) <= 10
+
+
+@pytest.mark.parametrize("args, classes", [
+    (["--dataset", "cifar100"], 100), (["--dataset", "cifar100", "--labels", "coarse"], 20),
+    (["--dataset", "folder"], "the number of class folders (the data set is not read)"), ([], 10),
+])
+def test_dry_run_names_the_class_count(capsys, args, classes):
+    code, out, err = run_cli(capsys, "--mode", "train", "--model", "resnet56", "--recipe", "paper", *args, "--dry-run")
+    assert code == 0, err
+    assert json.loads(out)["config"]["num_classes"] == classes
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--labels", "coarse"], "error: --labels coarse is for --dataset cifar100"),
+    (["--dataset", "cifar100", "--image-size", "64"], "error: --image-size is for --dataset folder; CIFAR-100 images"),
+    (["--dataset", "folder", "--image-size", "4"], "--image-size: expected an integer >= 8, got '4'"),
+    (["--dataset", "imagenet"], "--dataset: invalid choice: 'imagenet' (choose from "),
+])
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
+def test_data_options_that_do_not_apply_are_one_line(tmp_path, capsys, args, message, dry_run):
+    code, _, err = run_cli(capsys, "--mode", "train", "--model", "resnet20", "--run-dir", tmp_path / "run", *args,
+                           *dry_run)
+    assert code == 2 and message in err and len(err.splitlines()) == 1 and not (tmp_path / "run").exists()

@@ -16,11 +16,13 @@ from helpers import run_cli, tiny_train_args
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND = re.compile(r"^\s*(?:\$\s+)?((?:python main\.py|torchrun [^#]*?main\.py)(?: [^#]*)?)")
+INLINE = re.compile(r"`((?:python main\.py|torchrun [^`]*?main\.py)(?: [^`]*)?)`")
 
 
 def documented_commands() -> list[tuple[str, str]]:
     """(where, command) for every `python main.py ...` and `torchrun ... main.py ...` line of a code
-    block (indented or fenced), with backslash continuations joined."""
+    block (indented or fenced), with backslash continuations joined, and every such code span in
+    the text (a table's commands)."""
     found = []
     for path in DOCUMENTS:
         in_fence = False
@@ -33,6 +35,8 @@ def documented_commands() -> list[tuple[str, str]]:
                 in_fence = not in_fence
                 continue
             if not (in_fence or line.startswith("    ")):
+                found += [(f"{path.name}:{number}", " ".join(span.split())) for span in INLINE.findall(line)
+                          if "…" not in span]  # `python main.py …` names the form, not a command
                 continue
             start = number
             while line.rstrip().endswith("\\") and number < len(lines):

@@ -74,6 +74,9 @@ def test_classes_most_involved_in_errors():
     assert metrics.classes_with_most_errors(counts, 2) == [1, 2]
     assert metrics.classes_with_most_errors(counts, 3) == [0, 1, 2]  # ties by class order
     assert metrics.classes_with_most_errors(counts, 10) == [0, 1, 2, 3]
+    # classes in no error are not shown: only 2 of these 5 are
+    counts = [[5, 2, 0, 0, 0], [1, 5, 0, 0, 0], [0, 0, 5, 0, 0], [0, 0, 0, 5, 0], [0, 0, 0, 0, 5]]
+    assert metrics.classes_with_most_errors(counts, 3) == [0, 1]
 
 
 def test_superclass_blocks_of_cifar100_by_hand():
