@@ -31,7 +31,11 @@ from training import train_step
 UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 UNTIMED_STEPS = 2  # the first steps pay for allocation and autotuning
-MEASURE_SECONDS = 3.0  # then steps are timed until this much has passed (at least 3, at most 50 steps)
+# Then steps are timed for 1% of the budget, 3 to 20 s (at least 3, at most 50 steps), and the median
+# step is planned with: on a 2-core CPU a 3-second window held two 2-second steps, and one slow
+# moment made a 30-minute plan 17% too short (bench/README.md).
+MEASURE_FRACTION = 0.01
+MEASURE_SECONDS = (3.0, 20.0)
 PER_EPOCH_S = 0.5  # checkpoint and curves after each epoch (bench/README.md, "The work after each epoch")
 # The plan takes steps as this much slower than measured: a 15-minute CPU run's steps were ~4%
 # slower over the run than in its measurement and ended 9 s late (bench/README.md).
@@ -55,6 +59,12 @@ parse_duration.what = "a duration: 90s, 30m, 2h, 1h30m"  # for docs/options.md
 def duration_seconds(text: str) -> float:
     hours, minutes, seconds = (float(g) if g else 0.0 for g in DURATION.match(text.strip()).groups())
     return hours * UNITS["h"] + minutes * UNITS["m"] + seconds
+
+
+def measure_seconds(budget_s: float) -> float:
+    """How long the run's steps are timed before planning: MEASURE_FRACTION of the budget, clamped."""
+    low, high = MEASURE_SECONDS
+    return min(high, max(low, MEASURE_FRACTION * budget_s))
 
 
 def evaluations_in(epochs: int, eval_every: int) -> int:
@@ -120,8 +130,9 @@ def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, star
         loss, _ = train_step(parts.ctx, inputs, targets, config.lr * 1e-3)
         loss.item()  # waits for the device
 
-    step_s = seconds_per_call(one_step, clock, untimed=UNTIMED_STEPS, min_seconds=MEASURE_SECONDS,
-                              agree=lambda go_on: dist.max_int(int(go_on)) > 0)
+    step_s = seconds_per_call(one_step, clock, untimed=UNTIMED_STEPS,
+                              min_seconds=measure_seconds(duration_seconds(config.time_budget)),
+                              agree=lambda go_on: dist.max_int(int(go_on)) > 0, median=True)
     evaluation_s = _evaluation_seconds(parts, config, clock)
     steps_per_epoch = len(parts.train_loader)
     plan = plan_steps(duration_seconds(config.time_budget), clock() - started, step_s, evaluation_s,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -77,15 +78,20 @@ def write_timings(run_dir: Path, timings: dict) -> None:
 def seconds_per_call(call: Callable[[], object], clock: Callable[[], float] = time.perf_counter,
                      untimed: int = 2, min_seconds: float = 3.0,
                      min_calls: int = 3, max_calls: int = 50,
-                     agree: Callable[[bool], bool] = lambda go_on: go_on) -> float:
+                     agree: Callable[[bool], bool] = lambda go_on: go_on, median: bool = False) -> float:
     """Seconds per call of `call` (which must return only once its work is done), after `untimed`
-    warm-up calls, timed until min_seconds have passed (min_calls..max_calls calls). agree: the
-    processes' common answer to "go on?" when the calls are collective (DDP steps), so that every
-    process makes the same number of them."""
+    warm-up calls, timed until min_seconds have passed (min_calls..max_calls calls): the mean, or
+    with median=True the median call, which a few calls slowed by something else do not move.
+    agree: the processes' common answer to "go on?" when the calls are collective (DDP steps), so
+    that every process makes the same number of them."""
     for _ in range(untimed):
         call()
-    started, calls = clock(), 0
-    while agree(calls < min_calls or (clock() - started < min_seconds and calls < max_calls)):
+    started = clock()
+    durations: list[float] = []
+    while agree(len(durations) < min_calls or (clock() - started < min_seconds and len(durations) < max_calls)):
+        before = clock()
         call()
-        calls += 1
-    return (clock() - started) / calls
+        durations.append(clock() - before)
+    if median:
+        return statistics.median(durations)
+    return (clock() - started) / len(durations)

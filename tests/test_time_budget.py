@@ -65,6 +65,27 @@ def test_nothing_fits_when_the_budget_is_spent():
     assert plan_steps(30, 29.5, 0.1, 1, 10, 0).steps == 0
 
 
+def test_the_measurement_window_grows_with_the_budget():
+    assert time_budget.measure_seconds(90) == 3.0  # at least 3 s
+    assert time_budget.measure_seconds(15 * 60) == 9.0  # 1% of the budget
+    assert time_budget.measure_seconds(30 * 60) == 18.0
+    assert time_budget.measure_seconds(2 * 3600) == 20.0  # at most 20 s
+
+
+def test_the_median_step_ignores_a_slow_moment():
+    now = {"t": 0.0}
+    durations = iter([9.0, 9.0, 2.0, 2.0, 7.0, 2.0, 2.1])  # two untimed, then one slow step among five
+
+    def step():
+        now["t"] += next(durations)
+
+    clock = lambda: now["t"]  # noqa: E731
+    assert seconds_per_call(step, clock, untimed=2, min_seconds=100.0, min_calls=3, max_calls=5,
+                            median=True) == pytest.approx(2.0)
+    now["t"], durations = 0.0, iter([9.0, 9.0, 2.0, 2.0, 7.0, 2.0, 2.1])
+    assert seconds_per_call(step, clock, untimed=2, min_seconds=100.0, min_calls=3, max_calls=5) == pytest.approx(3.02)
+
+
 def test_step_time_is_measured_after_the_untimed_steps():
     now = {"t": 0.0}
     costs = iter([5.0, 5.0] + [0.25] * 100)  # two slow first steps, then 0.25 s each
@@ -101,7 +122,7 @@ def test_a_budget_already_spent_is_one_line_and_leaves_nothing(batches_dir, tmp_
 @pytest.mark.slow
 def test_a_budgeted_run_records_its_steps_and_resumes_them(batches_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(commands, "process_age_s", lambda: 0.5)
-    monkeypatch.setattr(time_budget, "MEASURE_SECONDS", 0.3)
+    monkeypatch.setattr(time_budget, "MEASURE_SECONDS", (0.3, 0.3))
     run_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, *budget_args(batches_dir, run_dir, "--recipe", "fast", "--time-budget", "12s",
                                                   "--max-steps", "3"))
