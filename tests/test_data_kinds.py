@@ -249,3 +249,16 @@ def test_data_options_that_do_not_apply_are_one_line(tmp_path, capsys, args, mes
     code, _, err = run_cli(capsys, "--mode", "train", "--model", "resnet20", "--run-dir", tmp_path / "run", *args,
                            *dry_run)
     assert code == 2 and message in err and len(err.splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_the_paper_recipe_trains_resnet56_on_an_official_cifar100_copy(tmp_path, capsys):
+    data_dir = cifar100_dir(tmp_path, n_train=300, n_test=100)
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "--dataset", "cifar100", "--model", "resnet56", "--recipe", "paper",
+                             "--data-dir", data_dir, "--run-dir", run_dir, "--max-steps", "2", "--quiet",
+                             "--no-download", "--precision", "fp32")
+    assert code == 0, err
+    assert "training resnet56 (858,868 parameters)" in out and "recipe paper" in out
+    payload = load_checkpoint(run_dir / "last.pt")
+    assert payload["model_state"]["fc.weight"].shape == (100, 64) and payload["dataset"] == "cifar100"
+    assert payload["mean"] == list(CIFAR100_MEAN) and payload["global_step"] == 2
