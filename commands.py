@@ -139,7 +139,7 @@ def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int], dis
     """One run per seed into RUN_DIR/seed<N>/, then the final test accuracies' mean ± std."""
     root = Path(config.run_dir) if config.run_dir else Path(dist.broadcast_object(str(default_run_dir(config.model))))
     say = print if dist.is_main else (lambda *args, **kwargs: None)
-    accuracies = []
+    accuracies, split = [], "test"
     for seed in seeds:
         say(f"seed {seed}: run dir {seed_run_dir(root, seed)}")
         code, summary = run_training(TrainConfig.from_dict({**config.to_dict(), "seed": seed,
@@ -149,7 +149,8 @@ def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int], dis
             say(f"seed {seed} did not finish; seeds after it were not run", file=sys.stderr)
             return code or 1
         accuracies.append(summary["accuracy"])
-    result = SeedSummary(tuple(seeds), tuple(accuracies))
+        split = summary["split"]
+    result = SeedSummary(tuple(seeds), tuple(accuracies), split)
     say(result.line(config.tta))
     if dist.is_main:
         print(f"wrote {write_summary(root, result, config.tta)}")

@@ -15,6 +15,7 @@ class SeedSummary:
 
     seeds: tuple[int, ...]
     accuracies: tuple[float, ...]
+    split: str = "test"  # "val" for runs on a folder without test images
 
     @property
     def mean(self) -> float:
@@ -30,11 +31,11 @@ class SeedSummary:
     def line(self, tta: str) -> str:
         each = ", ".join(f"{s}: {100 * a:.2f}%" for s, a in zip(self.seeds, self.accuracies, strict=True))
         low, high = 100 * min(self.accuracies), 100 * max(self.accuracies)
-        return (f"final test accuracy over {len(self.seeds)} seeds (tta {tta}): {100 * self.mean:.2f}% "
+        return (f"final {self.split} accuracy over {len(self.seeds)} seeds (tta {tta}): {100 * self.mean:.2f}% "
                 f"± {100 * self.std:.2f} (min {low:.2f}%, max {high:.2f}%; {each})")
 
     def as_dict(self) -> dict:
-        return {"seeds": list(self.seeds), "test_accuracy": list(self.accuracies), "mean": self.mean,
+        return {"seeds": list(self.seeds), f"{self.split}_accuracy": list(self.accuracies), "mean": self.mean,
                 "std": self.std, "min": min(self.accuracies), "max": max(self.accuracies)}
 
 

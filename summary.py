@@ -80,7 +80,8 @@ def format_lines(runs: list[RunLine]) -> list[str]:
              f"wall time {run.wall_seconds / 60:.1f} min (tta {run.tta})" for run in runs]
     for group in seed_groups(runs):
         finished = [r for r in group if r.final_test_acc is not None]
-        summary = SeedSummary(tuple(r.seed for r in finished), tuple(r.final_test_acc for r in finished))
+        summary = SeedSummary(tuple(r.seed for r in finished), tuple(r.final_test_acc for r in finished),
+                              group[0].final_split)
         lines.append(f"{group[0].label}: " + summary.line(group[0].tta))
     return lines
 

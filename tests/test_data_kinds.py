@@ -157,6 +157,8 @@ def test_a_folder_without_test_images_trains_and_evaluates_on_held_out_images(tm
     assert code == 2 and "has no test/ folder; use --split val" in err
     code, out, _ = run_cli(capsys, "--mode", "summary", run_dir)
     assert code == 0 and "resnet20 seed on folder seed 0, epoch 1/1, final val " in out
+    code, out, err = run_cli(capsys, *folder_args(root, tmp_path / "seeds", "--val-size", "12", "--seeds", "0", "1"))
+    assert code == 0 and "final val accuracy over 2 seeds" in out, err
 
 
 def test_a_ten_class_checkpoint_on_hundred_class_data_is_one_line(batches_dir, tmp_path, capsys):
