@@ -264,3 +264,27 @@ def test_the_paper_recipe_trains_resnet56_on_an_official_cifar100_copy(tmp_path,
     payload = load_checkpoint(run_dir / "last.pt")
     assert payload["model_state"]["fc.weight"].shape == (100, 64) and payload["dataset"] == "cifar100"
     assert payload["mean"] == list(CIFAR100_MEAN) and payload["global_step"] == 2
+
+
+def test_a_checkpoint_that_names_no_data_set_is_cifar10_at_32_pixels(batches_dir, tmp_path, capsys):
+    from checkpoints import save_checkpoint
+
+    from helpers import tiny_train_args
+
+    run_dir = tmp_path / "run"
+    assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--max-steps", "1"))[0] == 0
+    payload = load_checkpoint(run_dir / "last.pt")
+    for key in ("dataset", "image_size"):
+        del payload[key]
+    for key in ("dataset", "labels", "image_size"):
+        del payload["config"][key]
+    old = run_dir / "old.pt"
+    save_checkpoint(old, payload)
+    code, out, err = run_cli(capsys, "--mode", "eval", "--checkpoint", old)
+    assert code == 0 and "on 100 test images" in out, err
+    image = write_image_folder(tmp_path / "img", n_train=10, n_test=0) / "train" / "cat"
+    code, out, err = run_cli(capsys, "--mode", "predict", "--checkpoint", old, image)
+    assert code == 0 and "resized" not in err, err
+    code, out, err = run_cli(capsys, "--mode", "train", "--resume", old, "--max-steps", "2", "--quiet")
+    assert code == 0, err
+    assert load_checkpoint(run_dir / "last.pt")["global_step"] == 2
