@@ -16,7 +16,7 @@ import run_files
 from atomic_files import check_destination
 from checkpoints import load_checkpoint
 from config import LENGTH_SHAPED_SCHEDULERS, EvalConfig, ExportConfig, PredictConfig, TrainConfig
-from datasets import IMAGE_SIZE, DataSpec, check_spec, load_dataset
+from datasets import DataSpec, check_spec, load_dataset, trained_image_size
 from devices import resolve_device
 from distributed import Distributed
 from errors import UserError
@@ -280,7 +280,7 @@ def predict_command(config: PredictConfig) -> int:
         print(f"skipped {item.path}: {item.error}", file=sys.stderr)
 
     predictions = []
-    size = payload.get("image_size", IMAGE_SIZE)
+    size = trained_image_size(payload)
     for prediction in predict_images(model, decode_all(paths, size), payload["mean"], payload["std"],
                                      payload["classes"], config.top_k, device, report_failure):
         predictions.append(prediction)
@@ -310,7 +310,7 @@ def export_command(config: ExportConfig) -> int:
     model = load_model(payload, path, config.weights)
     images, source = check_images(payload, config.data_dir)
     normalizer = Normalizer(tuple(payload["mean"]), tuple(payload["std"]), torch.device("cpu"))
-    size = payload.get("image_size", IMAGE_SIZE)
+    size = trained_image_size(payload)
     metadata = {"model": payload["model_name"], "dataset": payload.get("dataset", "cifar10"),
                 "classes": list(payload["classes"]), "mean": list(payload["mean"]), "std": list(payload["std"]),
                 "image_size": size, "weights": config.weights,
@@ -330,7 +330,7 @@ def check_images(payload: dict, data_dir: str | None, count: int = 64) -> tuple[
     """The first test (or else training) images of the checkpoint's data set or, where it cannot be
     found, seeded random images (the comparison is about arithmetic, not accuracy)."""
     spec = DataSpec.of(payload["config"], data_dir, download=False)
-    size = payload.get("image_size", IMAGE_SIZE)
+    size = trained_image_size(payload)
     try:
         data = load_dataset(spec)
         if data.image_size == size:

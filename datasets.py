@@ -105,18 +105,24 @@ def check_spec(spec: DataSpec) -> None:
         raise UserError(f"--image-size is for --dataset folder; {spec.name} images are {IMAGE_SIZE}x{IMAGE_SIZE}")
 
 
-def check_matches(data: Dataset, classes: list[str], image_size: int, what: str) -> None:
-    """Refuse data whose classes or image size differ from those a model was trained on (`what`)."""
-    found = list(data.classes)
+def trained_image_size(payload: dict) -> int:
+    """The image size a checkpoint's model was trained on (CIFAR's where the checkpoint names none)."""
+    return payload.get("image_size", IMAGE_SIZE)
+
+
+def check_matches(data: Dataset, payload: dict, what: str) -> None:
+    """Refuse data whose classes or image size differ from those the checkpoint's model (`what`)
+    was trained on."""
+    found, classes, size = list(data.classes), list(payload["classes"]), trained_image_size(payload)
     if len(found) != len(classes):
         raise UserError(f"the data set in {data.source} has {len(found)} classes but {what} has {len(classes)}")
-    if found != list(classes):
+    if found != classes:
         i = next(i for i, (a, b) in enumerate(zip(found, classes, strict=True)) if a != b)
         raise UserError(f"the data set in {data.source} names class {i} {found[i]!r} where {what} has "
                         f"{classes[i]!r}")
-    if data.image_size != image_size:
+    if data.image_size != size:
         raise UserError(f"the data set in {data.source} has {data.image_size}x{data.image_size} images but {what} "
-                        f"was trained on {image_size}x{image_size}")
+                        f"was trained on {size}x{size}")
 
 
 def load_dataset(spec: DataSpec) -> Dataset:

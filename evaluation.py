@@ -13,7 +13,7 @@ from torch import nn
 from augmentations import tta_logits
 from checkpoints import load_checkpoint
 from config import EvalConfig
-from datasets import IMAGE_SIZE, Dataset, DataSpec, Split, check_matches, load_dataset, split_validation
+from datasets import Dataset, DataSpec, Split, check_matches, load_dataset, split_validation
 from devices import autocast, resolve_device, resolve_precision
 from distributed import Distributed
 from errors import UserError
@@ -180,8 +180,7 @@ def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, d
     precision, channels_last = run_precision(device, config, payload)
     if data is None:
         data = load_dataset(DataSpec.of(payload["config"], config.data_dir, config.download))
-    check_matches(data, payload["classes"], payload.get("image_size", IMAGE_SIZE),
-                  f"the checkpoint's {payload['model_name']}")
+    check_matches(data, payload, f"the checkpoint's {payload['model_name']}")
     split_name = config.split or ("test" if data.test is not None else "val")
     split = choose_split(payload["config"], data, split_name)
     model = load_model(payload, path, config.weights).to(device)

@@ -218,19 +218,12 @@ def list_tree(root: Path) -> tuple[tuple[str, ...], dict[str, dict[str, list[Pat
 def decode_tree(classes: tuple[str, ...], listing: dict[str, dict[str, list[Path]]], size: int | None,
                 key: str, required_size: int | None = None) -> dict:
     """The cache's arrays for a tree: every split decoded, sizes checked, mean and std computed."""
+    decoded = {split: decode_split(files, classes, size) for split, files in listing.items()}
+    check_one_size([path for paths, _, _ in decoded.values() for path in paths],
+                   [image for _, images, _ in decoded.values() for image in images], required_size)
     arrays: dict = {"fingerprint": np.array(key)}
-    paths, pixels = [], []
-    for split, files in listing.items():
-        split_paths, images, labels = decode_split(files, classes, size)
-        paths += split_paths
-        pixels += images
-        arrays[f"{split}_y"] = labels
-    check_one_size(paths, pixels, required_size)
-    start = 0
-    for split in listing:
-        count = len(arrays[f"{split}_y"])
-        arrays[f"{split}_x"] = np.stack(pixels[start:start + count])
-        start += count
+    for split, (_, images, labels) in decoded.items():
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = np.stack(images), labels
     arrays["mean"], arrays["std"] = (np.array(v) for v in channel_stats(arrays["train_x"]))
     return arrays
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from checkpoint_state import data_summary
 from config import LENGTH_SHAPED_SCHEDULERS, SCHEDULERS, TrainConfig
-from datasets import IMAGE_SIZE, Dataset, check_matches
+from datasets import Dataset, check_matches
 from devices import resolve_device, resolve_precision
 from errors import UserError
 from options import PER_INVOCATION, RESUME_OVERRIDABLE
@@ -78,7 +78,7 @@ def _named_precision(precision: str, channels_last: bool) -> str:
 
 
 def check_data_matches(payload: dict, data: Dataset) -> None:
-    check_matches(data, payload["classes"], payload.get("image_size", IMAGE_SIZE), "the checkpoint's run")
+    check_matches(data, payload, "the checkpoint's run")
     saved, found = payload.get("data", {}), data_summary(data)
     for key in ("n_train", "n_test"):
         if key in saved and saved[key] != found[key]:
