@@ -17,6 +17,7 @@ from time_budget import (
     evaluations_in,
     parse_duration,
     plan_steps,
+    warm_then_time,
 )
 from timings import seconds_per_call
 
@@ -59,6 +60,28 @@ def test_the_plan_is_the_most_steps_that_fit(budget, step_s, evaluation_s, per_e
     assert cost(plan.steps, step_s, evaluation_s, per_epoch, every) <= available
     assert cost(plan.steps + 1, step_s, evaluation_s, per_epoch, every) > available
     assert plan.epochs == math.ceil(plan.steps / per_epoch) and plan.evaluations == evaluations_in(plan.epochs, every)
+
+
+def test_what_the_run_pays_again_is_taken_off_the_budget():
+    alone = plan_steps(1800, 60.0, 2.0, 60.0, 100, 0)
+    with_build = plan_steps(1800, 20.0, 2.0, 60.0, 100, 0, repeat_s=40.0)
+    assert with_build.steps == alone.steps  # as if those 40 s had already been spent
+    assert plan_steps(1800, 20.0, 2.0, 60.0, 100, 0).steps - with_build.steps == math.floor(40 / (2.0 * STEP_SLACK))
+    assert "~40 s to build the run again" in with_build.describe("30m")
+    assert "build the run again" not in plan_steps(1800, 20.0, 2.0, 60.0, 100, 0, repeat_s=0.4).describe("30m")
+
+
+def test_a_compiling_first_step_is_counted_apart_from_the_step():
+    now = {"t": 0.0}
+    costs = iter([33.0, 2.5] + [2.0] * 20)  # the first step compiles, the second still warms up
+
+    def step():
+        now["t"] += next(costs)
+
+    extra, per_step = warm_then_time(step, lambda: now["t"], 2, min_seconds=10.0)
+    assert per_step == pytest.approx(2.0) and extra == pytest.approx(33.0 + 2.5 - 2 * 2.0)
+    costs = iter([1.0] + [2.0] * 20)  # a warm-up faster than the median: nothing to add
+    assert warm_then_time(step, lambda: now["t"], 1, min_seconds=1.0)[0] == 0.0
 
 
 def test_nothing_fits_when_the_budget_is_spent():
@@ -124,14 +147,14 @@ def test_a_budgeted_run_records_its_steps_and_resumes_them(batches_dir, tmp_path
     monkeypatch.setattr(commands, "process_age_s", lambda: 0.5)
     monkeypatch.setattr(time_budget, "MEASURE_SECONDS", (0.3, 0.3))
     run_dir = tmp_path / "run"
-    code, out, err = run_cli(capsys, *budget_args(batches_dir, run_dir, "--recipe", "fast", "--time-budget", "12s",
+    code, out, err = run_cli(capsys, *budget_args(batches_dir, run_dir, "--recipe", "fast", "--time-budget", "30s",
                                                   "--max-steps", "3"))
     assert code == 0, err
-    line = next(line for line in out.splitlines() if line.startswith("time budget 12s: "))
+    line = next(line for line in out.splitlines() if line.startswith("time budget 30s: "))
     steps = int(line.split(": ")[1].split(" steps")[0].replace(",", ""))
     assert steps > 3 and f"rerun with --iterations {steps}" in line
     config = json.loads((run_dir / "config.json").read_text())
-    assert (config["iterations"], config["time_budget"], config["scheduler"]) == (steps, "12s", "triangular")
+    assert (config["iterations"], config["time_budget"], config["scheduler"]) == (steps, "30s", "triangular")
     assert load_checkpoint(run_dir / "last.pt")["config"]["iterations"] == steps
     code, out, err = run_cli(capsys, "--resume", run_dir / "last.pt", "--quiet")
     assert code == 0, err
