@@ -124,30 +124,33 @@ def plan_steps(budget_s: float, spent_s: float, step_s: float, evaluation_s: flo
 
 def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, started: float,
                      clock: Callable[[], float] = time.perf_counter) -> BudgetPlan:
-    """Time the run's own step (model, batch, precision, layout) on a throwaway copy of the run and
-    one evaluation batch, then plan the steps; under torchrun every process measures (the steps
-    are collective) and rank 0's plan is everyone's.
+    """Time the run's own step (model, batch, precision, layout) and evaluation batches on a
+    throwaway copy of the run, then plan the steps; under torchrun every process measures (the
+    steps are collective) and rank 0's plan is everyone's.
 
-    The run itself is built again after the plan, and its first steps pay again what the copy's
-    first steps paid over the measured step (torch.compile's build is tens of seconds on a CPU):
-    both are counted in the plan, as measured on the copy."""
+    The run itself is built again after the plan, and its first step and first evaluation batch
+    cost more than the others: what they cost on the copy is counted. With --compile a second copy
+    is built and timed instead, as torch may reuse the first copy's graphs or compile again
+    (torch 2.14 reuses them: a second ResNet-20's first compiled step took 1.9 s, the first 60 s)."""
+    copy_config = replace(config, iterations=None, epochs=1, ema=None)
     build_started = clock()
-    parts = build_run(replace(config, iterations=None, epochs=1, ema=None), data, dist)
+    parts = build_run(copy_config, data, dist)
     build_s = clock() - build_started
-    # Epochs after epochs: a small data set may hold fewer steps than the measurement takes.
-    batches = itertools.chain.from_iterable(parts.train_loader.epoch(epoch) for epoch in itertools.count())
-
-    def one_step() -> None:
-        inputs, targets = next(batches)
-        loss, _ = train_step(parts.ctx, inputs, targets, config.lr * 1e-3)
-        loss.item()  # waits for the device
-
-    first_steps_extra_s, step_s = warm_then_time(
+    one_step, one_batch = _timed_calls(parts, config)
+    first_step_extra_s, step_s = warm_then_time(
         one_step, clock, UNTIMED_STEPS, min_seconds=measure_seconds(duration_seconds(config.time_budget)),
         agree=lambda go_on: dist.max_int(int(go_on)) > 0)
-    first_evaluation_extra_s, evaluation_s = _evaluation_seconds(parts, config, clock)
+    # The median of three batches: one timed batch (the first after warming up) put a CPU run's
+    # evaluation at 81 s for an evaluation that took 61 s.
+    first_batch_extra_s, batch_s = warm_then_time(one_batch, clock, 1, min_seconds=1.0, min_calls=3, max_calls=5)
+    evaluation_s = _evaluation_seconds(parts, config, batch_s)
     steps_per_epoch = len(parts.train_loader)
-    repeat_s = build_s + first_steps_extra_s + first_evaluation_extra_s
+    if config.compile:
+        del parts, one_step, one_batch
+        again_step, again_batch = _timed_calls(build_run(copy_config, data, dist), config)
+        first_step_extra_s = max(0.0, _seconds(again_step, clock) - step_s)
+        first_batch_extra_s = max(0.0, _seconds(again_batch, clock) - batch_s)
+    repeat_s = build_s + first_step_extra_s + first_batch_extra_s
     plan = plan_steps(duration_seconds(config.time_budget), clock() - started, step_s, evaluation_s,
                       steps_per_epoch, config.eval_every, repeat_s)
     plan = dist.broadcast_object(plan if dist.is_main else None)
@@ -156,6 +159,36 @@ def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, star
                         f"measurement took {plan.spent_s:.0f} s{plan.repeat_text()}, a step {plan.step_s:.3g} s, an "
                         f"evaluation ~{plan.evaluation_s:.0f} s); give a larger budget")
     return plan
+
+
+def _timed_calls(parts: RunParts, config: TrainConfig) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(one training step, one evaluation batch with the run's TTA) of `parts`, each returning
+    once the device is done."""
+    # Epochs after epochs: a small data set may hold fewer steps than the measurement takes.
+    batches = itertools.chain.from_iterable(parts.train_loader.epoch(epoch) for epoch in itertools.count())
+    test_batches = itertools.chain.from_iterable(parts.eval_loaders[parts.report_split].epoch()
+                                                 for _ in itertools.count())
+
+    def one_step() -> None:
+        inputs, targets = next(batches)
+        loss, _ = train_step(parts.ctx, inputs, targets, config.lr * 1e-3)
+        loss.item()  # waits for the device
+
+    def one_batch() -> None:
+        inputs, _ = next(test_batches)
+        model = parts.ctx.eval_model
+        model.eval()
+        with torch.no_grad(), autocast(parts.device, parts.precision):
+            tta_logits(model, inputs, config.tta).float().sum().item()
+        model.train()
+
+    return one_step, one_batch
+
+
+def _seconds(call: Callable[[], None], clock: Callable[[], float]) -> float:
+    started = clock()
+    call()
+    return clock() - started
 
 
 def warm_then_time(call: Callable[[], object], clock: Callable[[], float], warm_calls: int,
@@ -170,22 +203,9 @@ def warm_then_time(call: Callable[[], object], clock: Callable[[], float], warm_
     return max(0.0, warm_s - warm_calls * per_call), per_call
 
 
-def _evaluation_seconds(parts: RunParts, config: TrainConfig, clock: Callable[[], float]) -> tuple[float, float]:
-    """(what the first evaluation batch costs beyond the others, one evaluation of the run): every
-    val/test image, with the run's TTA, for each model it evaluates (the weights and, with --ema,
-    their average), estimated from timed test batches."""
+def _evaluation_seconds(parts: RunParts, config: TrainConfig, batch_s: float) -> float:
+    """One evaluation of the run from one evaluation batch's seconds: every val/test image, with
+    the run's TTA, for each model it evaluates (the weights and, with --ema, their average)."""
     loader = parts.eval_loaders[parts.report_split]
-    model = parts.ctx.eval_model
-    model.eval()
-    batches = itertools.chain.from_iterable(loader.epoch() for _ in itertools.count())
-
-    def one_batch() -> None:
-        inputs, _ = next(batches)
-        with torch.no_grad(), autocast(parts.device, parts.precision):
-            tta_logits(model, inputs, config.tta).float().sum().item()
-
-    # The median of three batches: one timed batch (the first after warming up) put a CPU run's
-    # evaluation at 81 s for an evaluation that took 61 s.
-    first_extra_s, per_batch = warm_then_time(one_batch, clock, 1, min_seconds=1.0, min_calls=3, max_calls=5)
     images = sum(len(split_loader.split) for split_loader in parts.eval_loaders.values())  # this process's share
-    return first_extra_s, per_batch / loader.batch_size * images * (2 if config.ema is not None else 1)
+    return batch_s / loader.batch_size * images * (2 if config.ema is not None else 1)

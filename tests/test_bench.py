@@ -233,3 +233,16 @@ def test_cpu_peak_measures_positive_rates():
 
     assert cpu_peak.matmul_gflops(torch.device("cpu"), "fp32", n=64) > 0
     assert cpu_peak.conv_gflops(torch.device("cpu"), "fp32", True, batch=2, width=8, size=8) > 0
+
+
+def test_precision_matrix_marks_the_fastest_of_autos_candidates(capsys):
+    import precision_matrix
+
+    report = precision_matrix.main(["--model", "resnet20", "--device", "cpu", "--precisions", "fp32", "fp16",
+                                    "--batch-size", "4", "--steps", "1", "--rounds", "1"])
+    rates = report["img_per_s"]
+    assert set(rates) >= {"fp32/nchw/eager", "fp32/channels_last/eager"}
+    fp32 = {key: rate for key, rate in rates.items() if key.startswith("fp32/")}  # fp16 is no CPU candidate
+    assert report["fastest_eager"] == max(fp32, key=fp32.get)
+    assert f"{report['fastest_eager']:<32}" in next(line for line in capsys.readouterr().out.splitlines()
+                                                    if "<- fastest eager" in line)

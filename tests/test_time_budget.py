@@ -3,12 +3,16 @@ budgeted runs that record, resume and refuse."""
 import argparse
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 import commands
 import time_budget
 from checkpoints import load_checkpoint
+from config import TrainConfig
+from distributed import Distributed
 from time_budget import (
     FINAL_S,
     PER_EPOCH_S,
@@ -82,6 +86,73 @@ def test_a_compiling_first_step_is_counted_apart_from_the_step():
     assert per_step == pytest.approx(2.0) and extra == pytest.approx(33.0 + 2.5 - 2 * 2.0)
     costs = iter([1.0] + [2.0] * 20)  # a warm-up faster than the median: nothing to add
     assert warm_then_time(step, lambda: now["t"], 1, min_seconds=1.0)[0] == 0.0
+
+
+class Costs:
+    """Batches whose use advances a fake clock: the first by `first` seconds, the others by `then`."""
+
+    def __init__(self, now, first, then, count):
+        self.now, self.costs, self.batch_size, self.count = now, [first] + [then] * 1000, 500, count
+        self.split = range(10_000)
+
+    def __len__(self):
+        return self.count
+
+    def epoch(self, epoch=0):
+        for _ in range(self.count):
+            yield self, None
+
+    def pay(self):
+        self.now["t"] += self.costs.pop(0)
+
+
+class FakeRun:
+    """Copies of a run whose building, training steps and evaluation batches advance a fake clock:
+    the first copy compiles (slow first step and batch); later ones reuse its graphs unless
+    compiles_again."""
+
+    def __init__(self, now, compiles_again: bool):
+        self.now, self.compiles_again, self.builds = now, compiles_again, 0
+
+    def build(self, config, data, dist):
+        self.builds += 1
+        self.now["t"] += 4.0
+        first = self.builds == 1 or self.compiles_again
+        model = SimpleNamespace(eval=lambda: None, train=lambda: None)
+        return SimpleNamespace(train_loader=Costs(self.now, 30.0 if first else 2.5, 2.0, 100),
+                               eval_loaders={"test": Costs(self.now, 20.0 if first else 3.5, 3.0, 20)},
+                               report_split="test", ctx=SimpleNamespace(eval_model=model),
+                               device=torch.device("cpu"), precision="fp32")
+
+
+def fake_train_step(ctx, batch, targets, lr):
+    batch.pay()
+    return torch.zeros(()), None
+
+
+def fake_tta_logits(model, batch, tta):
+    batch.pay()
+    return torch.zeros(1)
+
+
+@pytest.mark.parametrize(("compile_", "compiles_again"), [(False, False), (True, False), (True, True)])
+def test_the_plan_from_a_measured_warm_up_with_a_fake_clock(monkeypatch, compile_, compiles_again):
+    now = {"t": 100.0}  # 100 s of start-up and data before the measurement
+    run = FakeRun(now, compiles_again)
+    monkeypatch.setattr(time_budget, "build_run", run.build)
+    monkeypatch.setattr(time_budget, "train_step", fake_train_step)
+    monkeypatch.setattr(time_budget, "tta_logits", fake_tta_logits)
+    config = TrainConfig(model="resnet20", time_budget="30m", tta="flip-translate", compile=compile_)
+    plan = time_budget.measure_and_plan(config, None, Distributed(), started=0.0, clock=lambda: now["t"])
+    assert plan.step_s == pytest.approx(2.0) and plan.evaluation_s == pytest.approx(3.0 / 500 * 10_000)
+    if not compile_:  # the copy's own first calls: 30 + 2 - 2 x 2 s (two untimed steps), then 20 - 3 s
+        assert plan.repeat_s == pytest.approx(4.0 + 28.0 + 17.0) and run.builds == 1
+    elif compiles_again:  # a second copy's first calls pay the build again
+        assert plan.repeat_s == pytest.approx(4.0 + 28.0 + 17.0) and run.builds == 2
+    else:  # a second copy reuses the graphs: only its small first-call cost is counted
+        assert plan.repeat_s == pytest.approx(4.0 + 0.5 + 0.5) and run.builds == 2
+    assert plan.spent_s == pytest.approx(now["t"])
+    assert plan.steps == plan_steps(1800, plan.spent_s, 2.0, 60.0, 100, config.eval_every, plan.repeat_s).steps
 
 
 def test_nothing_fits_when_the_budget_is_spent():
