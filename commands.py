@@ -26,7 +26,7 @@ from loader import Normalizer
 from metrics import format_report, write_json
 from predict import collect_paths, decode_all, predict_images
 from predict import write_csv as write_predictions_csv
-from recipes import apply_recipe
+from recipes import apply_recipe, apply_short_run
 from resume_rules import check_data_matches, keep_trained_precision, resume_config
 from run_files import default_run_dir, prepare_new_run_dir, resumed_run_dir
 from seed_summary import SeedSummary, seed_run_dir, write_summary
@@ -212,6 +212,10 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
             config = replace(config, iterations=plan.steps)
             if dist.is_main:
                 print(plan.describe(config.time_budget))
+        if payload is None:  # a resumed run keeps the values it recorded
+            config, short = apply_short_run(config, explicit, (len(data.train) - config.val_size) // config.batch_size)
+            if short and dist.is_main:
+                print(short)
         summary = train_model(config, data, run_dir, resume=payload, dist=dist, clock=clock)
     except Interrupted as stop:
         if dist.is_main:

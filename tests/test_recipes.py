@@ -164,11 +164,11 @@ def test_config_json_and_checkpoint_record_the_recipe_and_its_values(batches_dir
     code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--recipe", "fast", "--epochs", "1",
                                                       "--batch-size", "32", "--tta", "none"))
     assert code == 0, err
-    assert out.splitlines()[1] == ("recipe fast (the published fast ResNet-18 route, adapted and measured here "
-                                   "(docs/recipes.md)); options typed on the command line override its values")
+    assert ("recipe fast (the published fast ResNet-18 route, adapted and measured here (docs/recipes.md)); "
+            "options typed on the command line override its values") in out.splitlines()
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["recipe"], config["nesterov"], config["cutout"], config["scheduler"], config["lr"]) == (
-        "fast", True, 0, "triangular", 0.4)
+        "fast", True, 0, "triangular", 0.2)  # a 1-epoch run: the short-run peak lr
     from checkpoints import load_checkpoint
     saved = load_checkpoint(run_dir / "last.pt")["config"]
     assert saved["recipe"] == "fast" and saved["translate_pad"] == "reflect" and saved["batch_size"] == 32
@@ -288,3 +288,51 @@ def test_resnet9_recipe_resolves_to_pages_route():
     assert short.lr(0, 20) == pytest.approx(0.4) and short.lr(0, 96) == pytest.approx(0.4 / 77)
     with pytest.raises(UserError, match="^--recipe resnet9 is for resnet9; got --model resnet18"):
         resolved(["--recipe", "resnet9", "--model", "resnet18"])
+
+
+@pytest.mark.parametrize(("argv", "lr", "epochs"), [
+    (["--model", "resnet20", "--epochs", "4"], 0.2, 4),  # short: the peak lr measured best there
+    (["--model", "resnet56", "--epochs", "1"], 0.2, 1),
+    (["--model", "resnet20", "--epochs", "5"], 0.4, None),  # longer: the recipe's own
+    (["--model", "resnet20"], 0.4, None),  # the recipe's 30 epochs
+    (["--model", "resnet20", "--epochs", "3", "--lr", "0.4"], 0.4, None),  # typed: never replaced
+    (["--model", "resnet18", "--epochs", "2"], 0.4, None),  # not measured on resnet18
+])
+def test_fast_takes_its_short_run_lr_for_runs_of_four_epochs_or_fewer(capsys, argv, lr, epochs):
+    assert cli.main(["--recipe", "fast", "--dry-run", *argv]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["config"]["lr"] == lr
+    if epochs is None:
+        assert "short_run" not in plan
+    else:
+        assert plan["short_run"] == (f"a {epochs}-epoch run: lr 0.2 for runs of 4 epochs or fewer (measured on "
+                                     "resnet20: +3.7 points at 3 epochs, +1.2 at 4; 0.4 wins at 9)")
+
+
+def test_a_length_unknown_before_the_run_leaves_the_short_run_lr_to_it(capsys):
+    assert cli.main(["--recipe", "fast", "--model", "resnet20", "--time-budget", "15m", "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["config"]["lr"] == 0.4
+    assert plan["short_run"].endswith("0.4 wins at 9): decided when the run's length is known")
+
+
+@pytest.mark.parametrize(("iterations", "lr"), [("28", 0.2), ("29", 0.4)])
+def test_a_run_given_in_steps_is_short_by_its_data(batches_dir, tmp_path, capsys, iterations, lr):
+    """250 images in batches of 32: 7 steps an epoch, so 28 steps are 4 epochs and 29 are more."""
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "--model", "resnet20", "--recipe", "fast", "--data-dir", batches_dir,
+                             "--run-dir", run_dir, "--batch-size", "32", "--iterations", iterations, "--max-steps",
+                             "1", "--tta", "none", "--quiet", "--no-download", "--precision", "fp32")
+    assert code == 0, err
+    assert json.loads((run_dir / "config.json").read_text())["lr"] == lr
+    assert ("a 4-epoch run: lr 0.2" in out) == (lr == 0.2)
+
+
+def test_a_resumed_run_keeps_its_recorded_lr(batches_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--recipe", "fast", "--epochs", "3",
+                                                    "--lr", "0.4", "--max-steps", "2", "--tta", "none"))
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "--resume", run_dir / "last.pt", "--quiet", "--max-steps", "4")
+    assert code == 0, err
+    assert json.loads((run_dir / "config.json").read_text())["lr"] == 0.4 and "short" not in out
