@@ -293,19 +293,20 @@ def test_resnet9_recipe_resolves_to_pages_route():
 @pytest.mark.parametrize(("argv", "lr", "epochs"), [
     (["--model", "resnet20", "--epochs", "4"], 0.2, 4),  # short: the peak lr measured best there
     (["--model", "resnet56", "--epochs", "1"], 0.2, 1),
-    (["--model", "resnet20", "--epochs", "5"], 0.4, None),  # longer: the recipe's own
+    (["--model", "resnet20", "--epochs", "6"], 0.2, 6),
+    (["--model", "resnet20", "--epochs", "7"], 0.4, None),  # longer: the recipe's own
     (["--model", "resnet20"], 0.4, None),  # the recipe's 30 epochs
     (["--model", "resnet20", "--epochs", "3", "--lr", "0.4"], 0.4, None),  # typed: never replaced
     (["--model", "resnet18", "--epochs", "2"], 0.4, None),  # not measured on resnet18
 ])
-def test_fast_takes_its_short_run_lr_for_runs_of_four_epochs_or_fewer(capsys, argv, lr, epochs):
+def test_fast_takes_its_short_run_lr_for_runs_of_six_epochs_or_fewer(capsys, argv, lr, epochs):
     assert cli.main(["--recipe", "fast", "--dry-run", *argv]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["config"]["lr"] == lr
     if epochs is None:
         assert "short_run" not in plan
     else:
-        assert plan["short_run"] == (f"a {epochs}-epoch run: lr 0.2 for runs of 4 epochs or fewer (measured on "
+        assert plan["short_run"] == (f"a {epochs}-epoch run: lr 0.2 for runs of 6 epochs or fewer (measured on "
                                      "resnet20: +3.7 points at 3 epochs, +1.2 at 4; 0.4 wins at 9)")
 
 
@@ -316,16 +317,16 @@ def test_a_length_unknown_before_the_run_leaves_the_short_run_lr_to_it(capsys):
     assert plan["short_run"].endswith("0.4 wins at 9): decided when the run's length is known")
 
 
-@pytest.mark.parametrize(("iterations", "lr"), [("28", 0.2), ("29", 0.4)])
+@pytest.mark.parametrize(("iterations", "lr"), [("42", 0.2), ("43", 0.4)])
 def test_a_run_given_in_steps_is_short_by_its_data(batches_dir, tmp_path, capsys, iterations, lr):
-    """250 images in batches of 32: 7 steps an epoch, so 28 steps are 4 epochs and 29 are more."""
+    """250 images in batches of 32: 7 steps an epoch, so 42 steps are 6 epochs and 43 are more."""
     run_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, "--model", "resnet20", "--recipe", "fast", "--data-dir", batches_dir,
                              "--run-dir", run_dir, "--batch-size", "32", "--iterations", iterations, "--max-steps",
                              "1", "--tta", "none", "--quiet", "--no-download", "--precision", "fp32")
     assert code == 0, err
     assert json.loads((run_dir / "config.json").read_text())["lr"] == lr
-    assert ("a 4-epoch run: lr 0.2" in out) == (lr == 0.2)
+    assert ("a 6-epoch run: lr 0.2" in out) == (lr == 0.2)
 
 
 def test_a_resumed_run_keeps_its_recorded_lr(batches_dir, tmp_path, capsys):
