@@ -66,8 +66,9 @@ RECIPES: dict[str, Recipe] = {
     ),
     "fast": Recipe(
         summary="short runs: Nesterov SGD, weight decay 5e-4, batch 500, triangular lr peaking at 0.4 at 20% of "
-                "training (0.2 for runs of the 6n+2 nets of 6 epochs or fewer), crop (reflect pad 4) + flip, Cutout 12 (not for the 6n+2 nets), flip + translate TTA, "
-                "evaluated after the last epoch only; 26 epochs (resnet18), 30 (others)",
+                "training (0.2 for runs of the 6n+2 nets of 6 epochs or fewer), crop (reflect pad 4) + flip, "
+                "Cutout 12 (not for the 6n+2 nets), flip + translate TTA, evaluated after the last epoch only; "
+                "26 epochs (resnet18), 30 (others)",
         source="the published fast ResNet-18 route, adapted and measured here (docs/recipes.md)",
         # Evaluating with flip-translate TTA (6 passes over the test set) took 57 s after a 181 s
         # resnet20 epoch on the CPU (bench/README.md): after every epoch, a third more time.
