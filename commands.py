@@ -195,11 +195,9 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
         data = load_dataset(DataSpec.of(config.to_dict()))
     if payload is not None:
         check_data_matches(payload, data)
-    if config.batch_size > len(data.train) - config.val_size:
-        raise UserError(
-            f"--batch-size {config.batch_size} is larger than the training set "
-            f"({len(data.train) - config.val_size} images)"
-        )
+    train_images = len(data.train) - config.val_size
+    if config.batch_size > train_images:
+        raise UserError(f"--batch-size {config.batch_size} is larger than the training set ({train_images} images)")
     # Each process read (or did not find) the checkpoint on its own node's file system.
     if not dist.same_everywhere(payload["global_step"] if payload is not None else -1):
         raise UserError("the processes disagree about the checkpoint to resume (a node cannot see the run "
@@ -213,7 +211,7 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
             if dist.is_main:
                 print(plan.describe(config.time_budget))
         if payload is None:  # a resumed run keeps the values it recorded
-            config, short = apply_short_run(config, explicit, (len(data.train) - config.val_size) // config.batch_size)
+            config, short = apply_short_run(config, explicit, train_images // config.batch_size)  # steps an epoch
             if short and dist.is_main:
                 print(short)
         summary = train_model(config, data, run_dir, resume=payload, dist=dist, clock=clock)

@@ -25,7 +25,7 @@ from evaluation import check_model_name, load_model, run_precision, run_tta
 from exporting import require_packages
 from loader import check_global_batch
 from predict import collect_paths
-from recipes import apply_recipe, apply_short_run, run_epochs, short_run_rule
+from recipes import apply_recipe, apply_short_run
 from resume_rules import keep_trained_precision, resume_config
 from run_files import check_new_run_dir, resumed_run_dir
 from seed_summary import seed_run_dir
@@ -55,11 +55,8 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
     else:
         config = apply_recipe(config, explicit)
         config, short = apply_short_run(config, explicit, steps_per_epoch=None)
-        rule = short_run_rule(config, explicit)
         if short:
             plan["short_run"] = short
-        elif rule is not None and run_epochs(config, None) is None:
-            plan["short_run"] = f"{rule.describe()}: decided when the run's length is known"
         run_dir = Path(config.run_dir) if config.run_dir else None
         for folder in ([seed_run_dir(run_dir, s) for s in seeds] if seeds and run_dir else [run_dir]):
             if folder is not None:

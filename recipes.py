@@ -164,21 +164,18 @@ def run_epochs(config: TrainConfig, steps_per_epoch: int | None) -> float | None
     return None if config.time_budget is not None else float(config.epochs)
 
 
-def short_run_rule(config: TrainConfig, explicit: set[str]) -> ShortRun | None:
-    """The recipe's short-run rule where it could apply to this run (the model is one of its and
-    the user typed none of its options)."""
+def apply_short_run(config: TrainConfig, explicit: set[str], steps_per_epoch: int | None) -> tuple[TrainConfig, str]:
+    """config with its recipe's short-run values when the run is that short, the model is one of
+    the rule's and the user typed none of its options; and the line saying what was taken, or
+    that it is decided once the length is known ("" when the rule does not apply). Only for a new
+    run: a resumed one keeps its recorded values."""
     rule = RECIPES[config.recipe].short_run
     if rule is None or config.model not in rule.models or explicit & set(rule.values):
-        return None
-    return rule
-
-
-def apply_short_run(config: TrainConfig, explicit: set[str], steps_per_epoch: int | None) -> tuple[TrainConfig, str]:
-    """config with its recipe's short-run values when the run is that short, and the line saying
-    so ("" when nothing changed). Only for a new run: a resumed one keeps its recorded values."""
-    rule = short_run_rule(config, explicit)
+        return config, ""
     epochs = run_epochs(config, steps_per_epoch)
-    if rule is None or epochs is None or epochs > rule.max_epochs:
+    if epochs is None:
+        return config, f"{rule.describe()}: decided when the run's length is known"
+    if epochs > rule.max_epochs:
         return config, ""
     return replace(config, **rule.values), f"a {epochs:.3g}-epoch run: {rule.describe()}"
 

@@ -25,7 +25,7 @@ from datasets import Dataset
 from devices import autocast
 from distributed import Distributed
 from errors import UserError
-from timings import seconds_per_call
+from timings import seconds_per_call, warm_then_time
 from training import train_step
 
 UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
@@ -149,8 +149,9 @@ def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, star
     if config.compile:
         del parts, one_step, one_batch
         again_step, again_batch = _timed_calls(build_run(copy_config, data, dist), config)
-        first_step_extra_s = max(0.0, _seconds(again_step, clock) - step_s)
-        first_batch_extra_s = max(0.0, _seconds(again_batch, clock) - batch_s)
+        once = dict(untimed=0, min_seconds=0.0, min_calls=1, max_calls=1)
+        first_step_extra_s = max(0.0, seconds_per_call(again_step, clock, **once) - step_s)
+        first_batch_extra_s = max(0.0, seconds_per_call(again_batch, clock, **once) - batch_s)
     repeat_s = build_s + first_step_extra_s + first_batch_extra_s
     plan = plan_steps(duration_seconds(config.time_budget), clock() - started, step_s, evaluation_s,
                       steps_per_epoch, config.eval_every, repeat_s)
@@ -184,24 +185,6 @@ def _timed_calls(parts: RunParts, config: TrainConfig) -> tuple[Callable[[], Non
         model.train()
 
     return one_step, one_batch
-
-
-def _seconds(call: Callable[[], None], clock: Callable[[], float]) -> float:
-    started = clock()
-    call()
-    return clock() - started
-
-
-def warm_then_time(call: Callable[[], object], clock: Callable[[], float], warm_calls: int,
-                   **timing) -> tuple[float, float]:
-    """(what the warm-up calls took beyond as many ordinary calls, the median ordinary call): the
-    first calls pay for allocation, autotuning and compiling; seconds_per_call's `timing` options."""
-    started = clock()
-    for _ in range(warm_calls):
-        call()
-    warm_s = clock() - started
-    per_call = seconds_per_call(call, clock, untimed=0, median=True, **timing)
-    return max(0.0, warm_s - warm_calls * per_call), per_call
 
 
 def _evaluation_seconds(parts: RunParts, config: TrainConfig, batch_s: float) -> float:

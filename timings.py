@@ -95,3 +95,14 @@ def seconds_per_call(call: Callable[[], object], clock: Callable[[], float] = ti
     if median:
         return statistics.median(durations)
     return (clock() - started) / len(durations)
+
+
+def warm_then_time(call: Callable[[], object], clock: Callable[[], float], warm_calls: int,
+                   **timing) -> tuple[float, float]:
+    """(what the first warm_calls calls took beyond as many ordinary calls, the median ordinary
+    call): the first calls pay for allocation, autotuning and compiling. `timing`: seconds_per_call's
+    min_seconds, min_calls, max_calls and agree for the ordinary calls."""
+    warm_s = warm_calls * seconds_per_call(call, clock, untimed=0, min_seconds=0.0, min_calls=warm_calls,
+                                           max_calls=warm_calls)
+    per_call = seconds_per_call(call, clock, untimed=0, median=True, **timing)
+    return max(0.0, warm_s - warm_calls * per_call), per_call

@@ -21,9 +21,8 @@ from time_budget import (
     evaluations_in,
     parse_duration,
     plan_steps,
-    warm_then_time,
 )
-from timings import seconds_per_call
+from timings import seconds_per_call, warm_then_time
 
 from helpers import read_metrics, run_cli
 
