@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: E402
-from models import MODEL_NAMES, modeltype  # noqa: E402
+from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10  # noqa: E402
+from resnet_cifar.models.registry import MODEL_NAMES, modeltype  # noqa: E402
 
 
 class ClassicDataset(torch.utils.data.Dataset):

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devices import autocast  # noqa: E402
-from models import MODEL_NAMES, modeltype  # noqa: E402
-from precision_choice import img_per_s  # noqa: E402
-
 from model_cost import forward_macs  # noqa: E402
+
+from resnet_cifar.models.registry import MODEL_NAMES, modeltype  # noqa: E402
+from resnet_cifar.setup.precision_choice import img_per_s  # noqa: E402
+from resnet_cifar.utils.devices import autocast  # noqa: E402
 
 
 def best_seconds(fn, repeats: int = 5) -> float:

@@ -38,12 +38,12 @@ def worker(args: argparse.Namespace) -> None:
     """One timed job (or one rank of it): prints {"img_per_s": ...} from rank 0."""
     import torch
 
-    import distributed
-    from assembly import build_run
-    from config import TrainConfig
-    from datasets import load_cifar10
-    from progress import NoProgress
-    from training import EpochTotals, train_one_epoch
+    from resnet_cifar.config import TrainConfig
+    from resnet_cifar.data.datasets import load_cifar10
+    from resnet_cifar.setup.assembly import build_run
+    from resnet_cifar.training.loop import EpochTotals, train_one_epoch
+    from resnet_cifar.utils import distributed
+    from resnet_cifar.utils.progress import NoProgress
 
     launch = distributed.describe_launch()
     dist = distributed.start(launch, args.device, timeout_s=300)

@@ -24,11 +24,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from checkpoints import CheckpointWriter, save_checkpoint  # noqa: E402
-from models import MODEL_NAMES, modeltype  # noqa: E402
-from plots import plot_curves  # noqa: E402
-
 from common import medians  # noqa: E402
+
+from resnet_cifar.models.registry import MODEL_NAMES, modeltype  # noqa: E402
+from resnet_cifar.results.plots import plot_curves  # noqa: E402
+from resnet_cifar.runfiles.checkpoints import CheckpointWriter, save_checkpoint  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -19,13 +19,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from augmentations import TTA_MODES  # noqa: E402
-from datasets import CIFAR10_MEAN, CIFAR10_STD, Split, load_cifar10  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from loader import BatchLoader, Normalizer  # noqa: E402
-from models import MODEL_NAMES, modeltype  # noqa: E402
-
 from common import cpu_name, interleaved_img_per_s, medians  # noqa: E402
+
+from resnet_cifar.data.augmentations import TTA_MODES  # noqa: E402
+from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, Split, load_cifar10  # noqa: E402
+from resnet_cifar.data.loader import BatchLoader, Normalizer  # noqa: E402
+from resnet_cifar.models.registry import MODEL_NAMES, modeltype  # noqa: E402
+from resnet_cifar.results.evaluation import evaluate  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -22,17 +22,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from assembly import build_run  # noqa: E402
-from augmentations import Augmentation  # noqa: E402
-from config import TrainConfig  # noqa: E402
-from datasets import Split, load_cifar10  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from loader import BatchLoader  # noqa: E402
-from models import MODEL_NAMES  # noqa: E402
-from progress import NoProgress  # noqa: E402
-from training import EpochTotals, train_one_epoch  # noqa: E402
-
 from common import cpu_name, interleaved_img_per_s, medians  # noqa: E402
+
+from resnet_cifar.config import TrainConfig  # noqa: E402
+from resnet_cifar.data.augmentations import Augmentation  # noqa: E402
+from resnet_cifar.data.datasets import Split, load_cifar10  # noqa: E402
+from resnet_cifar.data.loader import BatchLoader  # noqa: E402
+from resnet_cifar.models.registry import MODEL_NAMES  # noqa: E402
+from resnet_cifar.results.evaluation import evaluate  # noqa: E402
+from resnet_cifar.setup.assembly import build_run  # noqa: E402
+from resnet_cifar.training.loop import EpochTotals, train_one_epoch  # noqa: E402
+from resnet_cifar.utils.progress import NoProgress  # noqa: E402
 
 LOADER_VARIANTS = {
     "plain (crop zeros + flip)": Augmentation(),

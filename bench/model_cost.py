@@ -19,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models import MODEL_NAMES, modeltype  # noqa: E402
+from resnet_cifar.models.registry import MODEL_NAMES, modeltype  # noqa: E402
 
 
 def forward_macs(model: torch.nn.Module) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from image_folders import read_image_folder  # noqa: E402
+from resnet_cifar.data.image_folders import read_image_folder  # noqa: E402
 
 FINE = 100
 

@@ -20,14 +20,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from assembly import make_step_context  # noqa: E402
-from config import TrainConfig  # noqa: E402
-from devices import resolve_device  # noqa: E402
-from models import MODEL_NAMES, modeltype  # noqa: E402
-from precision_choice import candidates  # noqa: E402
-from training import train_step  # noqa: E402
-
 from common import interleaved_img_per_s, medians  # noqa: E402
+
+from resnet_cifar.config import TrainConfig  # noqa: E402
+from resnet_cifar.models.registry import MODEL_NAMES, modeltype  # noqa: E402
+from resnet_cifar.setup.assembly import make_step_context  # noqa: E402
+from resnet_cifar.setup.precision_choice import candidates  # noqa: E402
+from resnet_cifar.training.loop import train_step  # noqa: E402
+from resnet_cifar.utils.devices import resolve_device  # noqa: E402
 
 
 def make_cell(model_name: str, device: torch.device, precision: str, channels_last: bool, compile_model: bool,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models import modeltype  # noqa: E402
+from resnet_cifar.models.registry import modeltype  # noqa: E402
 
 # Measured img/s on one H200 by per-GPU batch (bench/README.md, runs 1 and 3 of 2026-11-28; the
 # later run where a batch was measured twice).

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from image_folders import cache_path  # noqa: E402
+from resnet_cifar.data.image_folders import cache_path  # noqa: E402
 
 
 def run_once(model: str, data_dir: str, run_dir: str) -> dict:

@@ -26,16 +26,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from assembly import build_run  # noqa: E402
-from config import TrainConfig  # noqa: E402
-from datasets import load_cifar10  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from models import MODEL_NAMES  # noqa: E402
-from progress import NoProgress  # noqa: E402
-from training import EpochTotals, train_one_epoch, train_step  # noqa: E402
-
 from classic_baseline import classic_loader, classic_setup, classic_step  # noqa: E402
 from common import cpu_name, interleaved_img_per_s, medians  # noqa: E402
+
+from resnet_cifar.config import TrainConfig  # noqa: E402
+from resnet_cifar.data.datasets import load_cifar10  # noqa: E402
+from resnet_cifar.models.registry import MODEL_NAMES  # noqa: E402
+from resnet_cifar.results.evaluation import evaluate  # noqa: E402
+from resnet_cifar.setup.assembly import build_run  # noqa: E402
+from resnet_cifar.training.loop import EpochTotals, train_one_epoch, train_step  # noqa: E402
+from resnet_cifar.utils.progress import NoProgress  # noqa: E402
 
 
 def main(argv=None) -> dict:

@@ -36,8 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from run_files import MetricsLog  # noqa: E402
-from timings import PHASES  # noqa: E402
+from resnet_cifar.runfiles.run_files import MetricsLog  # noqa: E402
+from resnet_cifar.utils.timings import PHASES  # noqa: E402
 
 
 @dataclass(frozen=True)

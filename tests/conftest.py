@@ -42,7 +42,7 @@ def write_batches(folder: Path, n_train: int = 250, n_test: int = 100, seed: int
 
 def write_cifar100(folder: Path, n_train: int = 300, n_test: int = 100, seed: int = 0, meta: bool = True) -> Path:
     """The official cifar-100-python layout: train, test (fine and coarse labels) and meta."""
-    from cifar100_classes import COARSE_CLASSES, FINE_CLASSES, SUPERCLASS_OF
+    from resnet_cifar.data.cifar100_classes import COARSE_CLASSES, FINE_CLASSES, SUPERCLASS_OF
 
     folder.mkdir(parents=True, exist_ok=True)
     to_coarse = np.array([COARSE_CLASSES.index(SUPERCLASS_OF[name]) for name in FINE_CLASSES])

@@ -21,16 +21,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import assembly
-import checkpoints
-import distributed
-import epoch_results
-import main as cli
-import plots
-import run_files
-import training
-from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
-from loader import Normalizer
+from resnet_cifar.cli import main as cli
+from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
+from resnet_cifar.data.loader import Normalizer
+from resnet_cifar.results import epoch_results, plots
+from resnet_cifar.runfiles import checkpoints, run_files
+from resnet_cifar.setup import assembly
+from resnet_cifar.training import loop as training
+from resnet_cifar.utils import distributed
 
 
 def toy_model(name: str, num_classes: int, dropout: float = 0.0) -> nn.Module:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import main as cli
-from run_files import MetricsLog
+from resnet_cifar.cli import main as cli
+from resnet_cifar.runfiles.run_files import MetricsLog
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

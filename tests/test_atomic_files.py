@@ -3,11 +3,10 @@ import os
 import threading
 
 import pytest
-
-from atomic_files import TEMP_MARKER, atomic_path, check_destination, write_text
-from errors import UserError
-
 from helpers import run_cli
+
+from resnet_cifar.errors import UserError
+from resnet_cifar.utils.atomic_files import TEMP_MARKER, atomic_path, check_destination, write_text
 
 
 def test_a_finished_write_replaces_the_file_and_keeps_its_permissions(tmp_path):

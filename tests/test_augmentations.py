@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import synthetic_images
 from torch import nn
 
-from augmentations import (
+from resnet_cifar.data.augmentations import (
     Augmentation,
     MixPlan,
     apply_policy,
@@ -16,10 +17,8 @@ from augmentations import (
     random_crop_flip,
     tta_logits,
 )
-from datasets import CIFAR10_MEAN, CIFAR10_STD, Split
-from loader import BatchLoader, Normalizer
-
-from conftest import synthetic_images
+from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, Split
+from resnet_cifar.data.loader import BatchLoader, Normalizer
 
 CPU = torch.device("cpu")
 

@@ -5,8 +5,8 @@ import argparse
 
 import pytest
 
-import loader
-import training
+from resnet_cifar.data import loader
+from resnet_cifar.training import loop as training
 
 
 @pytest.fixture
@@ -175,10 +175,10 @@ def test_ablation_trains_each_variant_and_evaluates_it_without_tta(batches_dir, 
     import io
     import time
 
-    import main as cli
-
     import ablation
     import time_to_accuracy
+
+    from resnet_cifar.cli import main as cli
 
     def run_in_process(command, log):
         """The main.py command in this process (the subprocess path: test_time_to_accuracy_times_whole_commands)."""
@@ -214,9 +214,8 @@ def test_epoch_end_times_every_variant():
 
 
 def test_model_cost_counts_a_convolutions_multiply_adds_and_resnet20s():
-    from torch import nn
-
     import model_cost
+    from torch import nn
 
     # One 3x3 convolution, 3 -> 16 channels, on 32x32: one multiply-add per output value and tap.
     assert model_cost.forward_macs(nn.Conv2d(3, 16, 3, padding=1, bias=False)) == 32 * 32 * 16 * 3 * 9
@@ -227,9 +226,8 @@ def test_model_cost_counts_a_convolutions_multiply_adds_and_resnet20s():
 
 
 def test_cpu_peak_measures_positive_rates():
-    import torch
-
     import cpu_peak
+    import torch
 
     assert cpu_peak.matmul_gflops(torch.device("cpu"), "fp32", n=64) > 0
     assert cpu_peak.conv_gflops(torch.device("cpu"), "fp32", True, batch=2, width=8, size=8) > 0

@@ -2,10 +2,9 @@ import json
 import os
 
 import pytest
-
-import main as cli
-
 from helpers import read_metrics, run_cli, tiny_train_args
+
+from resnet_cifar.cli import main as cli
 
 
 @pytest.mark.slow
@@ -150,8 +149,7 @@ def test_unwritable_run_dir(batches_dir, tmp_path, capsys):
 
 def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
     """`python main.py --mode eval ... | head -3`: the reader leaves, the program stops without a traceback."""
-    import main as cli
-
+    from resnet_cifar.cli import main as cli
     def reader_gone(*args, **kwargs):
         raise BrokenPipeError(32, "Broken pipe")
 
@@ -171,7 +169,7 @@ def test_the_program_ends_without_teardown_but_with_its_output_and_exit_code():
 
     env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # pipes: block-buffered
     run = [sys.executable, "main.py"]
-    from recipes import describe_recipes
+    from resnet_cifar.setup.recipes import describe_recipes
 
     helped = subprocess.run([*run, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     # Everything up to the help's last line (the last recipe's) comes out.

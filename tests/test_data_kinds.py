@@ -5,15 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from checkpoints import load_checkpoint
-from cifar100_classes import COARSE_CLASSES, FINE_CLASSES, SUPERCLASS_OF
-from datasets import CIFAR100_MEAN, CIFAR100_STD, DataSpec, load_dataset
-from errors import UserError
-from image_folders import channel_stats
-
 from conftest import synthetic_images, write_cifar100, write_image_folder
 from helpers import run_cli
+
+from resnet_cifar.data.cifar100_classes import COARSE_CLASSES, FINE_CLASSES, SUPERCLASS_OF
+from resnet_cifar.data.datasets import CIFAR100_MEAN, CIFAR100_STD, DataSpec, load_dataset
+from resnet_cifar.data.image_folders import channel_stats
+from resnet_cifar.errors import UserError
+from resnet_cifar.runfiles.checkpoints import load_checkpoint
 
 THREE = ("apple", "kiwi", "plum")
 SEVEN = tuple(f"kind{i}" for i in range(7))
@@ -176,7 +175,7 @@ def test_a_ten_class_checkpoint_on_hundred_class_data_is_one_line(batches_dir, t
     folder_run = tmp_path / "folder-run"
     payload = load_checkpoint(run_dir / "last.pt")
     payload["config"]["dataset"] = "folder"
-    from checkpoints import save_checkpoint
+    from resnet_cifar.runfiles.checkpoints import save_checkpoint
 
     save_checkpoint(tmp_path / "as-folder.pt", payload)
     code, _, err = run_cli(capsys, "--mode", "eval", "--checkpoint", tmp_path / "as-folder.pt", "--data-dir", images)
@@ -267,9 +266,9 @@ def test_the_paper_recipe_trains_resnet56_on_an_official_cifar100_copy(tmp_path,
 
 
 def test_a_checkpoint_that_names_no_data_set_is_cifar10_at_32_pixels(batches_dir, tmp_path, capsys):
-    from checkpoints import save_checkpoint
-
     from helpers import tiny_train_args
+
+    from resnet_cifar.runfiles.checkpoints import save_checkpoint
 
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--max-steps", "1"))[0] == 0

@@ -3,13 +3,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
-import image_folders
-from datasets import Split, load_cifar10, split_validation
-from errors import UserError
-from image_folders import CACHE_NAME, read_image_folder
-
 from conftest import CLASSES, synthetic_images, write_batches, write_image_folder
+
+from resnet_cifar.data import image_folders
+from resnet_cifar.data.datasets import Split, load_cifar10, split_validation
+from resnet_cifar.data.image_folders import CACHE_NAME, read_image_folder
+from resnet_cifar.errors import UserError
 
 # --- readers ---------------------------------------------------------------------------------
 

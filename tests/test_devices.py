@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-import devices
-from devices import resolve_precision
+from resnet_cifar.utils import devices
+from resnet_cifar.utils.devices import resolve_precision
 
 
 @pytest.mark.parametrize("fast_bf16", [True, False])

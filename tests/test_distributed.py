@@ -13,18 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import distributed
-from augmentations import Augmentation
-from checkpoints import load_checkpoint
-from commands import check_start, restart_checkpoint
-from config import TrainConfig
-from datasets import CIFAR10_MEAN, CIFAR10_STD, Split
-from errors import UserError
-from evaluation import evaluate, load_model
-from loader import BatchLoader, Normalizer
-
 from conftest import ROOT, synthetic_images, write_batches
+
+from resnet_cifar.cli.commands import check_start, restart_checkpoint
+from resnet_cifar.config import TrainConfig
+from resnet_cifar.data.augmentations import Augmentation
+from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, Split
+from resnet_cifar.data.loader import BatchLoader, Normalizer
+from resnet_cifar.errors import UserError
+from resnet_cifar.results.evaluation import evaluate, load_model
+from resnet_cifar.runfiles.checkpoints import load_checkpoint
+from resnet_cifar.utils import distributed
 
 OUTER_TIMEOUT = 180  # seconds for one torchrun job here; a hang fails the test instead of CI
 WORKER = ROOT / "tests" / "ddp_worker.py"
@@ -108,7 +107,7 @@ def test_weighting_each_share_makes_the_averaged_gradient_the_global_batchs():
     that average the gradient of the global batch's mean loss, whatever the shares."""
     from types import SimpleNamespace
 
-    from training import share_weight
+    from resnet_cifar.training.loop import share_weight
 
     losses = torch.randn(10, dtype=torch.float64)
     world = distributed.Distributed(torchrun=True, active=True, world_size=3)
@@ -164,14 +163,14 @@ def test_torchrun_environment_is_read_and_a_single_process_needs_none():
 
 
 def test_under_torchrun_each_process_names_itself_in_its_errors():
-    from main import rank_prefix
+    from resnet_cifar.cli.main import rank_prefix
 
     assert rank_prefix({"RANK": "1", "WORLD_SIZE": "2"}) == "[rank 1] "
     assert rank_prefix({"RANK": "0", "WORLD_SIZE": "1"}) == rank_prefix({}) == rank_prefix({"WORLD_SIZE": "x"}) == ""
 
 
 def test_only_training_runs_under_torchrun(monkeypatch, capsys):
-    from main import main as cli_main
+    from resnet_cifar.cli.main import main as cli_main
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -191,7 +190,7 @@ def test_sync_bn_is_refused_on_the_cpu_and_without_torchrun():
 
 @pytest.mark.slow
 def test_a_restart_resumes_only_its_own_jobs_checkpoint(tmp_path, small_data, capsys):
-    from main import main as cli_main
+    from resnet_cifar.cli.main import main as cli_main
 
     run_dir = tmp_path / "run"
     assert cli_main(train_args(small_data, run_dir, "--epochs", "1")) == 0
@@ -243,7 +242,7 @@ def test_ranks_stay_identical_and_evaluation_counts_each_image_once(tmp_path, od
     run_dir = tmp_path / "run-first"
     payload = load_checkpoint(run_dir / "last.pt")
     model = load_model(payload, run_dir / "last.pt").eval()
-    from datasets import load_cifar10
+    from resnet_cifar.data.datasets import load_cifar10
 
     test = load_cifar10(odd_data, download=False).test
     normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu"))
@@ -402,7 +401,7 @@ def test_a_ddp_checkpoint_resumes_in_one_process_with_the_same_global_batch(tmp_
     the same data stream from an epoch boundary (BatchNorm then sees 64 images a step, not 32)."""
     import shutil
 
-    from main import main as cli_main
+    from resnet_cifar.cli.main import main as cli_main
 
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted, run_dir)

@@ -7,11 +7,10 @@ import shlex
 from pathlib import Path
 
 import pytest
-
-import main as cli
-
 from conftest import write_batches, write_image_folder
 from helpers import run_cli, tiny_train_args
+
+from resnet_cifar.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

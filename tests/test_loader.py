@@ -3,17 +3,16 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import synthetic_images
 
-from augmentations import random_crop_flip
-from datasets import (
+from resnet_cifar.data.augmentations import random_crop_flip
+from resnet_cifar.data.datasets import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     Split,
 )
-from errors import UserError
-from loader import BatchLoader, Normalizer
-
-from conftest import synthetic_images
+from resnet_cifar.data.loader import BatchLoader, Normalizer
+from resnet_cifar.errors import UserError
 
 CPU = torch.device("cpu")
 

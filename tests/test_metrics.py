@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-import metrics
-from metrics import Predictions, build_report
+from resnet_cifar.results import metrics
+from resnet_cifar.results.metrics import Predictions, build_report
 
 CLASSES = ["a", "b", "c"]
 
@@ -80,7 +80,7 @@ def test_classes_most_involved_in_errors():
 
 
 def test_superclass_blocks_of_cifar100_by_hand():
-    from cifar100_classes import COARSE_CLASSES, FINE_CLASSES
+    from resnet_cifar.data.cifar100_classes import COARSE_CLASSES, FINE_CLASSES
 
     classes = list(FINE_CLASSES)
     apple, orange, bee = classes.index("apple"), classes.index("orange"), classes.index("bee")
@@ -95,10 +95,10 @@ def test_superclass_blocks_of_cifar100_by_hand():
 
 
 def test_confusion_picture_at_100_classes(tmp_path):
-    from cifar100_classes import FINE_CLASSES
-    from plots import plot_confusion
-
     from helpers import png_ok
+
+    from resnet_cifar.data.cifar100_classes import FINE_CLASSES
+    from resnet_cifar.results.plots import plot_confusion
 
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(500) % 100

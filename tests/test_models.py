@@ -1,15 +1,13 @@
 import pytest
 import torch
 
-from models import (
-    DROPOUT_MODELS,
-    MODEL_NAMES,
+from resnet_cifar.models.registry import DROPOUT_MODELS, MODEL_NAMES, modeltype
+from resnet_cifar.models.resnet import (
     Bottleneck,
     PreActBlock,
     PreActBottleneck,
     ResidualBlock,
     ResNet,
-    modeltype,
 )
 
 # The pre-activation and wide nets' counts are the published ones: ResNetV2-18 11,172,170,

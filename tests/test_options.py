@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-import main as cli
-import options
-from config import TrainConfig
-from run_files import MetricsLog
-from summary import format_lines, read_run
+from resnet_cifar.cli import main as cli
+from resnet_cifar.cli import options
+from resnet_cifar.cli.summary import format_lines, read_run
+from resnet_cifar.config import TrainConfig
+from resnet_cifar.runfiles.run_files import MetricsLog
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,17 +2,15 @@
 import math
 
 import pytest
-
-from plots import lr_axis_scale, plot_curves
-
 from helpers import png_ok, run_cli, tiny_train_args
+
+from resnet_cifar.results.plots import lr_axis_scale, plot_curves
 
 
 @pytest.mark.slow
 def test_curves_survive_a_resume(batches_dir, tmp_path, capsys, monkeypatch):
     drawn = []
-    import plots
-
+    from resnet_cifar.results import plots
     monkeypatch.setattr(plots, "plot_curves", lambda rows, path: drawn.append(len(rows)) or plot_curves(rows, path))
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))[0] == 0
@@ -36,8 +34,7 @@ def test_lr_axis_is_logarithmic_only_for_step_schedules_spanning_a_decade():
 
 
 def test_curves_are_redrawn_at_most_every_interval_unless_forced(tmp_path, monkeypatch):
-    import plots
-
+    from resnet_cifar.results import plots
     drawn, now, rows = [], [0.0], []
     monkeypatch.setattr(plots, "plot_curves", lambda rows, path: drawn.append(len(rows)))
     curves = plots.CurvesPlot(tmp_path / "curves.png", lambda: list(rows), min_interval_s=30, clock=lambda: now[0])

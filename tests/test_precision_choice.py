@@ -6,10 +6,9 @@ import pytest
 import torch
 from test_training import synthetic_dataset
 
-import assembly
-import precision_choice
-from config import TrainConfig
-from precision_choice import Choice, choose
+from resnet_cifar.config import TrainConfig
+from resnet_cifar.setup import assembly, precision_choice
+from resnet_cifar.setup.precision_choice import Choice, choose
 
 CPU = torch.device("cpu")
 

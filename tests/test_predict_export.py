@@ -6,21 +6,20 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli, tiny_train_args
 from PIL import Image
 
-from checkpoints import load_checkpoint
-from datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
-from evaluation import load_model
-
-from helpers import run_cli, tiny_train_args
+from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
+from resnet_cifar.results.evaluation import load_model
+from resnet_cifar.runfiles.checkpoints import load_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """One tiny trained ResNet-20 shared by the tests of this module (training is the slow part)."""
-    import main as cli
-
     from conftest import write_batches
+
+    from resnet_cifar.cli import main as cli
 
     root = tmp_path_factory.mktemp("trained")
     data_dir = root / "data"
@@ -149,7 +148,7 @@ def test_export_round_trips_with_matching_logits(checkpoint, tmp_path, capsys, f
 
         sidecar = json.loads(output.with_suffix(".json").read_text())
         assert sidecar["classes"] == payload["classes"] and sidecar["mean"] == list(CIFAR10_MEAN)
-        from models import modeltype
+        from resnet_cifar.models.registry import modeltype
         rebuilt = modeltype(sidecar["model"], len(sidecar["classes"])).eval()
         rebuilt.load_state_dict(load_file(str(output)))
         with torch.no_grad():
@@ -158,8 +157,7 @@ def test_export_round_trips_with_matching_logits(checkpoint, tmp_path, capsys, f
 
 
 def test_export_mismatch_is_an_error_and_writes_nothing(checkpoint, tmp_path, capsys, monkeypatch):
-    import exporting
-
+    from resnet_cifar.results import exporting
     writer, _ = exporting._EXPORTERS["safetensors"]
     wrong = (writer, lambda path, inputs, metadata: torch.zeros(len(inputs), 10))
     monkeypatch.setitem(exporting._EXPORTERS, "safetensors", wrong)

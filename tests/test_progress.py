@@ -1,7 +1,7 @@
 """Progress output: plain lines when the output is a log, not a terminal."""
 
 
-import progress
+from resnet_cifar.utils import progress
 
 
 def test_progress_in_a_log_is_plain_lines():

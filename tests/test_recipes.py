@@ -3,16 +3,15 @@ import json
 import math
 
 import pytest
+from helpers import read_metrics, run_cli, tiny_train_args
 from test_training import synthetic_dataset
 
-import main as cli
-from assembly import build_run
-from config import TrainConfig
-from errors import UserError
-from recipes import RECIPES, apply_recipe
-from schedules import LRSchedule
-
-from helpers import read_metrics, run_cli, tiny_train_args
+from resnet_cifar.cli import main as cli
+from resnet_cifar.config import TrainConfig
+from resnet_cifar.errors import UserError
+from resnet_cifar.setup.assembly import build_run
+from resnet_cifar.setup.recipes import RECIPES, apply_recipe
+from resnet_cifar.setup.schedules import LRSchedule
 
 PAPER_STEPS_PER_EPOCH = 50_000 // 128  # 390: the last partial batch is dropped
 
@@ -59,7 +58,7 @@ def test_paper_run_ends_at_64k_iterations():
     parts = build_run(config, synthetic_dataset(n_train=50_000 // 100, n_test=10))
     assert len(parts.train_loader) == 3  # 500 // 128
     assert parts.config.epochs == math.ceil(64_000 / 3)
-    from training import epoch_steps
+    from resnet_cifar.training.loop import epoch_steps
     assert sum(epoch_steps(parts, e) for e in range(parts.config.epochs)) == 64_000
     assert epoch_steps(parts, parts.config.epochs - 1) == 64_000 - 3 * (parts.config.epochs - 1)
 
@@ -169,7 +168,7 @@ def test_config_json_and_checkpoint_record_the_recipe_and_its_values(batches_dir
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["recipe"], config["nesterov"], config["cutout"], config["scheduler"], config["lr"]) == (
         "fast", True, 0, "triangular", 0.2)  # a 1-epoch run: the short-run peak lr
-    from checkpoints import load_checkpoint
+    from resnet_cifar.runfiles.checkpoints import load_checkpoint
     saved = load_checkpoint(run_dir / "last.pt")["config"]
     assert saved["recipe"] == "fast" and saved["translate_pad"] == "reflect" and saved["batch_size"] == 32
 

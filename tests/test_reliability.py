@@ -14,19 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_training import synthetic_dataset
-
-import checkpoints
-import epoch_results
-import loader
-import rng
-import training
-from checkpoints import load_checkpoint, save_checkpoint
-from config import TrainConfig
-from errors import UserError
-
 from conftest import ROOT, write_batches, write_image_folder
 from helpers import run_cli, tiny_train_args
+from test_training import synthetic_dataset
+
+from resnet_cifar.config import TrainConfig
+from resnet_cifar.data import loader
+from resnet_cifar.errors import UserError
+from resnet_cifar.results import epoch_results
+from resnet_cifar.runfiles import checkpoints
+from resnet_cifar.runfiles.checkpoints import load_checkpoint, save_checkpoint
+from resnet_cifar.training import loop as training
+from resnet_cifar.utils import rng
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +62,7 @@ def training_state(payload: dict) -> dict:
 
 KILL_WRITER = """
 import sys, torch
-from checkpoints import load_checkpoint, save_checkpoint
+from resnet_cifar.runfiles.checkpoints import load_checkpoint, save_checkpoint
 payload = load_checkpoint(sys.argv[1])
 payload["padding"] = torch.randn(64, 1024, 1024)  # 256 MiB: each write takes a while
 print("writing", flush=True)
@@ -102,8 +101,8 @@ def test_sigkill_during_write_leaves_previous_checkpoint_and_resume_cleans_up(ba
 
 DISK_FULL_WRITER = """
 import resource, signal, sys, torch
-from checkpoints import CheckpointWriter
-from errors import UserError
+from resnet_cifar.runfiles.checkpoints import CheckpointWriter
+from resnet_cifar.errors import UserError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 writer = CheckpointWriter(background=sys.argv[2] == "background")
@@ -345,7 +344,7 @@ def test_code_in_a_checkpoint_never_runs(tmp_path, monkeypatch, force_unsafe_env
 
 
 def test_legacy_full_model_pickle_is_refused_with_reason(tmp_path, capsys):
-    from models import modeltype
+    from resnet_cifar.models.registry import modeltype
 
     path = tmp_path / "model.pt"
     torch.save(modeltype("resnet20"), path)  # the whole nn.Module, as some repos save
@@ -420,7 +419,7 @@ def test_compile_failure_is_one_clear_line(batches_dir, tmp_path, capsys, monkey
 def test_clip_grad_norm_bounds_the_update(tmp_path):
     config = replace(BASE, epochs=1, max_steps=1, clip_grad_norm=1e-3, lr=1.0, momentum=0.0,
                      weight_decay=0.0, scheduler="step", warmup_epochs=0)
-    from models import modeltype
+    from resnet_cifar.models.registry import modeltype
 
     run_dir = run_training(tmp_path, "run", config)
     after = load_checkpoint(run_dir / "last.pt")["model_state"]
@@ -467,9 +466,8 @@ def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, 
     """Another machine of the same kind may choose another `auto` precision or layout (a CPU with
     native bf16 chooses bf16 + channels_last): the resumed run goes on in the one it trained in,
     unless --precision/--channels-last is typed."""
-    import devices
-    import precision_choice
-
+    from resnet_cifar.setup import precision_choice
+    from resnet_cifar.utils import devices
     monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)  # as on a CPU without AVX512-BF16
     # auto measures: here fp32 NCHW is the fastest, as it was on such a CPU for this rule
     speeds = {("fp32", False): 300.0, ("fp32", True): 250.0, ("bf16", False): 30.0, ("bf16", True): 25.0}
@@ -498,8 +496,8 @@ def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, 
 
 
 def test_a_resume_on_another_device_kind_chooses_anew(monkeypatch):
-    import devices
-    from resume_rules import keep_trained_precision
+    from resnet_cifar.cli.resume_rules import keep_trained_precision
+    from resnet_cifar.utils import devices
 
     monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)  # auto: fp32 NCHW, as on an AVX2 CPU
     config = TrainConfig(device="cpu")
@@ -531,7 +529,7 @@ def test_resume_after_max_steps_continues(batches_dir, tmp_path, capsys):
 
 
 def test_metrics_log_is_rewritten_atomically_and_skips_bad_lines(tmp_path):
-    from run_files import MetricsLog
+    from resnet_cifar.runfiles.run_files import MetricsLog
 
     log = MetricsLog(tmp_path / "metrics.csv")
     for epoch in (1, 2, 3):
@@ -628,7 +626,7 @@ def test_checkpoint_of_another_architecture_or_class_count(batches_dir, tmp_path
 
 
 def test_module_prefixed_state_dict_gives_the_same_logits(batches_dir, tmp_path, capsys):
-    from evaluation import load_model
+    from resnet_cifar.results.evaluation import load_model
 
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))[0] == 0
@@ -713,7 +711,7 @@ def test_bad_image_folders(tmp_path, capsys):
 
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle", "triangular"])
 def test_a_length_shaped_schedule_refuses_another_length_on_resume(scheduler):
-    from resume_rules import resume_config
+    from resnet_cifar.cli.resume_rules import resume_config
 
     saved = TrainConfig(scheduler=scheduler, epochs=10)
     with pytest.raises(UserError, match=f"^--epochs 20: this run's {scheduler} schedule is laid out over its 10 "
@@ -730,7 +728,7 @@ def test_a_length_shaped_schedule_refuses_another_length_on_resume(scheduler):
 
 @pytest.mark.parametrize("scheduler", ["plateau", "step", "multistep"])
 def test_other_schedules_may_change_their_length_on_resume(scheduler):
-    from resume_rules import resume_config
+    from resnet_cifar.cli.resume_rules import resume_config
 
     resumed = resume_config(TrainConfig(scheduler=scheduler, epochs=10), TrainConfig(epochs=20), {"epochs"})
     assert resumed.epochs == 20 and resumed.scheduler == scheduler

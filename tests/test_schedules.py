@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from config import TrainConfig
-from schedules import LRSchedule
+from resnet_cifar.config import TrainConfig
+from resnet_cifar.setup.schedules import LRSchedule
 
 
 def schedule(**overrides):

@@ -1,7 +1,7 @@
 """Mean and sample standard deviation over seeds."""
 import pytest
 
-from seed_summary import SeedSummary
+from resnet_cifar.results.seed_summary import SeedSummary
 
 
 def test_seed_summary_mean_and_sample_std():

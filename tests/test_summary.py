@@ -3,7 +3,6 @@ import csv
 import math
 
 import pytest
-
 from helpers import read_metrics, run_cli, tiny_train_args
 
 

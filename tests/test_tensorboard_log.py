@@ -1,7 +1,6 @@
 """--tensorboard: the event files, and a one-line refusal without the package."""
 
 import pytest
-
 from helpers import read_metrics, run_cli, tiny_train_args
 
 

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import read_metrics, run_cli
 
-import commands
-import time_budget
-from checkpoints import load_checkpoint
-from config import TrainConfig
-from distributed import Distributed
-from time_budget import (
+from resnet_cifar.cli import commands
+from resnet_cifar.config import TrainConfig
+from resnet_cifar.runfiles.checkpoints import load_checkpoint
+from resnet_cifar.training import time_budget
+from resnet_cifar.training.time_budget import (
     FINAL_S,
     PER_EPOCH_S,
     STEP_SLACK,
@@ -22,9 +22,8 @@ from time_budget import (
     parse_duration,
     plan_steps,
 )
-from timings import seconds_per_call, warm_then_time
-
-from helpers import read_metrics, run_cli
+from resnet_cifar.utils.distributed import Distributed
+from resnet_cifar.utils.timings import seconds_per_call, warm_then_time
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400),

@@ -4,8 +4,7 @@ import pytest
 
 
 def test_phase_clock_and_the_time_line():
-    import timings
-
+    from resnet_cifar.utils import timings
     now = [100.0]
     clock = timings.PhaseClock(clock=lambda: now[0])
     with clock.phase("data"):
@@ -26,8 +25,7 @@ def test_phase_clock_and_the_time_line():
 def test_process_age_reads_proc_and_is_none_without_it(tmp_path):
     import os
 
-    import timings
-
+    from resnet_cifar.utils import timings
     ticks = os.sysconf("SC_CLK_TCK")
     (tmp_path / "self").mkdir()
     fields = ["S"] + ["0"] * 18 + [str(50 * ticks)] + ["0"] * 30  # field 22 (starttime): 50 s after boot

@@ -1,15 +1,14 @@
 
 import pytest
 import torch
-
-import assembly
-import progress
-import training
-from config import TrainConfig
-from datasets import Dataset, Split
-from training import train_model
-
 from conftest import synthetic_images
+
+from resnet_cifar.config import TrainConfig
+from resnet_cifar.data.datasets import Dataset, Split
+from resnet_cifar.setup import assembly
+from resnet_cifar.training import loop as training
+from resnet_cifar.training.loop import train_model
+from resnet_cifar.utils import progress
 
 
 def synthetic_dataset(n_train=320, n_test=100):
