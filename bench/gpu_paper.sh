@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The paper run on a GPU lent for short calls: `--recipe paper --model resnet20` (64k iterations,
+# The paper run on a GPU reached through calls of limited length: `--recipe paper --model resnet20` (64k iterations,
 # ~11 minutes of training on one H200, more than one 10-minute call), resumable across calls.
 #
 #   bash bench/gpu_paper.sh CIFAR10_TARBALL_OR_FOLDER RUN_DIR OUT_DIR [LIMIT_S]

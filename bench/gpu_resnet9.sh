@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ResNet-9 against the fast ResNet-18 on one GPU, in one device call of about 12 minutes: time to
+# ResNet-9 against the fast ResNet-18 on one GPU, in about 12 minutes: time to
 # 91% and to 93% on the JPEG copy, wall time and training time, three seeds each where they fit.
 # `--recipe resnet9 --model resnet9` (24 epochs, Page's route) first, then `--recipe fast --model
 # resnet18` (26 epochs), each through bench/gpu_time_to_accuracy.sh with its own time limit.

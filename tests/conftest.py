@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from resnet_cifar.data.datasets import Dataset, Split
 
 # The project folder, where subprocess tests run main.py.
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,3 +103,11 @@ def batches_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def image_dir(tmp_path: Path) -> Path:
     return write_image_folder(tmp_path / "images")
+
+
+def synthetic_dataset(n_train=320, n_test=100):
+    tx, ty = synthetic_images(n_train, 0)
+    vx, vy = synthetic_images(n_test, 1)
+    return Dataset(Split(torch.from_numpy(tx), torch.from_numpy(ty)),
+                   Split(torch.from_numpy(vx), torch.from_numpy(vy)),
+                   tuple(f"c{i}" for i in range(10)), source="synthetic")

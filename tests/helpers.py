@@ -1,7 +1,13 @@
 """Shared helpers for tests that run the real CLI."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import torch
+from conftest import ROOT
 
 from resnet_cifar.cli import main as cli
 from resnet_cifar.runfiles.run_files import MetricsLog
@@ -31,3 +37,26 @@ def png_ok(path: Path) -> bool:
     with Image.open(path) as image:
         image.load()
         return image.format == "PNG" and image.size[0] > 100
+
+
+def python(*args, env=None, **kwargs):
+    """Run a Python process in the repository root with a one-thread torch (reproducible)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def same_state(a: dict, b: dict) -> bool:
+    """torch.equal on every tensor of two nested checkpoint structures."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def training_state(payload: dict) -> dict:
+    return {k: payload[k] for k in ("model_state", "optimizer_state", "schedule_state", "epoch", "step",
+                                    "global_step")}

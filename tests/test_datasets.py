@@ -1,13 +1,10 @@
 import pickle
 
-import numpy as np
 import pytest
 import torch
 from conftest import CLASSES, synthetic_images, write_batches, write_image_folder
 
-from resnet_cifar.data import image_folders
 from resnet_cifar.data.datasets import Split, load_cifar10, split_validation
-from resnet_cifar.data.image_folders import CACHE_NAME, read_image_folder
 from resnet_cifar.errors import UserError
 
 # --- readers ---------------------------------------------------------------------------------
@@ -35,77 +32,6 @@ def test_str_keys_as_written_by_repackers(tmp_path):
         with open(folder / name, "wb") as f:
             pickle.dump({k.decode(): v for k, v in batch.items()}, f, protocol=4)
     assert len(load_cifar10(folder, download=False).train) == 250
-
-
-def test_image_folder_matches_batches(tmp_path):
-    root = write_image_folder(tmp_path / "img", n_train=30, n_test=10)
-    data = load_cifar10(root, download=False)
-    assert data.classes == CLASSES  # sorted folder names
-    assert data.train.images.shape == (30, 3, 32, 32) and data.test.images.shape == (10, 3, 32, 32)
-    images, labels = synthetic_images(30, 0)
-    # The same multiset of (image, label) pairs, in class order.
-    order = np.argsort(labels, kind="stable")
-    assert torch.equal(data.train.labels, torch.from_numpy(labels[order]))
-    assert torch.equal(data.train.images, torch.from_numpy(images[order]))
-
-
-def test_image_folder_is_cached_and_cache_invalidated(tmp_path, monkeypatch):
-    root = write_image_folder(tmp_path / "img", n_train=20, n_test=10)
-    first = read_image_folder(root)
-    assert (root / CACHE_NAME).exists()
-
-    def no_decoding(path, size=None):
-        raise AssertionError("decoded an image although the cache is valid")
-
-    monkeypatch.setattr(image_folders, "decode_image", no_decoding)
-    second = read_image_folder(root)
-    assert np.array_equal(first.train_x, second.train_x) and second.mean == first.mean
-    monkeypatch.undo()
-
-    victim = next((root / "train").rglob("*.png"))
-    victim.unlink()  # the tree changed: the cache must not be used
-    third = read_image_folder(root)
-    assert len(third.train_y) == 19
-
-
-def _truncate(path):
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-def _flip_a_byte(path):
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # inside the image arrays: only zipfile's CRC-32 can notice
-    path.write_bytes(bytes(data))
-
-
-@pytest.mark.parametrize("damage", [_truncate, _flip_a_byte], ids=["truncated", "flipped-byte"])
-def test_a_damaged_cache_is_rebuilt(tmp_path, damage):
-    root = write_image_folder(tmp_path / "img", n_train=20, n_test=10)
-    first = read_image_folder(root)
-    damage(root / CACHE_NAME)
-    second = read_image_folder(root)  # no BadZipFile: decoded again and the cache rewritten
-    assert np.array_equal(first.train_x, second.train_x)
-    assert np.array_equal(first.test_y, second.test_y)
-    assert image_folders.load_cache(root / CACHE_NAME, image_folders.fingerprint(
-        {split: image_folders.list_split(root, split) for split in ("train", "test")}, None)) is not None
-
-
-def test_processes_starting_together_decode_once(tmp_path, monkeypatch):
-    import threading
-
-    root = write_image_folder(tmp_path / "img", n_train=20, n_test=10)
-    decoded, real_decode = [], image_folders.decode_split
-    monkeypatch.setattr(image_folders, "decode_split", lambda *a: decoded.append(1) or real_decode(*a))
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(read_image_folder(root))) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(results) == 3 and all(np.array_equal(r.train_x, results[0].train_x) for r in results)
-    assert len(decoded) == 2  # train and test, once: the others waited for the lock and read the cache
-    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == [
-        CACHE_NAME, CACHE_NAME + ".lock"]  # no temporary file left behind
 
 
 def test_load_order_prefers_batches_then_images(tmp_path):

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_docs_options_page_is_generated_from_the_declarations():
     page = (ROOT / "docs" / "options.md").read_text()
-    assert page == options.options_markdown(), "docs/options.md is stale: python options.py > docs/options.md"
+    assert page == options.options_markdown(), \
+        "docs/options.md is stale: python -m resnet_cifar.cli.options > docs/options.md"
 
 
 def test_every_train_config_field_is_one_option_and_defaults_agree():

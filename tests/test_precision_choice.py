@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from test_training import synthetic_dataset
+from conftest import synthetic_dataset
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.setup import assembly, precision_choice

@@ -12,6 +12,7 @@ from PIL import Image
 from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from resnet_cifar.results.evaluation import load_model
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
+from resnet_cifar.utils.atomic_files import TEMP_MARKER
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def test_export_round_trips_with_matching_logits(checkpoint, tmp_path, capsys, f
     assert not [w for w in caught if "torch.jit" in str(w.message)]
     note = f"note: torch {torch.__version__} marks TorchScript deprecated"
     assert (note in out) == (fmt == "torchscript" and torchscript_is_deprecated())
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert [p.name for p in tmp_path.iterdir() if TEMP_MARKER in p.name] == []  # the writer's temporaries are gone
     payload = load_checkpoint(checkpoint)
     model = load_model(payload, checkpoint).eval()
     test = load_cifar10(checkpoint.parent.parent / "data", download=False).test

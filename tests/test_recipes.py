@@ -3,8 +3,8 @@ import json
 import math
 
 import pytest
+from conftest import synthetic_dataset
 from helpers import read_metrics, run_cli, tiny_train_args
-from test_training import synthetic_dataset
 
 from resnet_cifar.cli import main as cli
 from resnet_cifar.config import TrainConfig
@@ -163,7 +163,8 @@ def test_config_json_and_checkpoint_record_the_recipe_and_its_values(batches_dir
     code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--recipe", "fast", "--epochs", "1",
                                                       "--batch-size", "32", "--tta", "none"))
     assert code == 0, err
-    assert ("recipe fast (the published fast ResNet-18 route, adapted and measured here (docs/recipes.md)); "
+    assert ("recipe fast (the published fast ResNet-18 route, its ResNet-20 values measured on the JPEG copy "
+            "(docs/recipes.md)); "
             "options typed on the command line override its values") in out.splitlines()
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["recipe"], config["nesterov"], config["cutout"], config["scheduler"], config["lr"]) == (

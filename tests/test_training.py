@@ -1,22 +1,13 @@
 
 import pytest
 import torch
-from conftest import synthetic_images
+from conftest import synthetic_dataset
 
 from resnet_cifar.config import TrainConfig
-from resnet_cifar.data.datasets import Dataset, Split
 from resnet_cifar.setup import assembly
 from resnet_cifar.training import loop as training
 from resnet_cifar.training.loop import train_model
 from resnet_cifar.utils import progress
-
-
-def synthetic_dataset(n_train=320, n_test=100):
-    tx, ty = synthetic_images(n_train, 0)
-    vx, vy = synthetic_images(n_test, 1)
-    return Dataset(Split(torch.from_numpy(tx), torch.from_numpy(ty)),
-                   Split(torch.from_numpy(vx), torch.from_numpy(vy)),
-                   tuple(f"c{i}" for i in range(10)), source="synthetic")
 
 
 @pytest.mark.slow
@@ -30,24 +21,6 @@ def test_loss_falls_on_a_learnable_task(tmp_path):
     assert len(rows) == 4
     assert losses[-1] < 0.5 * losses[0]
     assert summary["split"] == "test" and summary["accuracy"] >= 0.5  # chance is 0.1
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def count_dispatched_ops(fn) -> int:

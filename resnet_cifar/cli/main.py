@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from resnet_cifar.cli.commands import eval_command, export_command, predict_command, summary_command, train_command
+from resnet_cifar.cli.config_file import NOT_REPEATED, option_tokens, read_config_file
 from resnet_cifar.cli.dry_run import plan_eval, plan_export, plan_predict, plan_summary, plan_train, print_plan
 from resnet_cifar.cli.launcher import program
 from resnet_cifar.cli.options import GROUPS, MODE_READS, MODES, OPTIONS, TRAIN_OPTIONS, Option, config_value
@@ -83,6 +84,15 @@ def add_option(group, option: Option, suppress_defaults: bool) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
+
+
+def with_config_file(argv: list[str]) -> list[str]:
+    """argv after the options of its --config file, if it names one (typed options come last and win)."""
+    config = parse_args(argv).config
+    if config is None:
+        return argv
+    path = Path(config)
+    return option_tokens(read_config_file(path), f"--config {path}", skip=NOT_REPEATED) + argv
 
 
 def explicit_options(argv: Sequence[str] | None) -> set[str]:
@@ -158,6 +168,7 @@ def rank_prefix(environ) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        argv = with_config_file(argv)
         args = parse_args(argv)
         explicit = explicit_options(argv)
         check_mode_options(args.mode, explicit)

@@ -1,9 +1,9 @@
 """Every command-line option, declared once: its flag, type or choices, default, help, the modes
 that read it, what a resume may do with it, and whether it is part of the experiment.
 
-main.py builds its parser from OPTIONS; the mode checks (MODE_READS), the resume rules
+cli/main.py builds its parser from OPTIONS; the mode checks (MODE_READS), the resume rules
 (RESUME_OVERRIDABLE, PER_INVOCATION), the summary's grouping of runs by experiment
-(NOT_THE_EXPERIMENT) and docs/options.md (`python options.py > docs/options.md`) are derived
+(NOT_THE_EXPERIMENT) and docs/options.md (`python -m resnet_cifar.cli.options > docs/options.md`) are derived
 from the same list. A training option's default is its TrainConfig field's.
 """
 from __future__ import annotations
@@ -155,6 +155,9 @@ OPTIONS: tuple[Option, ...] = (
            modes=("train", "eval"), resume=ALLOWED),
     _train("eval_every", "train: evaluate on val/test after every N-th epoch and after the last (0: after the "
            "last only)", type=non_negative_int, metavar="N", resume=ALLOWED, experiment=False),
+    Option("config", "read options from a run's config.json or a JSON/YAML file of option names and values; "
+           "options typed on the command line override the file's", ("train", "eval", "predict", "export"),
+           default=None, metavar="FILE"),
     Option("dry_run", "check every option as a real run would, print the resolved configuration as JSON and "
            "exit, without reading the data set or writing any file", MODES, kind="switch", default=False),
     # --- optimisation -------------------------------------------------------------------------
@@ -289,7 +292,7 @@ def _accepts(option: Option) -> str:
 def _default_text(option: Option) -> str:
     value = option.default_value
     if option.kind == "no-switch":
-        return "on"
+        return f"not given: {option.dest.replace('_', ' ')} on"
     if value is None or value == []:
         return "—"
     if value is False:
@@ -304,7 +307,8 @@ def _default_text(option: Option) -> str:
 def options_markdown() -> str:
     """docs/options.md: a table per group, generated from OPTIONS (tests fail when the file is stale)."""
     lines = ["# Options", "",
-             "Generated from `options.py` by `python options.py > docs/options.md`; a test fails when this page",
+             "Generated from `resnet_cifar/cli/options.py` by `python -m resnet_cifar.cli.options > docs/options.md`;",
+             "a test fails when this page",
              "and the code disagree. A recipe (`--recipe`, docs/recipes.md) changes some defaults of training",
              "options; an option typed on the command line overrides the recipe's value.", "",
              "**Resume**: what `--resume` does with a training option typed again: *refused* when it differs from",

@@ -69,7 +69,7 @@ RECIPES: dict[str, Recipe] = {
                 "training (0.2 for runs of the 6n+2 nets of 6 epochs or fewer), crop (reflect pad 4) + flip, "
                 "Cutout 12 (not for the 6n+2 nets), flip + translate TTA, evaluated after the last epoch only; "
                 "26 epochs (resnet18), 30 (others)",
-        source="the published fast ResNet-18 route, adapted and measured here (docs/recipes.md)",
+        source="the published fast ResNet-18 route, its ResNet-20 values measured on the JPEG copy (docs/recipes.md)",
         # Evaluating with flip-translate TTA (6 passes over the test set) took 57 s after a 181 s
         # resnet20 epoch on the CPU (bench/README.md): after every epoch, a third more time.
         # Per-epoch curves need --eval-every 1.

@@ -1,0 +1,108 @@
+"""The Python API: the command line's work, callable from a notebook or another project.
+
+    import resnet_cifar
+    model = resnet_cifar.build_model("resnet20")
+    summary = resnet_cifar.train(model="resnet20", recipe="fast", epochs=1, data_dir="data")
+    report = resnet_cifar.evaluate(summary["checkpoint"])
+    loaded = resnet_cifar.load_checkpoint(summary["checkpoint"])
+
+Options are the command line's, by their config.json names (`batch_size`, `lr`, ...), checked as
+if they were typed; a bad one raises UserError with the message the command line prints.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from resnet_cifar.cli.commands import check_start, run_training
+from resnet_cifar.cli.config_file import option_tokens
+from resnet_cifar.cli.main import (
+    check_mode_options,
+    eval_config_from_args,
+    explicit_options,
+    parse_args,
+    train_config_from_args,
+)
+from resnet_cifar.data.datasets import trained_image_size
+from resnet_cifar.errors import UserError
+from resnet_cifar.models.registry import MODEL_NAMES, modeltype
+from resnet_cifar.results.evaluation import evaluate_checkpoint
+from resnet_cifar.results.evaluation import load_model as _load_model
+from resnet_cifar.runfiles.checkpoints import load_checkpoint as _load_payload
+from resnet_cifar.setup.recipes import apply_recipe
+from resnet_cifar.utils.distributed import Distributed
+
+__all__ = ["list_models", "build_model", "Checkpoint", "load_checkpoint", "train", "evaluate"]
+
+
+def list_models() -> tuple[str, ...]:
+    """Every model name `build_model` (and --model) takes."""
+    return MODEL_NAMES
+
+
+def build_model(name: str, num_classes: int = 10, dropout: float = 0.0) -> nn.Module:
+    """A freshly initialised model by name, for images of 32x32 pixels or more."""
+    return modeltype(name, num_classes, dropout)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A trained model with what it needs to classify: its classes and the normalisation it trained with."""
+
+    model: nn.Module  # in eval mode, on the CPU
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]  # per channel, for images scaled to 0-1
+    std: tuple[float, ...]
+    image_size: int
+    epoch: int  # epochs trained
+    config: dict[str, Any]  # the run's resolved options
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, 3, H, W) as the model's input."""
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (images.float() / 255 - mean) / std
+
+
+def load_checkpoint(path: str | Path, weights: str = "raw") -> Checkpoint:
+    """A checkpoint's model ("raw" weights, or "ema": their moving average), verified and ready to use."""
+    path = Path(path)
+    payload = _load_payload(path)
+    model = _load_model(payload, path, weights).eval()
+    classes = tuple(payload.get("classes") or (str(i) for i in range(payload["num_classes"])))
+    return Checkpoint(model, classes, tuple(payload["mean"]), tuple(payload["std"]), trained_image_size(payload),
+                      payload["epoch"], dict(payload["config"]))
+
+
+def _parsed(mode: str, options: dict[str, Any], caller: str):
+    argv = ["--mode", mode, *option_tokens(options, caller)]
+    args = parse_args(argv)
+    explicit = explicit_options(argv)
+    check_mode_options(mode, explicit)
+    return args, explicit
+
+
+def train(**options: Any) -> dict[str, Any]:
+    """Train a new run as `python main.py --mode train` would with these options; returns its summary
+    (run_dir, checkpoint, final accuracy, split, tta). The recipe fills in what is not given."""
+    if "resume" in options or "seeds" in options:
+        raise UserError("train() starts one new run; resume or train several seeds from the command line")
+    args, explicit = _parsed("train", options, "train()")
+    config = apply_recipe(train_config_from_args(args), explicit)
+    check_start(config, explicit, None, None, Distributed())
+    code, summary = run_training(config, explicit)
+    if code != 0:
+        raise KeyboardInterrupt(f"training stopped by a signal after saving {summary.get('checkpoint', 'its state')}")
+    return summary
+
+
+def evaluate(checkpoint: str | Path, **options: Any) -> dict[str, Any]:
+    """A checkpoint's report (accuracy, loss, per-class accuracy, confusion, calibration) as
+    `python main.py --mode eval` computes it; options: split, tta, weights, data_dir, device, report_dir..."""
+    args, explicit = _parsed("eval", {"checkpoint": str(checkpoint), **options}, "evaluate()")
+    return evaluate_checkpoint(eval_config_from_args(args, explicit),
+                               expected_model=args.model if "model" in explicit else None)

@@ -1,0 +1,2 @@
+"""The command line: every option declared once, the parser, each mode's command, --dry-run, resume
+rules, summary."""

@@ -1,0 +1,358 @@
+"""What each --mode does, given its configuration (cli/main.py turns the command line into one)."""
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from resnet_cifar.cli.launcher import program, torchrun_target
+from resnet_cifar.cli.resume_rules import check_data_matches, keep_trained_precision, resume_config
+from resnet_cifar.cli.summary import format_lines as format_summary
+from resnet_cifar.cli.summary import read_run
+from resnet_cifar.cli.summary import write_csv as write_summary_csv
+from resnet_cifar.config import LENGTH_SHAPED_SCHEDULERS, EvalConfig, ExportConfig, PredictConfig, TrainConfig
+from resnet_cifar.data.datasets import DataSpec, check_spec, load_dataset, trained_image_size
+from resnet_cifar.data.loader import Normalizer
+from resnet_cifar.errors import UserError
+from resnet_cifar.results.evaluation import evaluate_checkpoint, load_model
+from resnet_cifar.results.exporting import ATOL, RTOL, export_model, require_packages
+from resnet_cifar.results.metrics import format_report, write_json
+from resnet_cifar.results.predict import collect_paths, decode_all, predict_images
+from resnet_cifar.results.predict import write_csv as write_predictions_csv
+from resnet_cifar.results.seed_summary import SeedSummary, seed_run_dir, write_summary
+from resnet_cifar.results.tensorboard_log import require_tensorboard
+from resnet_cifar.runfiles import run_files
+from resnet_cifar.runfiles.checkpoints import load_checkpoint
+from resnet_cifar.runfiles.run_files import default_run_dir, prepare_new_run_dir, resumed_run_dir
+from resnet_cifar.setup.recipes import apply_recipe, apply_short_run
+from resnet_cifar.training.loop import Interrupted, train_model
+from resnet_cifar.training.time_budget import measure_and_plan
+from resnet_cifar.utils import distributed
+from resnet_cifar.utils.atomic_files import check_destination
+from resnet_cifar.utils.devices import resolve_device
+from resnet_cifar.utils.distributed import Distributed
+from resnet_cifar.utils.timings import PhaseClock, format_timings, process_age_s, write_timings
+
+
+def _remove_if_unused(run_dir: Path, created: bool) -> None:
+    """Undo a new run directory that never got a checkpoint, so a failed start leaves no files."""
+    if not created or (run_dir / "last.pt").exists():
+        return
+    run_files.remove_run_files(run_dir)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # it holds files we did not write: leave them alone
+
+
+def train_command(config: TrainConfig, explicit: set[str], resume: Path | None = None,
+                  seeds: list[int] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """A new run (its recipe resolved), a resumed one, or one run per seed; under torchrun, one
+    process of a distributed run (and, after a torchrun restart, the resumed run)."""
+    launch = distributed.describe_launch(environ)
+    check_start(config, explicit, resume, seeds, launch)
+    restarted = restart_checkpoint(config, launch) if launch.max_restarts > 0 and resume is None else None
+    if restarted is not None:
+        resume, payload = restarted
+    elif resume is not None:
+        payload = load_checkpoint(resume)
+    if resume is not None:
+        config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
+        config, kept = keep_trained_precision(config, payload, explicit)
+        if kept and launch.is_main:
+            print(kept)
+        if payload["epoch"] >= config.epochs:
+            if launch.is_main:
+                further = ("start a new run to train longer" if config.scheduler in LENGTH_SHAPED_SCHEDULERS
+                           else "pass a larger --epochs to train further")
+                print(f"{resume}: this run already finished all {payload['epoch']} epochs; nothing to do ({further})")
+            return 0
+        with joined(launch, config) as dist:
+            return run_training(config, explicit, payload, resume, dist)[0]
+    config = apply_recipe(config, explicit)
+    with joined(launch, config) as dist:
+        if seeds is None:
+            return run_training(config, explicit, dist=dist)[0]
+        return seeds_command(config, explicit, seeds, dist)
+
+
+def check_start(config: TrainConfig, explicit: set[str], resume: Path | None, seeds: list[int] | None,
+                launch: Distributed) -> None:
+    """The refusals of a training command that need nothing read: how it is started, not what it trains."""
+    if resume is not None and seeds is not None:
+        raise UserError("--seeds starts new runs; resume each seed's run with --resume RUN_DIR/seed<N>/last.pt")
+    if seeds is not None:
+        if "seed" in explicit:
+            raise UserError("--seed and --seeds both choose the seed; give one of them")
+        if len(set(seeds)) != len(seeds):
+            raise UserError(f"--seeds lists a seed twice: {' '.join(map(str, seeds))}")
+    check_spec(DataSpec.of(config.to_dict()))
+    if config.tensorboard:
+        require_tensorboard()
+    if launch.max_restarts > 0 and resume is None:
+        if config.run_dir is None:
+            raise UserError("torchrun --max-restarts needs --run-dir, where a restarted job finds its last.pt "
+                            "(the default run dir is named by the start time)")
+        if seeds is not None:
+            raise UserError("torchrun --max-restarts with --seeds: run one seed per job (--seed N)")
+
+
+@contextlib.contextmanager
+def joined(launch: Distributed, config: TrainConfig) -> Iterator[Distributed]:
+    """torchrun's process group for the length of the run (a single process: nothing to join)."""
+    dist = distributed.start(launch, config.device, config.dist_timeout, config.sync_bn)
+    try:
+        yield dist
+    finally:
+        distributed.stop(dist)
+
+
+def restart_checkpoint(config: TrainConfig, launch: Distributed) -> tuple[Path, dict] | None:
+    """Under torchrun --max-restarts: after a restart, the run directory's last.pt (path and
+    loaded payload) when this job (TORCHELASTIC_RUN_ID) wrote it; None on the first attempt or
+    before the first checkpoint.
+
+    A checkpoint of another job is never picked up: pointing --run-dir at an old run is refused
+    as usual, on every attempt."""
+    if launch.restart_count == 0:
+        return None
+    run_dir = Path(config.run_dir)
+    last = run_dir / "last.pt"
+    if last.exists():
+        payload = load_checkpoint(last)
+        if payload.get("elastic_run_id") == launch.run_id:
+            if launch.is_main:
+                print(f"torchrun restart {launch.restart_count}: resuming from {last}")
+            return last, payload
+        return None
+    if launch.is_main and run_files.written_by_job(run_dir, launch.run_id):
+        run_files.remove_run_files(run_dir)  # the failed attempt's config.json and metrics.csv, no checkpoint yet
+    return None
+
+
+def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int], dist: Distributed) -> int:
+    """One run per seed into RUN_DIR/seed<N>/, then the final test accuracies' mean ± std."""
+    root = Path(config.run_dir) if config.run_dir else Path(dist.broadcast_object(str(default_run_dir(config.model))))
+    say = print if dist.is_main else (lambda *args, **kwargs: None)
+    accuracies, split = [], "test"
+    for seed in seeds:
+        say(f"seed {seed}: run dir {seed_run_dir(root, seed)}")
+        code, summary = run_training(TrainConfig.from_dict({**config.to_dict(), "seed": seed,
+                                                            "run_dir": str(seed_run_dir(root, seed))}), explicit,
+                                     dist=dist, first_in_process=seed == seeds[0])
+        if code != 0 or summary.get("accuracy") is None:
+            say(f"seed {seed} did not finish; seeds after it were not run", file=sys.stderr)
+            return code or 1
+        accuracies.append(summary["accuracy"])
+        split = summary["split"]
+    result = SeedSummary(tuple(seeds), tuple(accuracies), split)
+    say(result.line(config.tta))
+    if dist.is_main:
+        print(f"wrote {write_summary(root, result, config.tta)}")
+    return 0
+
+
+def prepare_run_dir(config: TrainConfig, explicit: set[str], resume_path: Path | None,
+                    dist: Distributed) -> tuple[Path, bool]:
+    """The run directory and whether this call created it. Rank 0 decides (the default name holds
+    its clock) and creates it; the other ranks get its answer, or its error, and raise the same."""
+    outcome: tuple[str, bool, str | None]
+    if dist.is_main:
+        try:
+            if resume_path is not None:
+                run_dir = resumed_run_dir(config.run_dir, "run_dir" in explicit, resume_path)
+                outcome = (str(run_dir), False, None)
+            else:
+                run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.model)
+                created = not run_dir.exists()
+                prepare_new_run_dir(run_dir)
+                outcome = (str(run_dir), created, None)
+        except UserError as e:
+            outcome = ("", False, str(e))
+    run_dir, created, error = dist.broadcast_object(outcome if dist.is_main else None)
+    if error is not None:
+        raise UserError(error)
+    return Path(run_dir), created
+
+
+def run_training(config: TrainConfig, explicit: set[str], payload: dict | None = None,
+                 resume_path: Path | None = None, dist: Distributed | None = None,
+                 first_in_process: bool = True) -> tuple[int, dict]:
+    """Train a new run, or resume one from payload; returns (exit code, train_model's summary).
+    first_in_process: the process's start-up is this run's (with --seeds, the first seed's only)."""
+    dist = dist if dist is not None else Distributed()
+    before_run_s = process_age_s() if first_in_process else None
+    # When this run's wall time began: the process's start for its first run (a --time-budget counts it).
+    started = time.perf_counter() - (before_run_s or 0.0)
+    clock = PhaseClock()
+    resolve_device(config.device)  # fail on a bad --device before anything is written
+    with clock.phase("data"):
+        data = load_dataset(DataSpec.of(config.to_dict()))
+    if payload is not None:
+        check_data_matches(payload, data)
+    train_images = len(data.train) - config.val_size
+    if config.batch_size > train_images:
+        raise UserError(f"--batch-size {config.batch_size} is larger than the training set ({train_images} images)")
+    # Each process read (or did not find) the checkpoint on its own node's file system.
+    if not dist.same_everywhere(payload["global_step"] if payload is not None else -1):
+        raise UserError("the processes disagree about the checkpoint to resume (a node cannot see the run "
+                        "directory's last.pt, or sees another one): put the run directory on a shared file system")
+    run_dir, created = prepare_run_dir(config, explicit, resume_path, dist)
+    try:
+        if config.time_budget is not None and config.iterations is None:
+            with clock.phase("setup"):
+                plan = measure_and_plan(config, data, dist, started)
+            config = replace(config, iterations=plan.steps)
+            if dist.is_main:
+                print(plan.describe(config.time_budget))
+        if payload is None:  # a resumed run keeps the values it recorded
+            config, short = apply_short_run(config, explicit, train_images // config.batch_size)  # steps an epoch
+            if short and dist.is_main:
+                print(short)
+        summary = train_model(config, data, run_dir, resume=payload, dist=dist, clock=clock)
+    except Interrupted as stop:
+        if dist.is_main:
+            name = signal.Signals(stop.signum).name
+            print(f"{name}: stopped after saving {stop.checkpoint}; resume with: "
+                  f"{resume_command(dist)} --mode train --resume {stop.checkpoint}", file=sys.stderr)
+        return 128 + stop.signum, {}
+    except UserError:
+        if dist.is_main:
+            _remove_if_unused(run_dir, created)
+        raise
+    if summary.get("accuracy") is not None and dist.is_main:
+        print(f"done: {summary['split']} accuracy {100 * summary['accuracy']:.2f}% (final epoch, "
+              f"tta {summary['tta']}), checkpoint {summary['checkpoint']}")
+    if dist.is_main:
+        timings = clock.summary(before_run_s)
+        write_timings(run_dir, timings)
+        print(format_timings(timings))
+    return 0, summary
+
+
+def resume_command(dist: Distributed) -> str:
+    if not dist.active:
+        return program()
+    if dist.local_world_size == dist.world_size:
+        return f"torchrun --standalone --nproc-per-node={dist.world_size} {torchrun_target()}"
+    return f"torchrun [the job's node options] {torchrun_target()}"
+
+
+def eval_command(config: EvalConfig, expected_model: str | None = None) -> int:
+    """The checkpoint's report on the terminal; JSON with --output, pictures with --report-dir."""
+    if config.output:
+        check_destination(Path(config.output), "--output")
+    report = evaluate_checkpoint(config, expected_model=expected_model)
+    tta = f"tta {report['tta']}" + ("" if config.tta is not None else ", the run's")
+    # With many classes, whether the answer is among the first five says as much as top-1.
+    top5 = f", top-5 {100 * report['top5_accuracy']:.2f}%" if len(report["per_class_accuracy"]) > 10 else ""
+    print(f"{report['model']} ({report['weights']} weights, {tta}) on {report['n']} {report['split']} images: "
+          f"accuracy {100 * report['accuracy']:.2f}%{top5}, loss {report['loss']:.4f}")
+    print(format_report(report))
+    if config.output:
+        try:
+            write_json(Path(config.output), report)
+        except OSError as e:
+            raise UserError(f"cannot write --output {config.output}: {e.strerror or e}") from None
+        print(f"wrote {config.output}")
+    if config.report_dir:
+        print(f"wrote report.json, per_class.csv, confusion.png, calibration.png, mistakes.png in {config.report_dir}")
+    return 0
+
+
+def predict_command(config: PredictConfig) -> int:
+    """Top-k classes per image. Exit 0 when every image was read, 1 when some failed, 2 when none."""
+    if config.output is not None:
+        check_destination(Path(config.output), "--output")
+    paths = collect_paths(config.inputs)
+    if not paths:
+        raise UserError(f"no image files found in {' '.join(config.inputs)}")
+    payload = load_checkpoint(Path(config.checkpoint))
+    device = resolve_device(config.device)
+    model = load_model(payload, Path(config.checkpoint), config.weights).to(device)
+    failures = []
+
+    def report_failure(item) -> None:
+        failures.append(item.path)
+        print(f"skipped {item.path}: {item.error}", file=sys.stderr)
+
+    predictions = []
+    size = trained_image_size(payload)
+    for prediction in predict_images(model, decode_all(paths, size), payload["mean"], payload["std"],
+                                     payload["classes"], config.top_k, device, report_failure):
+        predictions.append(prediction)
+        if config.output is None:
+            ranked = ", ".join(f"{name} {100 * p:.1f}%" for name, p in zip(prediction.classes,
+                                                                             prediction.probabilities, strict=True))
+            print(f"{prediction.path}: {ranked}")
+    resized = sum(p.resized_from is not None for p in predictions)
+    if resized:
+        print(f"note: {resized} of {len(predictions)} images were not {size}x{size} and were resized to "
+              f"{size}x{size} (bilinear) first", file=sys.stderr)
+    if config.output is not None and predictions:
+        write_predictions_csv(Path(config.output), predictions, config.top_k)
+        print(f"wrote {len(predictions)} predictions to {config.output}")
+    if not predictions:
+        print(f"error: none of the {len(paths)} files could be read as an image", file=sys.stderr)
+        return 2
+    return 1 if failures else 0
+
+
+def export_command(config: ExportConfig) -> int:
+    """Write the model in the asked format, then check it against PyTorch on test images."""
+    check_destination(Path(config.output), "--output")
+    require_packages(config.format)
+    path = Path(config.checkpoint)
+    payload = load_checkpoint(path)
+    model = load_model(payload, path, config.weights)
+    images, source = check_images(payload, config.data_dir)
+    normalizer = Normalizer(tuple(payload["mean"]), tuple(payload["std"]), torch.device("cpu"))
+    size = trained_image_size(payload)
+    metadata = {"model": payload["model_name"], "dataset": payload.get("dataset", "cifar10"),
+                "classes": list(payload["classes"]), "mean": list(payload["mean"]), "std": list(payload["std"]),
+                "image_size": size, "weights": config.weights,
+                "input": f"float32 (N, 3, {size}, {size}), RGB, scaled to 0-1 then normalised with mean/std "
+                         f"per channel"}
+    result = export_model(model, config.format, Path(config.output), metadata,
+                          normalizer(images, channels_last=False))
+    sidecars = "".join(f" and {p}" for p in result.extra_files)
+    print(f"wrote {result.path}{sidecars}; loaded back, its logits on {result.n_images} {source} match PyTorch's "
+          f"(max |difference| {result.max_abs_diff:.2e}, allowed {ATOL} + {RTOL} x |logit|)")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def check_images(payload: dict, data_dir: str | None, count: int = 64) -> tuple[torch.Tensor, str]:
+    """The first test (or else training) images of the checkpoint's data set or, where it cannot be
+    found, seeded random images (the comparison is about arithmetic, not accuracy)."""
+    spec = DataSpec.of(payload["config"], data_dir, download=False)
+    size = trained_image_size(payload)
+    try:
+        data = load_dataset(spec)
+        if data.image_size == size:
+            split, name = (data.test, "test") if data.test is not None else (data.train, "training")
+            return split.images[:count], f"{name} images"
+    except UserError:
+        pass
+    generator = torch.Generator().manual_seed(0)
+    return (torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=generator),
+            f"random images (no {spec.name} of {size}x{size} images in {spec.data_dir})")
+
+
+def summary_command(run_dirs: list[str], output: str | None) -> int:
+    if output:
+        check_destination(Path(output), "--output")
+    runs = [read_run(Path(d)) for d in run_dirs]
+    for line in format_summary(runs):
+        print(line)
+    if output:
+        write_summary_csv(Path(output), runs)
+        print(f"wrote {output}")
+    return 0

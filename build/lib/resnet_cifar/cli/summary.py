@@ -1,0 +1,105 @@
+"""--mode summary: one line per run directory, and mean ± std over runs that differ only by seed."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from resnet_cifar.cli.options import NOT_THE_EXPERIMENT
+from resnet_cifar.errors import UserError
+from resnet_cifar.results.seed_summary import SeedSummary
+from resnet_cifar.runfiles.run_files import MetricsLog
+from resnet_cifar.utils.atomic_files import atomic_path
+
+
+@dataclass(frozen=True)
+class RunLine:
+    run_dir: Path
+    model: str
+    recipe: str
+    seed: int
+    epochs_done: int
+    epochs: int
+    final_test_acc: float | None
+    best_val_test_acc: float | None  # test accuracy at the epoch of the best validation accuracy
+    wall_seconds: float  # training and evaluation of every epoch (start-up and checkpoint writes aside)
+    tta: str
+    experiment: str  # the config without NOT_THE_EXPERIMENT keys, as a key for grouping
+    dataset: str = "cifar10"
+    final_split: str = "test"  # "val" for a run on a folder without test images: its final figure is on val
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.recipe}" + ("" if self.dataset == "cifar10" else f" on {self.dataset}")
+
+    def as_row(self) -> dict:
+        return {"run_dir": str(self.run_dir), "dataset": self.dataset, "model": self.model, "recipe": self.recipe,
+                "seed": self.seed,
+                "epochs_done": self.epochs_done, "epochs": self.epochs, "final_test_acc": self.final_test_acc,
+                "best_val_test_acc": self.best_val_test_acc, "wall_seconds": round(self.wall_seconds, 1),
+                "tta": self.tta}
+
+
+def read_run(run_dir: Path) -> RunLine:
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no config.json)")
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{config_path} is not readable JSON ({e})") from None
+    rows = MetricsLog(run_dir / "metrics.csv").rows()
+    # A run without a test set (a folder without test/) reports its final figures on val.
+    final_split = "test" if any(r.get("test_acc") for r in rows) or not any(r.get("val_acc") for r in rows) else "val"
+    final = float(rows[-1][f"{final_split}_acc"]) if rows and rows[-1].get(f"{final_split}_acc") else None
+    with_val = [r for r in rows if r.get("val_acc")]
+    best = max(with_val, key=lambda r: float(r["val_acc"])) if with_val else None
+    experiment = json.dumps({k: v for k, v in config.items() if k not in NOT_THE_EXPERIMENT}, sort_keys=True)
+    return RunLine(
+        run_dir=run_dir, model=config.get("model", "?"), recipe=config.get("recipe", "seed"),
+        seed=int(config.get("seed", 0)), epochs_done=len(rows), epochs=int(config.get("epochs", 0)),
+        final_test_acc=final, best_val_test_acc=float(best["test_acc"]) if best and best.get("test_acc") else None,
+        # Rows written before the epoch_seconds column existed count their training time only.
+        wall_seconds=sum(float(r.get("epoch_seconds") or r.get("seconds") or 0) for r in rows),
+        tta=(rows[-1].get("tta") or "none") if rows else config.get("tta", "none"), experiment=experiment,
+        dataset=config.get("dataset", "cifar10"), final_split=final_split,
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def format_lines(runs: list[RunLine]) -> list[str]:
+    """A line per run, then one per group of two or more finished runs that differ only by seed."""
+    lines = [f"{run.run_dir}: {run.label} seed {run.seed}, epoch {run.epochs_done}/{run.epochs}, "
+             f"final {run.final_split} {_percent(run.final_test_acc)}, best-on-val test "
+             f"{_percent(run.best_val_test_acc)}, "
+             f"wall time {run.wall_seconds / 60:.1f} min (tta {run.tta})" for run in runs]
+    for group in seed_groups(runs):
+        finished = [r for r in group if r.final_test_acc is not None]
+        summary = SeedSummary(tuple(r.seed for r in finished), tuple(r.final_test_acc for r in finished),
+                              group[0].final_split)
+        lines.append(f"{group[0].label}: " + summary.line(group[0].tta))
+    return lines
+
+
+def seed_groups(runs: list[RunLine]) -> list[list[RunLine]]:
+    groups: dict[str, list[RunLine]] = {}
+    for run in runs:
+        groups.setdefault(run.experiment, []).append(run)
+    return [g for g in groups.values()
+            if len({r.seed for r in g if r.final_test_acc is not None}) >= 2]
+
+
+def write_csv(path: Path, runs: list[RunLine]) -> None:
+    try:
+        with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(runs[0].as_row()))
+            writer.writeheader()
+            for run in runs:
+                writer.writerow({k: ("" if v is None else v) for k, v in run.as_row().items()})
+    except OSError as e:
+        raise UserError(f"cannot write --output {path}: {e.strerror or e}") from None

@@ -1,0 +1,126 @@
+"""The training configuration: one frozen dataclass, built by main.py, stored in every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+SCHEDULERS = ("plateau", "step", "multistep", "cosine", "onecycle", "triangular")
+# Schedules whose whole curve is laid out over the run's length: a resume may not change the length.
+LENGTH_SHAPED_SCHEDULERS = ("cosine", "onecycle", "triangular")
+MILESTONE_UNITS = ("epochs", "steps")
+WARMUP_STYLES = ("linear", "constant")
+WEIGHTS = ("raw", "ema")
+SPLITS = ("test", "val")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Defaults are the seed recipe; recipes.py overrides them, explicit flags override both."""
+
+    model: str = "resnet18"
+    recipe: str = "seed"
+    dataset: str = "cifar10"  # datasets.DATASETS
+    labels: str = "fine"  # CIFAR-100's 100 classes, or its 20 superclasses ("coarse")
+    image_size: int | None = None  # --dataset folder: resize every image to this size (None: their own size)
+    num_classes: int = 10  # the data's, set when the data set is read
+    data_dir: str = "./data"
+    download: bool = True
+    run_dir: str | None = None  # None: runs/<model>-<timestamp>
+    epochs: int = 200
+    iterations: int | None = None  # total optimizer steps; sets epochs (the last one may be partial)
+    time_budget: str | None = None  # e.g. "30m": iterations resolved at the start from a measured warm-up
+    batch_size: int = 256
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    dropout: float = 0.0  # between a pre-activation basic block's convolutions (Wide ResNets)
+    scheduler: str = "plateau"
+    milestones: tuple[int, ...] = (100, 150)
+    milestone_unit: str = "epochs"
+    step_size: int = 30
+    gamma: float = 0.1
+    plateau_patience: int = 5
+    warmup_epochs: float = 0.0
+    warmup_steps: int = 0  # overrides warmup_epochs when > 0
+    warmup_style: str = "linear"
+    triangular_start: float = 0.2  # the triangular schedule's first lr, as a fraction of its peak
+    triangular_peak: float = 0.2  # where it peaks, as a fraction of the run (a --warmup-* length overrides it)
+    translate_pad: str = "zeros"
+    cutout: int = 0
+    augment: str = "none"
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema: float | None = None  # decay of the weights' exponential moving average
+    tta: str = "none"
+    eval_every: int = 1  # epochs between val/test evaluations (0: none but the last, which always is)
+    val_size: int = 0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool | None = None  # None: chosen with precision, by measurement (devices.resolve_precision)
+    compile: bool = False
+    max_steps: int | None = None
+    clip_grad_norm: float | None = None
+    deterministic: bool = False
+    tensorboard: bool = False
+    sync_bn: bool = False  # SyncBatchNorm across torchrun's processes (CUDA only)
+    dist_timeout: float = 600.0  # seconds a collective waits for a lost peer before the job fails
+    threads: int | None = None  # None: torch's default; recorded in checkpoints once resolved
+    quiet: bool = False
+
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether the val/test evaluation runs after 0-based `epoch` (every eval_every-th, and the last)."""
+        last = epoch + 1 >= self.epochs
+        return last if self.eval_every == 0 else last or (epoch + 1) % self.eval_every == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["milestones"] = list(self.milestones)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        if "milestones" in values:
+            values["milestones"] = tuple(values["milestones"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: str
+    data_dir: str | None = None  # None: the data folder recorded in the checkpoint
+    download: bool = True
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool | None = None
+    batch_size: int = 500
+    output: str | None = None
+    quiet: bool = False
+    weights: str = "raw"  # "ema": the checkpoint's moving average of the weights
+    tta: str | None = None  # None: the run's own, so that eval reports what training reported
+    split: str | None = None  # "test", or "val": the images the run held out; None: test where the data has one
+    report_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    checkpoint: str
+    inputs: tuple[str, ...]  # image files and folders
+    top_k: int = 3
+    output: str | None = None  # CSV
+    device: str = "auto"
+    weights: str = "raw"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    checkpoint: str
+    format: str
+    output: str
+    data_dir: str | None = None  # test images for the check; None: the checkpoint's data folder
+    weights: str = "raw"

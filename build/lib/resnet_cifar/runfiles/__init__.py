@@ -1,0 +1,1 @@
+"""A run directory's files: config.json, metrics.csv, checkpoints and what they hold."""

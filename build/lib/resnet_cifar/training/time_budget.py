@@ -1,0 +1,195 @@
+"""--time-budget: how many optimizer steps fit a wall-time budget, decided from a short measured
+warm-up, so that "train for 30 minutes" can be typed.
+
+The budget is the whole command's wall time: start-up, data, this measurement, training, every
+evaluation the run will do and its final report. The run then lays its recipe's schedule over
+exactly the steps that fit (config.iterations), which config.json and the checkpoint record: a
+resume continues the same schedule, and `--iterations N` with the recorded N reproduces the run.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from resnet_cifar.config import TrainConfig
+from resnet_cifar.data.augmentations import tta_logits
+from resnet_cifar.data.datasets import Dataset
+from resnet_cifar.errors import UserError
+from resnet_cifar.setup.assembly import RunParts, build_run
+from resnet_cifar.training.loop import train_step
+from resnet_cifar.utils.devices import autocast
+from resnet_cifar.utils.distributed import Distributed
+from resnet_cifar.utils.timings import seconds_per_call, warm_then_time
+
+UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+UNTIMED_STEPS = 2  # the first steps pay for allocation and autotuning
+# Then steps are timed for 1% of the budget, 3 to 20 s (at least 3, at most 50 steps), and the median
+# step is planned with: on a 2-core CPU a 3-second window held two 2-second steps, and one slow
+# moment made a 30-minute plan 17% too short (bench/README.md).
+MEASURE_FRACTION = 0.01
+MEASURE_SECONDS = (3.0, 20.0)
+PER_EPOCH_S = 0.5  # checkpoint and curves after each epoch (bench/README.md, "The work after each epoch")
+# The plan takes steps as this much slower than measured (the median step): over seven CPU runs
+# the steps averaged from 4.8% slower (a 30-minute run ended 10 s late) to 7% faster than
+# measured (bench/README.md).
+STEP_SLACK = 1.03
+FINAL_S = 3.0  # the final report's pictures
+
+
+def parse_duration(text: str) -> str:
+    """argparse type: '30m', '90s', '2h', '1h30m' (returned as typed, checked)."""
+    match = DURATION.match(text.strip())
+    if not text.strip() or match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 30m, 2h or 1h30m, got {text!r}")
+    if duration_seconds(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
+    return text.strip()
+
+
+parse_duration.what = "a duration: 90s, 30m, 2h, 1h30m"  # for docs/options.md
+
+
+def duration_seconds(text: str) -> float:
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in DURATION.match(text.strip()).groups())
+    return hours * UNITS["h"] + minutes * UNITS["m"] + seconds
+
+
+def measure_seconds(budget_s: float) -> float:
+    """How long the run's steps are timed before planning: MEASURE_FRACTION of the budget, clamped."""
+    low, high = MEASURE_SECONDS
+    return min(high, max(low, MEASURE_FRACTION * budget_s))
+
+
+def evaluations_in(epochs: int, eval_every: int) -> int:
+    """How many val/test evaluations a run of `epochs` does (every eval_every-th epoch and the last)."""
+    if eval_every == 0:
+        return 1
+    return epochs // eval_every + (1 if epochs % eval_every else 0)
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    budget_s: float
+    spent_s: float  # before training: start-up, data and the measurement
+    step_s: float  # one optimizer step, measured
+    evaluation_s: float  # one evaluation of every split and model the run evaluates, estimated
+    repeat_s: float  # what the run pays again before its steps reach step_s (building it, compiling)
+    steps_per_epoch: int
+    steps: int
+    epochs: int
+    evaluations: int
+
+    def describe(self, budget: str) -> str:
+        return (f"time budget {budget}: {self.steps:,} steps fit ({self.steps / self.steps_per_epoch:.1f} epochs of "
+                f"{self.steps_per_epoch}) at {self.step_s:.3g} s a step, with {self.evaluations} evaluation"
+                f"{'s' if self.evaluations != 1 else ''} of ~{self.evaluation_s:.0f} s; {self.spent_s:.0f} s "
+                f"already spent on start-up, data and this measurement{self.repeat_text()} (rerun with --iterations "
+                f"{self.steps})")
+
+    def repeat_text(self) -> str:
+        return f", ~{self.repeat_s:.0f} s to build the run again" if self.repeat_s >= 1 else ""
+
+
+def plan_steps(budget_s: float, spent_s: float, step_s: float, evaluation_s: float, steps_per_epoch: int,
+               eval_every: int, repeat_s: float = 0.0) -> BudgetPlan:
+    """The most steps whose training, per-epoch work, evaluations and final report end within the
+    budget, given what was already spent and the measured costs (repeat_s: what the run will pay
+    again before its steps run at step_s)."""
+    available = budget_s - spent_s - repeat_s - FINAL_S - 0.01 * budget_s  # 1% for what the estimates miss
+
+    planned_step_s = step_s * STEP_SLACK
+
+    def cost(steps: int) -> float:
+        epochs = math.ceil(steps / steps_per_epoch)
+        return steps * planned_step_s + epochs * PER_EPOCH_S + evaluations_in(epochs, eval_every) * evaluation_s
+
+    steps = max(0, math.floor(available / planned_step_s))
+    while steps > 0 and cost(steps) > available:
+        # Shrink by the overshoot (at least one step): few iterations even for long budgets...
+        steps = max(0, steps - max(1, math.floor((cost(steps) - available) / planned_step_s)))
+    while cost(steps + 1) <= available:
+        steps += 1  # ...then grow back what an epoch's fixed costs made it give up
+
+    epochs = math.ceil(steps / steps_per_epoch)
+    return BudgetPlan(budget_s, spent_s, step_s, evaluation_s, repeat_s, steps_per_epoch, steps, epochs,
+                      evaluations_in(epochs, eval_every))
+
+
+def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, started: float,
+                     clock: Callable[[], float] = time.perf_counter) -> BudgetPlan:
+    """Time the run's own step (model, batch, precision, layout) and evaluation batches on a
+    throwaway copy of the run, then plan the steps; under torchrun every process measures (the
+    steps are collective) and rank 0's plan is everyone's.
+
+    The run itself is built again after the plan, and its first step and first evaluation batch
+    cost more than the others: what they cost on the copy is counted. With --compile a second copy
+    is built and timed instead, as torch may reuse the first copy's graphs or compile again
+    (torch 2.14 reuses them: a second ResNet-20's first compiled step took 1.9 s, the first 60 s)."""
+    copy_config = replace(config, iterations=None, epochs=1, ema=None)
+    build_started = clock()
+    parts = build_run(copy_config, data, dist)
+    build_s = clock() - build_started
+    one_step, one_batch = _timed_calls(parts, config)
+    first_step_extra_s, step_s = warm_then_time(
+        one_step, clock, UNTIMED_STEPS, min_seconds=measure_seconds(duration_seconds(config.time_budget)),
+        agree=lambda go_on: dist.max_int(int(go_on)) > 0)
+    # The median of three batches: one timed batch (the first after warming up) put a CPU run's
+    # evaluation at 81 s for an evaluation that took 61 s.
+    first_batch_extra_s, batch_s = warm_then_time(one_batch, clock, 1, min_seconds=1.0, min_calls=3, max_calls=5)
+    evaluation_s = _evaluation_seconds(parts, config, batch_s)
+    steps_per_epoch = len(parts.train_loader)
+    if config.compile:
+        del parts, one_step, one_batch
+        again_step, again_batch = _timed_calls(build_run(copy_config, data, dist), config)
+        once = dict(untimed=0, min_seconds=0.0, min_calls=1, max_calls=1)
+        first_step_extra_s = max(0.0, seconds_per_call(again_step, clock, **once) - step_s)
+        first_batch_extra_s = max(0.0, seconds_per_call(again_batch, clock, **once) - batch_s)
+    repeat_s = build_s + first_step_extra_s + first_batch_extra_s
+    plan = plan_steps(duration_seconds(config.time_budget), clock() - started, step_s, evaluation_s,
+                      steps_per_epoch, config.eval_every, repeat_s)
+    plan = dist.broadcast_object(plan if dist.is_main else None)
+    if plan.steps < 1:
+        raise UserError(f"--time-budget {config.time_budget}: no training step fits (start-up, data and the "
+                        f"measurement took {plan.spent_s:.0f} s{plan.repeat_text()}, a step {plan.step_s:.3g} s, an "
+                        f"evaluation ~{plan.evaluation_s:.0f} s); give a larger budget")
+    return plan
+
+
+def _timed_calls(parts: RunParts, config: TrainConfig) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(one training step, one evaluation batch with the run's TTA) of `parts`, each returning
+    once the device is done."""
+    # Epochs after epochs: a small data set may hold fewer steps than the measurement takes.
+    batches = itertools.chain.from_iterable(parts.train_loader.epoch(epoch) for epoch in itertools.count())
+    test_batches = itertools.chain.from_iterable(parts.eval_loaders[parts.report_split].epoch()
+                                                 for _ in itertools.count())
+
+    def one_step() -> None:
+        inputs, targets = next(batches)
+        loss, _ = train_step(parts.ctx, inputs, targets, config.lr * 1e-3)
+        loss.item()  # waits for the device
+
+    def one_batch() -> None:
+        inputs, _ = next(test_batches)
+        model = parts.ctx.eval_model
+        model.eval()
+        with torch.no_grad(), autocast(parts.device, parts.precision):
+            tta_logits(model, inputs, config.tta).float().sum().item()
+        model.train()
+
+    return one_step, one_batch
+
+
+def _evaluation_seconds(parts: RunParts, config: TrainConfig, batch_s: float) -> float:
+    """One evaluation of the run from one evaluation batch's seconds: every val/test image, with
+    the run's TTA, for each model it evaluates (the weights and, with --ema, their average)."""
+    loader = parts.eval_loaders[parts.report_split]
+    images = sum(len(split_loader.split) for split_loader in parts.eval_loaders.values())  # this process's share
+    return batch_s / loader.batch_size * images * (2 if config.ema is not None else 1)

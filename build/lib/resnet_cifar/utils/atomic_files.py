@@ -1,0 +1,90 @@
+"""Atomic file writes: a reader sees the old file or the whole new one, never a part of it, even
+when the process is killed or the machine loses power mid-write.
+
+Every file the program writes (checkpoints, the image cache, exports, config.json, metrics.csv,
+timings.json, reports, plots, CSV outputs) goes through `atomic_path`.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from resnet_cifar.errors import UserError
+
+# Temporary files are named `.<name>.tmp-<random>` beside their destination, so that a writer killed
+# mid-write leaves something a later run recognises and removes (checkpoints.remove_stale_temporaries).
+TEMP_MARKER = ".tmp-"
+
+
+def check_destination(path: Path, flag: str) -> None:
+    """Refuse, in one line, a destination that cannot be written, before the work that fills it."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name")
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"{flag} {path}: the folder {folder} {what}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: the folder {folder} is not writable")
+
+
+def file_mode(path: Path) -> int:
+    """Keep an existing file's permissions; a new file gets the usual 0o666 less the umask
+    (mkstemp would leave it readable by its owner only)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # some file systems (and Windows) cannot open a directory; the rename still happened
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary file with a unique name in `path`'s folder, for the block to write.
+
+    When the block succeeds the file is flushed to disk, renamed over `path` and the rename made
+    durable; when it fails (or is interrupted) the temporary file is removed and `path` is untouched.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, file_mode(path))
+        yield tmp
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
