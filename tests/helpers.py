@@ -1,11 +1,13 @@
 """Shared helpers for tests that run the real CLI."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import ROOT
 
@@ -60,3 +62,22 @@ def same_state(a: dict, b: dict) -> bool:
 def training_state(payload: dict) -> dict:
     return {k: payload[k] for k in ("model_state", "optimizer_state", "schedule_state", "epoch", "step",
                                     "global_step")}
+
+
+def skip_unless_installed(*modules: str) -> None:
+    """Skip the test, naming them, when optional packages it needs are not installed."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"needs the optional package(s) {', '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def optional_packages(arguments: list[str]) -> tuple[str, ...]:
+    """The optional packages a command line needs: its export format's, TensorBoard's, YAML's."""
+    from resnet_cifar.results.exporting import PACKAGES
+
+    needed: tuple[str, ...] = ("tensorboard",) if "--tensorboard" in arguments else ()
+    if "--format" in arguments:
+        needed += PACKAGES.get(arguments[arguments.index("--format") + 1], ())
+    if "--config" in arguments and arguments[arguments.index("--config") + 1].endswith((".yaml", ".yml")):
+        needed += ("yaml",)
+    return needed

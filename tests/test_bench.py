@@ -48,6 +48,7 @@ def test_throughput_times_exactly_the_steps_it_counts_across_epoch_ends(batches_
     assert len(report["ratio_train_over_compute_per_round"]) == 2
 
 
+@pytest.mark.slow
 def test_feature_cost_measures_every_variant(batches_dir):
     import feature_cost
 
@@ -233,6 +234,7 @@ def test_cpu_peak_measures_positive_rates():
     assert cpu_peak.conv_gflops(torch.device("cpu"), "fp32", True, batch=2, width=8, size=8) > 0
 
 
+@pytest.mark.slow
 def test_precision_matrix_marks_the_fastest_of_autos_candidates(capsys):
     import precision_matrix
 

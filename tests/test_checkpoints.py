@@ -207,6 +207,7 @@ def test_bad_checkpoint_files(tmp_path, capsys, kind, message):
         assert code == 2 and message in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_architecture_or_class_count(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))[0] == 0
@@ -227,6 +228,7 @@ def test_checkpoint_of_another_architecture_or_class_count(batches_dir, tmp_path
     assert code == 2 and "has 10 classes but the checkpoint's resnet20 has 5" in err
 
 
+@pytest.mark.slow
 def test_module_prefixed_state_dict_gives_the_same_logits(batches_dir, tmp_path, capsys):
     from resnet_cifar.results.evaluation import load_model
 

@@ -122,6 +122,7 @@ def test_cuda_without_gpu_suggests_cpu(batches_dir, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_refuses_to_overwrite_a_run(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))[0] == 0

@@ -209,6 +209,7 @@ def test_cifar100_resume_is_bit_exact(tmp_path, capsys):
                for k, v in straight["optimizer_state"]["state"].items())
 
 
+@pytest.mark.slow
 def test_cifar100_eval_reads_at_100_classes(tmp_path, capsys):
     data_dir = cifar100_dir(tmp_path, n_train=100, n_test=200)
     run_dir = tmp_path / "run"
@@ -252,6 +253,7 @@ def test_data_options_that_do_not_apply_are_one_line(tmp_path, capsys, args, mes
     assert code == 2 and message in err and len(err.splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_the_paper_recipe_trains_resnet56_on_an_official_cifar100_copy(tmp_path, capsys):
     data_dir = cifar100_dir(tmp_path, n_train=300, n_test=100)
     run_dir = tmp_path / "run"

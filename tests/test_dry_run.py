@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_batches, write_image_folder
-from helpers import run_cli, tiny_train_args
+from helpers import optional_packages, run_cli, skip_unless_installed, tiny_train_args
 
 from resnet_cifar.cli import main as cli
 
@@ -83,7 +83,7 @@ def torchrun_environment(arguments: list[str]) -> tuple[dict[str, str], list[str
 @pytest.fixture(scope="module")
 def documented_world(tmp_path_factory) -> Path:
     """A folder where the documents' placeholders exist: runs/<run>/ with a finished tiny run,
-    photos/ and cat.jpg to classify."""
+    photos/ and cat.jpg to classify, a --config file."""
     root = tmp_path_factory.mktemp("docs-world")
     data = write_batches(root / "tiny" / "cifar-10-batches-py").parent
     code = cli.main(tiny_train_args(data, root / "runs" / "<run>", "--epochs", "1"))
@@ -94,6 +94,7 @@ def documented_world(tmp_path_factory) -> Path:
         (root / "photos" / f"{i}.png").write_bytes(image.read_bytes())
     (root / "cat.jpg").write_bytes(next((root / "images" / "test").rglob("*.png")).read_bytes())
     (root / "fresh").mkdir()
+    (root / "my-experiment.yaml").write_text("model: resnet20\nrecipe: fast\nbatch_size: 256\n")
     return root
 
 
@@ -114,6 +115,7 @@ def test_every_documented_command_passes_a_dry_run(where, command, documented_wo
         environ, arguments = torchrun_environment(arguments)
     else:
         arguments = arguments[2:]
+    skip_unless_installed(*optional_packages(arguments))
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     code = cli.main([*in_world(arguments, documented_world), "--dry-run"])

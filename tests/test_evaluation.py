@@ -23,6 +23,7 @@ def finished_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_eval_report_dir_json_and_split(finished_run, tmp_path, capsys):
     report_dir, output = tmp_path / "report", tmp_path / "eval.json"
     code, out, err = run_cli(capsys, "--mode", "eval", "--checkpoint", finished_run / "last.pt",
@@ -49,6 +50,7 @@ def test_eval_report_dir_json_and_split(finished_run, tmp_path, capsys):
                                                                        abs=1e-5)
 
 
+@pytest.mark.slow
 def test_val_split_needs_a_run_with_val_size(batches_dir, tmp_path, capsys):
     assert run_cli(capsys, *tiny_train_args(batches_dir, tmp_path / "run", "--epochs", "1"))[0] == 0
     code, _, err = run_cli(capsys, "--mode", "eval", "--checkpoint", tmp_path / "run" / "last.pt", "--split", "val")
@@ -160,6 +162,7 @@ def test_eval_every_refuses_a_plateau_that_watches_validation(batches_dir, tmp_p
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_eval_of_last_pt_reports_what_the_run_reported(batches_dir, tmp_path, capsys):
     """Without --tta, eval uses the run's TTA (and the precision it trained in): the figures equal
     the final epoch's."""

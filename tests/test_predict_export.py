@@ -6,11 +6,12 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli, tiny_train_args
+from helpers import run_cli, skip_unless_installed, tiny_train_args
 from PIL import Image
 
 from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from resnet_cifar.results.evaluation import load_model
+from resnet_cifar.results.exporting import PACKAGES
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.utils.atomic_files import TEMP_MARKER
 
@@ -114,6 +115,7 @@ def torchscript_is_deprecated() -> bool:
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2", "safetensors"])
 @pytest.mark.slow
 def test_export_round_trips_with_matching_logits(checkpoint, tmp_path, capsys, fmt):
+    skip_unless_installed(*PACKAGES.get(fmt, ()))
     output = tmp_path / f"model.{fmt}"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -158,6 +160,7 @@ def test_export_round_trips_with_matching_logits(checkpoint, tmp_path, capsys, f
 
 
 def test_export_mismatch_is_an_error_and_writes_nothing(checkpoint, tmp_path, capsys, monkeypatch):
+    skip_unless_installed("safetensors")
     from resnet_cifar.results import exporting
     writer, _ = exporting._EXPORTERS["safetensors"]
     wrong = (writer, lambda path, inputs, metadata: torch.zeros(len(inputs), 10))
@@ -174,7 +177,12 @@ def test_export_without_its_package_names_it(checkpoint, tmp_path, capsys, monke
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    installed = object()  # onnx and onnxscript present, whether or not this machine has them
+
+    def find_spec(name, *args):
+        return None if name == "onnxruntime" else installed if name in ("onnx", "onnxscript") else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     code, _, err = run_cli(capsys, "--mode", "export", "--checkpoint", checkpoint, "--format", "onnx",
                            "--output", tmp_path / "m.onnx")
     assert code == 2 and err == "error: --format onnx needs onnxruntime: pip install onnxruntime\n"

@@ -52,6 +52,7 @@ def test_paper_warms_the_deepest_nets_at_lr_001_then_returns_to_01(model):
     assert lrs == pytest.approx({0: 0.01, 399: 0.01, 400: 0.1, 31_999: 0.1, 32_000: 0.01})
 
 
+@pytest.mark.slow
 def test_paper_run_ends_at_64k_iterations():
     # 64,000 / 390 = 164.1: 165 epochs, the last one 40 steps long.
     config = resolved(["--model", "resnet20", "--recipe", "paper"])
@@ -158,6 +159,7 @@ def test_every_recipe_field_exists():
             assert set(values) <= fields
 
 
+@pytest.mark.slow
 def test_config_json_and_checkpoint_record_the_recipe_and_its_values(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--recipe", "fast", "--epochs", "1",
@@ -260,6 +262,7 @@ def test_eval_reports_weights_and_tta(batches_dir, tmp_path, capsys):
     assert json.loads(output.read_text())["accuracy"] == pytest.approx(float(row["test_acc"]), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_eval_of_ema_weights_needs_a_run_with_ema(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1"))[0] == 0

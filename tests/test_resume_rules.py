@@ -119,6 +119,7 @@ def test_other_schedules_may_change_their_length_on_resume(scheduler):
     assert resumed.epochs == 20 and resumed.scheduler == scheduler
 
 
+@pytest.mark.slow
 def test_resuming_a_cosine_run_with_another_length_is_one_line_and_keeps_the_checkpoint(batches_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_cli(capsys, *tiny_train_args(batches_dir, run_dir, "--epochs", "1", "--scheduler", "cosine"))[0] == 0

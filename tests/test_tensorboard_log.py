@@ -1,11 +1,12 @@
 """--tensorboard: the event files, and a one-line refusal without the package."""
 
 import pytest
-from helpers import read_metrics, run_cli, tiny_train_args
+from helpers import read_metrics, run_cli, skip_unless_installed, tiny_train_args
 
 
 @pytest.mark.slow
 def test_tensorboard_writes_events_with_the_epoch_scalars(batches_dir, tmp_path, capsys):
+    skip_unless_installed("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = tmp_path / "run"

@@ -197,6 +197,7 @@ def test_time_budget_refuses_another_length(batches_dir, tmp_path, capsys):
     assert code == 2 and "argument --time-budget: expected a duration such as 90s, 30m, 2h or 1h30m" in err
 
 
+@pytest.mark.slow
 def test_a_budget_already_spent_is_one_line_and_leaves_nothing(batches_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(commands, "process_age_s", lambda: 100.0)
     code, _, err = run_cli(capsys, *budget_args(batches_dir, tmp_path / "run", "--time-budget", "30s"))

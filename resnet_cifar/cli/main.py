@@ -79,7 +79,9 @@ def add_option(group, option: Option, suppress_defaults: bool) -> None:
         keywords["action"] = argparse.BooleanOptionalAction
     else:
         keywords.update(type=option.type, choices=option.choices, nargs=option.nargs, metavar=option.metavar)
-    group.add_argument(option.flag, dest=option.dest, **keywords)
+    action = group.add_argument(option.flag, dest=option.dest, **keywords)
+    # Python 3.10's BooleanOptionalAction adds its own "(default: ...)", which the formatter adds again.
+    action.help = keywords["help"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
