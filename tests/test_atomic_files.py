@@ -5,8 +5,7 @@ import threading
 import pytest
 from helpers import run_cli
 
-from resnet_cifar.errors import UserError
-from resnet_cifar.utils.atomic_files import TEMP_MARKER, atomic_path, check_destination, write_text
+from resnet_cifar.utils.atomic_files import TEMP_MARKER, atomic_path, write_text
 
 
 def test_a_finished_write_replaces_the_file_and_keeps_its_permissions(tmp_path):
@@ -54,17 +53,6 @@ def test_the_temporary_is_beside_the_file_with_a_unique_name(tmp_path):
     assert len(set(names)) == 2
     assert all(n.parent == tmp_path and n.name.startswith(f".last.pt{TEMP_MARKER}") for n in names)
     assert path.read_text() in ("a", "b") and os.listdir(tmp_path) == ["last.pt"]
-
-
-def test_check_destination_names_the_problem(tmp_path):
-    check_destination(tmp_path / "ok.json", "--output")
-    with pytest.raises(UserError, match=f"^--output {tmp_path}/no/x.json: the folder {tmp_path}/no does not exist$"):
-        check_destination(tmp_path / "no" / "x.json", "--output")
-    (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match="the folder .*/file is not a folder"):
-        check_destination(tmp_path / "file" / "x.json", "--output")
-    with pytest.raises(UserError, match="is a folder; give a file name"):
-        check_destination(tmp_path, "--output")
 
 
 def test_export_to_a_missing_folder_fails_before_any_work(tmp_path, capsys):

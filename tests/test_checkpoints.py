@@ -16,6 +16,7 @@ from resnet_cifar.errors import UserError
 from resnet_cifar.runfiles import checkpoints
 from resnet_cifar.runfiles.checkpoints import load_checkpoint, save_checkpoint
 from resnet_cifar.utils import rng
+from resnet_cifar.utils.atomic_files import WriteError
 
 KILL_WRITER = """
 import sys, torch
@@ -86,7 +87,7 @@ def test_a_failed_background_write_is_raised_by_wait_unless_the_run_already_fail
     missing = tmp_path / "no-such-folder" / "last.pt"
     writer = checkpoints.CheckpointWriter(background=True)
     writer.save(missing, {"model_state": {}})
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(WriteError, match=f"^cannot write {missing}: its folder {missing.parent} does not exist"):
         writer.wait()
     writer.wait()  # raised once
     with pytest.raises(KeyError):  # the run's own error wins over the write's

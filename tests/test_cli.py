@@ -138,14 +138,14 @@ def test_unwritable_run_dir(batches_dir, tmp_path, capsys):
     target = parent / "file-not-dir"
     target.write_text("x")
     code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, target))
-    assert code == 2 and "is a file, not a directory" in err
+    assert code == 2 and err == f"error: --run-dir {target} is a file, not a folder\n"
     code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, target / "run"))
-    assert code == 2 and f"cannot create --run-dir {target / 'run'}" in err
+    assert code == 2 and err == f"error: --run-dir {target / 'run'}: {target} is a file, not a folder\n"
     if os.geteuid() != 0:  # root ignores permission bits
         parent.chmod(0o500)
         code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, parent / "run"))
         parent.chmod(0o700)
-        assert code == 2 and "cannot create --run-dir" in err
+        assert code == 2 and err == f"error: --run-dir {parent / 'run'}: the folder {parent} is not writable\n"
 
 
 def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):

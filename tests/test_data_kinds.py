@@ -286,6 +286,7 @@ def test_a_checkpoint_that_names_no_data_set_is_cifar10_at_32_pixels(batches_dir
     image = write_image_folder(tmp_path / "img", n_train=10, n_test=0) / "train" / "cat"
     code, out, err = run_cli(capsys, "--mode", "predict", "--checkpoint", old, image)
     assert code == 0 and "resized" not in err, err
-    code, out, err = run_cli(capsys, "--mode", "train", "--resume", old, "--max-steps", "2", "--quiet")
+    code, out, err = run_cli(capsys, "--mode", "train", "--resume", old, "--max-steps", "2", "--quiet",
+                             "--run-dir", tmp_path / "continued")
     assert code == 0, err
-    assert load_checkpoint(run_dir / "last.pt")["global_step"] == 2
+    assert load_checkpoint(tmp_path / "continued" / "last.pt")["global_step"] == 2

@@ -22,7 +22,7 @@ def test_docs_options_page_is_generated_from_the_declarations():
 
 
 def test_every_train_config_field_is_one_option_and_defaults_agree():
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"num_classes"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"num_classes", "resumed_from"}
     declared = {o.dest for o in options.OPTIONS if o.in_train_config}
     assert declared == fields
     assert len({o.dest for o in options.OPTIONS}) == len(options.OPTIONS)  # each declared once
