@@ -64,7 +64,7 @@ def test_disk_full_reports_and_keeps_previous(tmp_path, mode):
     save_checkpoint(path, {"model_state": {"w": torch.ones(3)}})
     before = path.read_bytes()
     result = python("-c", DISK_FULL_WRITER, str(path), mode)
-    assert result.stdout.strip() == f"not enough disk space to write {path}; the previous checkpoint is intact"
+    assert result.stdout.strip() == f"cannot write {path}: File too large; its previous version is intact"
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]
 

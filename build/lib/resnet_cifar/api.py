@@ -33,6 +33,7 @@ from resnet_cifar.models.registry import MODEL_NAMES, modeltype
 from resnet_cifar.results.evaluation import evaluate_checkpoint
 from resnet_cifar.results.evaluation import load_model as _load_model
 from resnet_cifar.runfiles.checkpoints import load_checkpoint as _load_payload
+from resnet_cifar.runfiles.destinations import check_eval
 from resnet_cifar.setup.recipes import apply_recipe
 from resnet_cifar.utils.distributed import Distributed
 
@@ -104,5 +105,8 @@ def evaluate(checkpoint: str | Path, **options: Any) -> dict[str, Any]:
     """A checkpoint's report (accuracy, loss, per-class accuracy, confusion, calibration) as
     `python main.py --mode eval` computes it; options: split, tta, weights, data_dir, device, report_dir..."""
     args, explicit = _parsed("eval", {"checkpoint": str(checkpoint), **options}, "evaluate()")
-    return evaluate_checkpoint(eval_config_from_args(args, explicit),
-                               expected_model=args.model if "model" in explicit else None)
+    config = eval_config_from_args(args, explicit)
+    check_eval(config)
+    payload = _load_payload(Path(config.checkpoint))
+    check_eval(config, payload)
+    return evaluate_checkpoint(config, expected_model=args.model if "model" in explicit else None, payload=payload)

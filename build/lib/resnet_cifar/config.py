@@ -70,6 +70,9 @@ class TrainConfig:
     dist_timeout: float = 600.0  # seconds a collective waits for a lost peer before the job fails
     threads: int | None = None  # None: torch's default; recorded in checkpoints once resolved
     quiet: bool = False
+    # Where a run continued in another folder came from: the checkpoint, its run, epoch and step
+    # (destinations.resume_target); None for a run in its own folder.
+    resumed_from: dict | None = None
 
     def evaluates_after(self, epoch: int) -> bool:
         """Whether the val/test evaluation runs after 0-based `epoch` (every eval_every-th, and the last)."""

@@ -5,36 +5,46 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from resnet_cifar.cli.launcher import program, torchrun_target
 from resnet_cifar.cli.resume_rules import check_data_matches, keep_trained_precision, resume_config
 from resnet_cifar.cli.summary import format_lines as format_summary
-from resnet_cifar.cli.summary import read_run
+from resnet_cifar.cli.summary import read_runs
 from resnet_cifar.cli.summary import write_csv as write_summary_csv
 from resnet_cifar.config import LENGTH_SHAPED_SCHEDULERS, EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from resnet_cifar.data.datasets import DataSpec, check_spec, load_dataset, trained_image_size
 from resnet_cifar.data.loader import Normalizer
 from resnet_cifar.errors import UserError
 from resnet_cifar.results.evaluation import evaluate_checkpoint, load_model
-from resnet_cifar.results.exporting import ATOL, RTOL, export_model, require_packages
+from resnet_cifar.results.exporting import ATOL, RTOL, export_model, require_packages, sidecar_of
 from resnet_cifar.results.metrics import format_report, write_json
 from resnet_cifar.results.predict import collect_paths, decode_all, predict_images
 from resnet_cifar.results.predict import write_csv as write_predictions_csv
-from resnet_cifar.results.seed_summary import SeedSummary, seed_run_dir, write_summary
+from resnet_cifar.results.seed_summary import SeedSummary, write_summary
 from resnet_cifar.results.tensorboard_log import require_tensorboard
 from resnet_cifar.runfiles import run_files
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
-from resnet_cifar.runfiles.run_files import default_run_dir, prepare_new_run_dir, resumed_run_dir
+from resnet_cifar.runfiles.destinations import (
+    check_eval,
+    check_export,
+    check_new_run_dir,
+    check_predict,
+    check_seed_dirs,
+    check_summary,
+    check_train,
+    data_reads,
+)
+from resnet_cifar.runfiles.run_files import create_run_dir, default_run_dir, seed_run_dir
 from resnet_cifar.setup.recipes import apply_recipe, apply_short_run
 from resnet_cifar.training.loop import Interrupted, train_model
 from resnet_cifar.training.time_budget import measure_and_plan
 from resnet_cifar.utils import distributed
-from resnet_cifar.utils.atomic_files import check_destination
 from resnet_cifar.utils.devices import resolve_device
 from resnet_cifar.utils.distributed import Distributed
 from resnet_cifar.utils.timings import PhaseClock, format_timings, process_age_s, write_timings
@@ -73,9 +83,11 @@ def train_command(config: TrainConfig, explicit: set[str], resume: Path | None =
                            else "pass a larger --epochs to train further")
                 print(f"{resume}: this run already finished all {payload['epoch']} epochs; nothing to do ({further})")
             return 0
+        check_train(config, "run_dir" in explicit, resume, payload, None)
         with joined(launch, config) as dist:
             return run_training(config, explicit, payload, resume, dist)[0]
     config = apply_recipe(config, explicit)
+    check_train(config, "run_dir" in explicit, None, None, seeds)
     with joined(launch, config) as dist:
         if seeds is None:
             return run_training(config, explicit, dist=dist)[0]
@@ -139,6 +151,7 @@ def restart_checkpoint(config: TrainConfig, launch: Distributed) -> tuple[Path, 
 def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int], dist: Distributed) -> int:
     """One run per seed into RUN_DIR/seed<N>/, then the final test accuracies' mean ± std."""
     root = Path(config.run_dir) if config.run_dir else Path(dist.broadcast_object(str(default_run_dir(config.model))))
+    on_main(dist, lambda: check_seed_dirs(root, seeds, data_reads(DataSpec.of(config.to_dict()))))
     say = print if dist.is_main else (lambda *args, **kwargs: None)
     accuracies, split = [], "test"
     for seed in seeds:
@@ -158,27 +171,47 @@ def seeds_command(config: TrainConfig, explicit: set[str], seeds: list[int], dis
     return 0
 
 
-def prepare_run_dir(config: TrainConfig, explicit: set[str], resume_path: Path | None,
-                    dist: Distributed) -> tuple[Path, bool]:
-    """The run directory and whether this call created it. Rank 0 decides (the default name holds
-    its clock) and creates it; the other ranks get its answer, or its error, and raise the same."""
-    outcome: tuple[str, bool, str | None]
+def on_main(dist: Distributed, decide: Callable[[], Any]) -> Any:
+    """Rank 0's answer to decide() (or its error) on every rank: one decision about the file system."""
+    outcome: tuple[Any, str | None] = (None, None)
     if dist.is_main:
         try:
-            if resume_path is not None:
-                run_dir = resumed_run_dir(config.run_dir, "run_dir" in explicit, resume_path)
-                outcome = (str(run_dir), False, None)
-            else:
-                run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config.model)
-                created = not run_dir.exists()
-                prepare_new_run_dir(run_dir)
-                outcome = (str(run_dir), created, None)
+            outcome = (decide(), None)
         except UserError as e:
-            outcome = ("", False, str(e))
-    run_dir, created, error = dist.broadcast_object(outcome if dist.is_main else None)
+            outcome = (None, str(e))
+    answer, error = dist.broadcast_object(outcome if dist.is_main else None)
     if error is not None:
         raise UserError(error)
-    return Path(run_dir), created
+    return answer
+
+
+def prepare_run_dir(config: TrainConfig, explicit: set[str], resume_path: Path | None, payload: dict | None,
+                    dist: Distributed) -> tuple[Path, bool, TrainConfig]:
+    """The run directory, whether this call created it, and the config with it. Rank 0 decides (the
+    default name holds its clock) and creates it. A resume continues in the checkpoint's own folder
+    when it is that run's last.pt; else in a new folder that starts with the run's metrics so far
+    and records where it came from, leaving that run as it is."""
+
+    def decide() -> tuple[str, bool, dict | None]:
+        target = check_train(config, "run_dir" in explicit, resume_path, payload, None)
+        if target is not None and target.in_place:
+            return str(target.run_dir), False, None
+        run_dir = (target.run_dir if target is not None else Path(config.run_dir) if config.run_dir else None) \
+            or default_run_dir(config.model)
+        check_new_run_dir(run_dir, data_reads(DataSpec.of(config.to_dict())))
+        created = not run_dir.exists()
+        create_run_dir(run_dir)
+        if target is not None:
+            parent_rows = run_files.MetricsLog(Path(target.origin["run_dir"]) / "metrics.csv").rows()
+            run_files.MetricsLog(run_dir / "metrics.csv").start_from(parent_rows)
+            print(target.describe(resume_path, run_dir))
+            return str(run_dir), created, target.origin
+        return str(run_dir), created, None
+
+    run_dir, created, origin = on_main(dist, decide)
+    if origin is not None:
+        config = replace(config, run_dir=run_dir, resumed_from=origin)
+    return Path(run_dir), created, config
 
 
 def run_training(config: TrainConfig, explicit: set[str], payload: dict | None = None,
@@ -203,7 +236,7 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
     if not dist.same_everywhere(payload["global_step"] if payload is not None else -1):
         raise UserError("the processes disagree about the checkpoint to resume (a node cannot see the run "
                         "directory's last.pt, or sees another one): put the run directory on a shared file system")
-    run_dir, created = prepare_run_dir(config, explicit, resume_path, dist)
+    run_dir, created, config = prepare_run_dir(config, explicit, resume_path, payload, dist)
     try:
         if config.time_budget is not None and config.iterations is None:
             with clock.phase("setup"):
@@ -246,9 +279,10 @@ def resume_command(dist: Distributed) -> str:
 
 def eval_command(config: EvalConfig, expected_model: str | None = None) -> int:
     """The checkpoint's report on the terminal; JSON with --output, pictures with --report-dir."""
-    if config.output:
-        check_destination(Path(config.output), "--output")
-    report = evaluate_checkpoint(config, expected_model=expected_model)
+    check_eval(config)
+    payload = load_checkpoint(Path(config.checkpoint))
+    check_eval(config, payload)
+    report = evaluate_checkpoint(config, expected_model=expected_model, payload=payload)
     tta = f"tta {report['tta']}" + ("" if config.tta is not None else ", the run's")
     # With many classes, whether the answer is among the first five says as much as top-1.
     top5 = f", top-5 {100 * report['top5_accuracy']:.2f}%" if len(report["per_class_accuracy"]) > 10 else ""
@@ -256,10 +290,7 @@ def eval_command(config: EvalConfig, expected_model: str | None = None) -> int:
           f"accuracy {100 * report['accuracy']:.2f}%{top5}, loss {report['loss']:.4f}")
     print(format_report(report))
     if config.output:
-        try:
-            write_json(Path(config.output), report)
-        except OSError as e:
-            raise UserError(f"cannot write --output {config.output}: {e.strerror or e}") from None
+        write_json(Path(config.output), report)
         print(f"wrote {config.output}")
     if config.report_dir:
         print(f"wrote report.json, per_class.csv, confusion.png, calibration.png, mistakes.png in {config.report_dir}")
@@ -268,8 +299,7 @@ def eval_command(config: EvalConfig, expected_model: str | None = None) -> int:
 
 def predict_command(config: PredictConfig) -> int:
     """Top-k classes per image. Exit 0 when every image was read, 1 when some failed, 2 when none."""
-    if config.output is not None:
-        check_destination(Path(config.output), "--output")
+    check_predict(config)
     paths = collect_paths(config.inputs)
     if not paths:
         raise UserError(f"no image files found in {' '.join(config.inputs)}")
@@ -306,10 +336,12 @@ def predict_command(config: PredictConfig) -> int:
 
 def export_command(config: ExportConfig) -> int:
     """Write the model in the asked format, then check it against PyTorch on test images."""
-    check_destination(Path(config.output), "--output")
+    sidecar = sidecar_of(config.format, Path(config.output))
+    check_export(config, sidecar=sidecar)
     require_packages(config.format)
     path = Path(config.checkpoint)
     payload = load_checkpoint(path)
+    check_export(config, payload, sidecar)
     model = load_model(payload, path, config.weights)
     images, source = check_images(payload, config.data_dir)
     normalizer = Normalizer(tuple(payload["mean"]), tuple(payload["std"]), torch.device("cpu"))
@@ -347,9 +379,8 @@ def check_images(payload: dict, data_dir: str | None, count: int = 64) -> tuple[
 
 
 def summary_command(run_dirs: list[str], output: str | None) -> int:
-    if output:
-        check_destination(Path(output), "--output")
-    runs = [read_run(Path(d)) for d in run_dirs]
+    check_summary(run_dirs, output)
+    runs = read_runs(run_dirs)
     for line in format_summary(runs):
         print(line)
     if output:

@@ -14,21 +14,19 @@ from typing import Any
 
 from resnet_cifar.cli.commands import check_start
 from resnet_cifar.cli.resume_rules import keep_trained_precision, resume_config
-from resnet_cifar.cli.summary import read_run
+from resnet_cifar.cli.summary import read_runs
 from resnet_cifar.config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from resnet_cifar.data.datasets import DataSpec
 from resnet_cifar.data.loader import check_global_batch
 from resnet_cifar.errors import UserError
 from resnet_cifar.results.evaluation import check_model_name, load_model, run_precision, run_tta
-from resnet_cifar.results.exporting import require_packages
+from resnet_cifar.results.exporting import require_packages, sidecar_of
 from resnet_cifar.results.predict import collect_paths
-from resnet_cifar.results.seed_summary import seed_run_dir
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
-from resnet_cifar.runfiles.run_files import check_new_run_dir, resumed_run_dir
+from resnet_cifar.runfiles.destinations import check_eval, check_export, check_predict, check_summary, check_train
 from resnet_cifar.setup.assembly import check_schedule
 from resnet_cifar.setup.recipes import apply_recipe, apply_short_run
 from resnet_cifar.utils import distributed
-from resnet_cifar.utils.atomic_files import check_destination
 from resnet_cifar.utils.devices import resolve_device, resolve_precision
 
 NEEDS_THE_DATA = ("the batch size against the training set, the data's classes (a folder's number of classes) and "
@@ -50,17 +48,17 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
         payload = load_checkpoint(resume)
         config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
         config, _ = keep_trained_precision(config, payload, explicit)
-        run_dir = resumed_run_dir(config.run_dir, "run_dir" in explicit, resume)
-        plan.update(resume=str(resume), epochs_done=payload["epoch"], finished=payload["epoch"] >= config.epochs)
+        target = check_train(config, "run_dir" in explicit, resume, payload, None)
+        run_dir = target.run_dir
+        plan.update(resume=str(resume), epochs_done=payload["epoch"], finished=payload["epoch"] >= config.epochs,
+                    continues_in_place=target.in_place, resumed_from=target.origin)
     else:
         config = apply_recipe(config, explicit)
         config, short = apply_short_run(config, explicit, steps_per_epoch=None)
         if short:
             plan["short_run"] = short
         run_dir = Path(config.run_dir) if config.run_dir else None
-        for folder in ([seed_run_dir(run_dir, s) for s in seeds] if seeds and run_dir else [run_dir]):
-            if folder is not None:
-                check_new_run_dir(folder)
+        check_train(config, "run_dir" in explicit, None, None, seeds)
         plan["seeds"] = seeds
     check_schedule(config)
     spec = DataSpec.of(config.to_dict())
@@ -92,9 +90,9 @@ def _checkpoint_model(path: str, weights: str, expected_model: str | None = None
 
 
 def plan_eval(config: EvalConfig, expected_model: str | None = None) -> dict[str, Any]:
-    if config.output:
-        check_destination(Path(config.output), "--output")
+    check_eval(config)
     payload, checkpoint = _checkpoint_model(config.checkpoint, config.weights, expected_model)
+    check_eval(config, payload)
     checkpoint["tta"] = run_tta(config, payload)
     device = resolve_device(config.device)
     precision, channels_last = run_precision(device, config, payload)
@@ -104,8 +102,7 @@ def plan_eval(config: EvalConfig, expected_model: str | None = None) -> dict[str
 
 
 def plan_predict(config: PredictConfig) -> dict[str, Any]:
-    if config.output is not None:
-        check_destination(Path(config.output), "--output")
+    check_predict(config)
     paths = collect_paths(config.inputs)
     if not paths:
         raise UserError(f"no image files found in {' '.join(config.inputs)}")
@@ -115,16 +112,17 @@ def plan_predict(config: PredictConfig) -> dict[str, Any]:
 
 
 def plan_export(config: ExportConfig) -> dict[str, Any]:
-    check_destination(Path(config.output), "--output")
+    sidecar = sidecar_of(config.format, Path(config.output))
+    check_export(config, sidecar=sidecar)
     require_packages(config.format)
-    _, checkpoint = _checkpoint_model(config.checkpoint, config.weights)
+    payload, checkpoint = _checkpoint_model(config.checkpoint, config.weights)
+    check_export(config, payload, sidecar)
     return {"mode": "export", "checkpoint": checkpoint, "config": _fields(config)}
 
 
 def plan_summary(run_dirs: list[str], output: str | None) -> dict[str, Any]:
-    if output:
-        check_destination(Path(output), "--output")
-    runs = [read_run(Path(d)) for d in run_dirs]
+    check_summary(run_dirs, output)
+    runs = read_runs(run_dirs)
     return {"mode": "summary", "runs": [str(run.run_dir) for run in runs], "output": output}
 
 

@@ -253,7 +253,7 @@ BY_DEST = {option.dest: option for option in OPTIONS}
 # config.json records these beside the training options: what the run resolved on its machine.
 # Only the precision and layout it trained in can change its numbers.
 RECORDED = {"resolved_device": False, "resolved_precision": True, "resolved_channels_last": True,
-            "auto_precision_img_per_s": False, "world_size": False, "elastic_run_id": False}
+            "auto_precision_img_per_s": False, "world_size": False, "elastic_run_id": False, "resumed_from": False}
 
 MODE_READS: dict[str, frozenset[str]] = {
     mode: frozenset(o.dest for o in OPTIONS if mode in o.modes) for mode in MODES

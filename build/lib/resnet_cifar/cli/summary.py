@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,15 +43,26 @@ class RunLine:
 
 
 def read_run(run_dir: Path) -> RunLine:
+    """One run's line; UserError naming the file and the reason for a folder that is no run or a damaged one."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.json)")
     try:
-        config = json.loads(config_path.read_text())
+        config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise UserError(f"{config_path} is not readable JSON ({e})") from None
-    rows = MetricsLog(run_dir / "metrics.csv").rows()
+    if not isinstance(config, dict):
+        raise UserError(f"{config_path} holds {type(config).__name__}, not a run's options")
+    try:
+        return _run_line(run_dir, config, MetricsLog(run_dir / "metrics.csv").rows())
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{run_dir / 'metrics.csv'} is not readable ({getattr(e, 'strerror', None) or e})") from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{run_dir} holds a damaged config.json or metrics.csv ({e})") from None
+
+
+def _run_line(run_dir: Path, config: dict, rows: list[dict]) -> RunLine:
     # A run without a test set (a folder without test/) reports its final figures on val.
     final_split = "test" if any(r.get("test_acc") for r in rows) or not any(r.get("val_acc") for r in rows) else "val"
     final = float(rows[-1][f"{final_split}_acc"]) if rows and rows[-1].get(f"{final_split}_acc") else None
@@ -66,6 +78,49 @@ def read_run(run_dir: Path) -> RunLine:
         tta=(rows[-1].get("tta") or "none") if rows else config.get("tta", "none"), experiment=experiment,
         dataset=config.get("dataset", "cifar10"), final_split=final_split,
     )
+
+
+def _seed_folders(folder: Path) -> list[Path]:
+    """A --seeds folder's runs (seed<N>/ holding config.json), in seed order."""
+    found = [p for p in folder.glob("seed*") if p.is_dir() and p.name[4:].isdigit() and (p / "config.json").exists()]
+    return sorted(found, key=lambda p: int(p.name[4:]))
+
+
+def _why_not_a_run(path: Path) -> str:
+    if not path.exists():
+        return "no such file or folder"
+    if not path.is_dir():
+        return "a file, not a run folder"
+    if not any(path.iterdir()):
+        return "an empty folder"
+    return "not a run folder (no config.json)"
+
+
+def collect_runs(paths: list[str]) -> tuple[list[RunLine], list[str]]:
+    """The runs in what `runs/*` expands to: run folders, and the seeds of --seeds folders; a note
+    for each other path (a file, an empty or foreign folder, a damaged run naming its file)."""
+    runs, notes = [], []
+    for path in map(Path, paths):
+        folders = [path] if (path / "config.json").exists() else _seed_folders(path) if path.is_dir() else []
+        if not folders:
+            notes.append(f"skipped {path}: {_why_not_a_run(path)}")
+        for folder in folders:
+            try:
+                runs.append(read_run(folder))
+            except UserError as e:
+                notes.append(f"skipped {folder}: {e}")
+    return runs, notes
+
+
+def read_runs(paths: list[str]) -> list[RunLine]:
+    """collect_runs, its notes on stderr; UserError when no run was found at all."""
+    runs, notes = collect_runs(paths)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if not runs:
+        raise UserError(f"no run found in {' '.join(paths)} (a run folder holds config.json; a --seeds folder, "
+                        f"seed<N>/ run folders)")
+    return runs
 
 
 def _percent(value: float | None) -> str:
@@ -95,11 +150,8 @@ def seed_groups(runs: list[RunLine]) -> list[list[RunLine]]:
 
 
 def write_csv(path: Path, runs: list[RunLine]) -> None:
-    try:
-        with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(runs[0].as_row()))
-            writer.writeheader()
-            for run in runs:
-                writer.writerow({k: ("" if v is None else v) for k, v in run.as_row().items()})
-    except OSError as e:
-        raise UserError(f"cannot write --output {path}: {e.strerror or e}") from None
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(runs[0].as_row()))
+        writer.writeheader()
+        for run in runs:
+            writer.writerow({k: ("" if v is None else v) for k, v in run.as_row().items()})

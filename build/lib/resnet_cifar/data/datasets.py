@@ -161,6 +161,15 @@ def load_dataset(spec: DataSpec) -> Dataset:
     return _find_pickles(spec, data_dir)
 
 
+def data_paths(spec: DataSpec) -> tuple[Path, ...]:
+    """The folders a data set is read from (those that exist): what nothing may be written into."""
+    data_dir = Path(spec.data_dir)
+    candidates = [data_dir / CIFAR10_FOLDER, data_dir / CIFAR100_FOLDER, data_dir / "train", data_dir / "test"]
+    if (data_dir / CIFAR10_TRAIN[0]).is_file() or (data_dir / "meta").is_file():
+        candidates.append(data_dir)  # the pickles' folder given itself
+    return tuple(path for path in candidates if path.exists())
+
+
 def load_cifar10(data_dir: Path | str, download: bool = True) -> Dataset:
     return load_dataset(DataSpec("cifar10", str(data_dir), download=download))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_cifar.errors import UserError
-from resnet_cifar.utils.atomic_files import atomic_path
+from resnet_cifar.utils.atomic_files import WriteError, atomic_path
 
 # The image files a data folder or --mode predict reads (what Pillow decodes), by suffix, any case.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -46,13 +47,31 @@ class FolderArrays:
         return int(self.train_x.shape[-1])
 
 
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as e:
+        raise UserError(f"cannot read image folder {folder}: {e.strerror or e}") from None
+
+
+def _image_file(path: Path) -> Path:
+    """path, when it is a readable, non-empty file; else one line naming it."""
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"image {path} is a broken link (to {os.readlink(path)})")
+    if not path.is_file():
+        raise UserError(f"image {path} is not a file")
+    if path.stat().st_size == 0:
+        raise UserError(f"image {path} is an empty file")
+    return path
+
+
 def list_split(root: Path, split: str) -> dict[str, list[Path]]:
     """{class name: its image files}, both sorted."""
     split_dir = root / split
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = sorted(d.name for d in _entries(split_dir) if d.is_dir() and not d.name.startswith("."))
     files = {}
     for name in classes:
-        images = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(_image_file(p) for p in _entries(split_dir / name) if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
             raise UserError(f"image folder {split_dir / name} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files[name] = images
@@ -164,14 +183,15 @@ def load_cache(path: Path, expected: str) -> dict | None:
 
 
 def save_cache(path: Path, arrays: dict) -> None:
-    """Write atomically (a reader sees the old cache or the whole new one); a failure is ignored,
-    since the cache only saves time."""
+    """Write atomically (a reader sees the old cache or the whole new one). A failure is one note,
+    not an error: the cache only saves time, and the images are decoded again next time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-    except OSError:
-        pass
+    except OSError as e:
+        reason = str(e) if isinstance(e, WriteError) else f"cannot write {path}: {e.strerror or e}"
+        print(f"note: {reason}; the images are decoded again next time", file=sys.stderr)
 
 
 @contextlib.contextmanager

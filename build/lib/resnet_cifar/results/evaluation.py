@@ -170,11 +170,13 @@ def run_tta(config: EvalConfig, payload: dict) -> str:
     return config.tta if config.tta is not None else payload["config"].get("tta", "none")
 
 
-def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, data: Dataset | None = None) -> dict:
+def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, data: Dataset | None = None,
+                        payload: dict | None = None) -> dict:
     """The full report (report.build_report) of a checkpoint on a split, as a JSON-ready dict;
-    with config.report_dir, also its pictures and per_class.csv there."""
+    with config.report_dir, also its pictures and per_class.csv there. payload: the checkpoint,
+    when the caller has already loaded it."""
     path = Path(config.checkpoint)
-    payload = load_checkpoint(path)
+    payload = payload if payload is not None else load_checkpoint(path)
     check_model_name(payload, expected_model)
     device = resolve_device(config.device)
     precision, channels_last = run_precision(device, config, payload)

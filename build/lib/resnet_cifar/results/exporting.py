@@ -33,6 +33,11 @@ class ExportResult:
     notes: tuple[str, ...] = ()  # said once after the result, e.g. that the format is deprecated
 
 
+def sidecar_of(fmt: str, path: Path) -> Path | None:
+    """The metadata file written beside a format that cannot hold it (safetensors: its tensors only)."""
+    return path.with_suffix(".json") if fmt in SIDECAR_FORMATS else None
+
+
 def require_packages(fmt: str) -> None:
     """One line naming what to install, before anything is written."""
     import importlib.util
@@ -52,7 +57,8 @@ def export_model(model: nn.Module, fmt: str, path: Path, metadata: dict, check_i
     writer, loader = _EXPORTERS[fmt]
     with torch.no_grad():
         expected = model(check_inputs)
-    sidecars = {path.with_suffix(".json"): json.dumps(metadata, indent=2) + "\n"} if fmt in SIDECAR_FORMATS else {}
+    sidecar = sidecar_of(fmt, path)
+    sidecars = {sidecar: json.dumps(metadata, indent=2) + "\n"} if sidecar is not None else {}
     caught: list[warnings.WarningMessage] = []
     with atomic_path(path) as tmp:
         try:

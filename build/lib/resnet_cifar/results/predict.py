@@ -13,7 +13,6 @@ import torch
 
 from resnet_cifar.data.image_folders import IMAGE_SUFFIXES
 from resnet_cifar.data.loader import Normalizer
-from resnet_cifar.errors import UserError
 from resnet_cifar.utils.atomic_files import atomic_path
 
 BATCH = 500
@@ -114,14 +113,11 @@ def predict_images(model: torch.nn.Module, decoded: Iterator[Decoded], mean: Seq
 def write_csv(path: Path, predictions: list[Prediction], top_k: int) -> None:
     """path, then class_1, prob_1, ..., class_k, prob_k, and the original size when resized."""
     header = ["path"] + [f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("class", "prob")] + ["resized_from"]
-    try:
-        with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            for p in predictions:
-                ranked = zip(p.classes, p.probabilities, strict=True)
-                cells = [cell for name, prob in ranked for cell in (name, f"{prob:.6f}")]
-                size = f"{p.resized_from[0]}x{p.resized_from[1]}" if p.resized_from else ""
-                writer.writerow([str(p.path), *cells, size])
-    except OSError as e:
-        raise UserError(f"cannot write --output {path}: {e.strerror or e}") from None
+    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for p in predictions:
+            ranked = zip(p.classes, p.probabilities, strict=True)
+            cells = [cell for name, prob in ranked for cell in (name, f"{prob:.6f}")]
+            size = f"{p.resized_from[0]}x{p.resized_from[1]}" if p.resized_from else ""
+            writer.writerow([str(p.path), *cells, size])

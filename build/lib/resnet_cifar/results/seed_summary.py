@@ -39,10 +39,6 @@ class SeedSummary:
                 "std": self.std, "min": min(self.accuracies), "max": max(self.accuracies)}
 
 
-def seed_run_dir(root: Path, seed: int) -> Path:
-    return Path(root) / f"seed{seed}"
-
-
 def write_summary(root: Path, summary: SeedSummary, tta: str) -> Path:
     path = Path(root) / "seeds.json"
     with atomic_path(path) as tmp:

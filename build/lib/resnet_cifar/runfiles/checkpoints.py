@@ -6,7 +6,6 @@ strings, lists, tuples and dicts only, so loading one never runs code from the f
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import pickle
 import threading
@@ -16,12 +15,11 @@ from typing import Any
 import torch
 
 from resnet_cifar.errors import UserError
-from resnet_cifar.utils.atomic_files import TEMP_MARKER, atomic_path
+from resnet_cifar.utils.atomic_files import TEMP_MARKER, atomic_path, write_error
 
 FORMAT = "resnet-cifar-checkpoint"
 FORMAT_VERSION = 1
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-_NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def _feed(digest: hashlib._Hash, value: Any) -> None:
@@ -84,12 +82,11 @@ def save_checkpoint(path: Path, payload: dict) -> None:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             writer = _RecordingWriter(f)
             torch.save(payload, writer)
-    except BaseException as e:
-        cause = e if isinstance(e, OSError) else (writer.error if writer else None)
-        if isinstance(cause, OSError) and cause.errno in _NO_SPACE:
-            raise UserError(
-                f"not enough disk space to write {path}; the previous checkpoint is intact"
-            ) from None
+    except RuntimeError:
+        # torch.save's zip writer reports a failed write as a RuntimeError; the OSError beneath it
+        # is the one to report, as any other file's (the previous checkpoint is intact).
+        if writer is not None and writer.error is not None:
+            raise write_error(path, writer.error) from None
         raise
 
 

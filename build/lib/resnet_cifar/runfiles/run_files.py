@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
 from pathlib import Path
 
@@ -14,47 +13,25 @@ METRIC_COLUMNS = (
     "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
     "seconds", "img_per_s", "ema_val_loss", "ema_val_acc", "ema_test_loss", "ema_test_acc", "tta", "epoch_seconds",
 )
-RUN_MARKERS = ("config.json", "metrics.csv", "last.pt")
 
 
 def default_run_dir(model: str, root: Path = Path("runs")) -> Path:
     return root / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def holds_run(path: Path) -> bool:
-    return any((path / marker).exists() for marker in RUN_MARKERS)
+def seed_run_dir(root: Path, seed: int) -> Path:
+    """Where --seeds puts one seed's run."""
+    return Path(root) / f"seed{seed}"
 
 
-def prepare_new_run_dir(path: Path) -> Path:
-    """Create path for a new run; refuse one that already holds a run or cannot be written."""
+def create_run_dir(path: Path) -> Path:
+    """Create the folder of a run whose destination was checked (destinations.py)."""
     path = Path(path)
-    check_new_run_dir(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create --run-dir {path}: {e.strerror or e}") from None
-    check_writable(path)
     return path
-
-
-def resumed_run_dir(run_dir: str | None, typed: bool, checkpoint: Path) -> Path:
-    """Where a resumed run writes: the typed --run-dir, else the checkpoint's folder; refused unless writable."""
-    path = Path(run_dir) if typed and run_dir else Path(checkpoint).resolve().parent
-    check_writable(path)
-    return path
-
-
-def check_new_run_dir(path: Path) -> None:
-    """Refuse, without creating anything, a --run-dir that is a file or already holds a run."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--run-dir {path} is a file, not a directory")
-    if holds_run(path):
-        raise UserError(
-            f"--run-dir {path} already holds a run; resume it with --resume {path / 'last.pt'} "
-            f"or choose another --run-dir"
-        )
-    if path.is_dir():
-        check_writable(path)
 
 
 def remove_run_files(path: Path) -> None:
@@ -70,11 +47,6 @@ def written_by_job(path: Path, run_id: str | None) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return run_id is not None and recorded == run_id
-
-
-def check_writable(path: Path) -> None:
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"--run-dir {path} is not writable")
 
 
 def write_config(path: Path, config: dict) -> None:
@@ -95,6 +67,10 @@ class MetricsLog:
 
     def append(self, row: dict) -> None:
         self._write(self.rows() + [row])
+
+    def start_from(self, rows: list[dict]) -> None:
+        """A run continued in a new folder begins with the rows of the run it came from."""
+        self._write(rows)
 
     def _write(self, rows: list[dict]) -> None:
         """Rewrite the whole (small) file through a temp file and a rename, so a crash never

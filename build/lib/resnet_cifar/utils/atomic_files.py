@@ -2,11 +2,14 @@
 when the process is killed or the machine loses power mid-write.
 
 Every file the program writes (checkpoints, the image cache, exports, config.json, metrics.csv,
-timings.json, reports, plots, CSV outputs) goes through `atomic_path`.
+timings.json, reports, plots, CSV outputs) goes through `atomic_path`, which also turns a failed
+write into one line naming the file (WriteError). Where a command may write is decided before it
+writes, by runfiles/destinations.py.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,17 +22,18 @@ from resnet_cifar.errors import UserError
 TEMP_MARKER = ".tmp-"
 
 
-def check_destination(path: Path, flag: str) -> None:
-    """Refuse, in one line, a destination that cannot be written, before the work that fills it."""
-    path = Path(path)
-    folder = path.parent
-    if path.is_dir():
-        raise UserError(f"{flag} {path} is a folder; give a file name")
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise UserError(f"{flag} {path}: the folder {folder} {what}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: the folder {folder} is not writable")
+class WriteError(UserError, OSError):
+    """A file that could not be written (a full disk, no permission, its folder gone), as one line
+    naming it. An OSError too, so that writers whose file only saves time can pass over it."""
+
+
+def write_error(path: Path, error: OSError) -> WriteError:
+    """The one line for a failed write of path; the file itself is untouched (atomic_path)."""
+    reason = error.strerror or str(error)
+    if error.errno == errno.ENOENT and not path.parent.is_dir():
+        reason = f"its folder {path.parent} does not exist (any more)"
+    kept = "; its previous version is intact" if path.exists() else ""
+    return WriteError(f"cannot write {path}: {reason}{kept}")
 
 
 def file_mode(path: Path) -> int:
@@ -69,9 +73,13 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
     When the block succeeds the file is flushed to disk, renamed over `path` and the rename made
     durable; when it fails (or is interrupted) the temporary file is removed and `path` is untouched.
+    A failure of the file system (a full disk, no permission, the folder gone) is a WriteError.
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARKER}", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -79,10 +87,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_directory(path.parent)
+    except WriteError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_directory(path.parent)
 
 
 def write_text(path: Path, text: str) -> None:
