@@ -54,7 +54,8 @@ def in_world(arguments: list[str], world: Path) -> list[str]:
     for index, argument in enumerate(arguments):
         previous = arguments[index - 1] if index else ""
         if previous in ("--resume", "--checkpoint"):
-            result.append(str(world / "runs" / "<run>" / "last.pt"))
+            name = Path(argument).name if Path(argument).name in ("last.pt", "best.pt") else "last.pt"
+            result.append(str(world / "runs" / "<run>" / name))
         elif previous == "--run-dir":
             result.append(str(world / "fresh" / f"run{len(list((world / 'fresh').glob('*')))}" / argument.strip("/")))
         else:
@@ -82,11 +83,11 @@ def torchrun_environment(arguments: list[str]) -> tuple[dict[str, str], list[str
 
 @pytest.fixture(scope="module")
 def documented_world(tmp_path_factory) -> Path:
-    """A folder where the documents' placeholders exist: runs/<run>/ with a finished tiny run,
+    """A folder where the documents' placeholders exist: runs/<run>/ with a finished tiny run (last.pt, best.pt),
     photos/ and cat.jpg to classify, a --config file."""
     root = tmp_path_factory.mktemp("docs-world")
     data = write_batches(root / "tiny" / "cifar-10-batches-py").parent
-    code = cli.main(tiny_train_args(data, root / "runs" / "<run>", "--epochs", "1"))
+    code = cli.main(tiny_train_args(data, root / "runs" / "<run>", "--epochs", "1", "--val-size", "30"))
     assert code == 0
     write_image_folder(root / "images", n_train=10, n_test=2)
     (root / "photos").mkdir()

@@ -1,6 +1,7 @@
 """Image-folder trees: decoding, the cache and its invalidation."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +106,33 @@ def test_bad_image_folders(tmp_path, capsys):
     victim = sorted((wrong_size / "test" / "dog").iterdir())[0]
     Image.new("RGB", (64, 48)).save(victim)
     assert f"image {victim} is 64x48, expected 32x32" in attempt(wrong_size)
+
+
+@pytest.mark.parametrize("damage", ["dangling link", "empty file", "undecodable file", "unreadable folder"])
+def test_a_damaged_tree_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch, damage):
+    root = write_image_folder(tmp_path / "images", n_train=20, n_test=10)
+    folder = root / "train" / "cat"
+    victim = sorted(folder.iterdir())[0]
+    if damage == "dangling link":
+        victim.unlink()
+        victim.symlink_to(tmp_path / "gone.png")
+        expected = f"image {victim} is a broken link (to {tmp_path / 'gone.png'})"
+    elif damage == "empty file":
+        victim.write_bytes(b"")
+        expected = f"image {victim} is an empty file"
+    elif damage == "undecodable file":
+        victim.write_bytes(b"\x89PNG but not really")
+        expected = f"unreadable image {victim}: cannot identify image file"
+    else:  # root reads any folder, so the refusal of the file system is simulated
+        real = Path.iterdir
+
+        def iterdir(path):
+            if path == folder:
+                raise PermissionError(13, "Permission denied")
+            return real(path)
+
+        monkeypatch.setattr(Path, "iterdir", iterdir)
+        expected = f"cannot read image folder {folder}: Permission denied"
+    code, out, err = run_cli(capsys, *tiny_train_args(root, tmp_path / "run", "--batch-size", "4"))
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {expected}"), err
+    assert not (tmp_path / "run").exists()

@@ -29,6 +29,5 @@ def test_summary_gives_mean_and_std_over_seeds(batches_dir, tmp_path, capsys):
     walls = [sum(float(r["epoch_seconds"]) for r in read_metrics(root / f"seed{s}")) for s in (0, 1, 2)]
     assert [float(r["wall_seconds"]) for r in rows[:3]] == pytest.approx(walls, abs=0.06)
     code, _, err = run_cli(capsys, "--mode", "summary", tmp_path)
-    assert code == 2 and err == (f"skipped {tmp_path}: not a run folder (no config.json)\n"
-                                 f"error: no run found in {tmp_path} (a run folder holds config.json; a --seeds "
-                                 f"folder, seed<N>/ run folders)\n")
+    assert code == 2 and err == (f"error: no run found ({tmp_path}: not a run folder (no config.json)); a run "
+                                 f"folder holds config.json, a --seeds folder seed<N>/ runs\n")

@@ -113,13 +113,13 @@ def collect_runs(paths: list[str]) -> tuple[list[RunLine], list[str]]:
 
 
 def read_runs(paths: list[str]) -> list[RunLine]:
-    """collect_runs, its notes on stderr; UserError when no run was found at all."""
+    """collect_runs, its notes on stderr; one UserError naming each path's reason when no run was found."""
     runs, notes = collect_runs(paths)
+    if not runs:
+        reasons = "; ".join(note.removeprefix("skipped ") for note in notes)
+        raise UserError(f"no run found ({reasons}); a run folder holds config.json, a --seeds folder seed<N>/ runs")
     for note in notes:
         print(note, file=sys.stderr)
-    if not runs:
-        raise UserError(f"no run found in {' '.join(paths)} (a run folder holds config.json; a --seeds folder, "
-                        f"seed<N>/ run folders)")
     return runs
 
 

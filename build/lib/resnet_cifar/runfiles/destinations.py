@@ -220,7 +220,8 @@ def check_export(config: ExportConfig, payload: dict | None = None, sidecar: Pat
 
 def check_summary(run_dirs: list[str], output: str | None) -> None:
     if output:
-        reads = tuple(Read(Path(folder), "a run folder it summarises") for folder in run_dirs)
+        reads = tuple(Read(Path(folder) / name, f"a summarised run's {name}") for folder in run_dirs
+                      for name in ("config.json", "metrics.csv"))
         check_file(Path(output), "--output", reads)
 
 
