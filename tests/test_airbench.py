@@ -1,0 +1,167 @@
+"""airbench94: the net, its whitening, the recipe's pieces (alternating flip, lookahead, BN-bias
+groups, the schedule's shape, the fractional length) and the trainer's guarantees for it."""
+import json
+import math
+
+import pytest
+import torch
+from conftest import synthetic_images
+from helpers import run_cli, same_state, tiny_train_args, training_state
+
+from resnet_cifar.config import TrainConfig
+from resnet_cifar.data.augmentations import Augmentation
+from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, Split
+from resnet_cifar.data.loader import BatchLoader, Normalizer
+from resnet_cifar.models.airbench import Airbench94
+from resnet_cifar.models.registry import modeltype
+from resnet_cifar.runfiles.checkpoints import load_checkpoint
+from resnet_cifar.setup.lookahead import Lookahead
+from resnet_cifar.setup.recipes import apply_length, apply_recipe
+from resnet_cifar.setup.schedules import LRSchedule, build_optimizer, set_lr
+
+
+def test_the_published_net_and_its_parameter_counts():
+    model = modeltype("airbench94")
+    parameters = list(model.named_parameters())
+    assert sum(p.numel() for _, p in parameters) == 1_972_792
+    fixed_scales = sum(p.numel() for name, p in parameters if "norm" in name and name.endswith("weight"))
+    assert fixed_scales == 1_152 and sum(p.numel() for _, p in parameters) - fixed_scales == 1_971_640
+    # Learned: all but the BN scales and the whitening filters (3 x 24 x 2 x 2).
+    assert sum(p.numel() for _, p in parameters if p.requires_grad) == 1_971_640 - 288
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.eps == 1e-12 and m.momentum == pytest.approx(0.4) for m in norms)
+    first = model.groups[0].conv1.weight
+    assert torch.equal(first[:24], torch.nn.init.dirac_(torch.empty(24, 24, 3, 3)))  # Dirac on the first c_in
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10) and modeltype("airbench94", 100).fc.out_features == 100
+
+
+def test_whitening_decorrelates_the_patches():
+    """The 24 filters are the covariance's eigenvectors scaled by 1/sqrt(eigenvalue + eps) and their
+    negations: the first 12 outputs over the images' patches have covariance ~ diag(l / (l + eps))."""
+    images, _ = synthetic_images(200, seed=0)
+    x = (torch.from_numpy(images).float() / 255 - 0.5) / 0.25
+    model = Airbench94()
+    model.init_whitening(x)
+    weight = model.whiten.weight
+    assert torch.allclose(weight[12:], -weight[:12])
+    out = torch.nn.functional.conv2d(x, weight[:12]).permute(0, 2, 3, 1).reshape(-1, 12)
+    covariance = out.T @ out / len(out)
+    assert torch.allclose(covariance, torch.diag(covariance.diag()), atol=1e-3)
+    assert covariance.diag().max() <= 1 + 1e-4 and covariance.diag().min() > 0.5
+
+
+def test_alternating_flips_invert_every_epoch_from_a_random_half():
+    images, labels = synthetic_images(64, seed=1)
+    split = Split(torch.from_numpy(images), torch.from_numpy(labels))
+    loader = BatchLoader(split, 16, torch.device("cpu"), Normalizer(CIFAR10_MEAN, CIFAR10_STD, torch.device("cpu")),
+                         False, train=True, seed=3, augmentation=Augmentation(flip="alternating"))
+    per_image = []
+    for epoch in range(3):
+        plan = loader.plan(epoch)
+        flips = torch.empty(64, dtype=torch.bool)
+        flips[plan.order] = plan.flips
+        per_image.append(flips)
+    assert 16 < int(per_image[0].sum()) < 48
+    assert torch.equal(per_image[1], ~per_image[0]) and torch.equal(per_image[2], per_image[0])
+    random_flips = BatchLoader(split, 16, torch.device("cpu"), loader.normalizer, False, train=True, seed=3)
+    assert torch.equal(random_flips.plan(1).order, loader.plan(1).order)  # order and crops unchanged
+
+
+def test_the_schedule_rises_to_its_peak_and_ends_at_its_end_fraction():
+    config = TrainConfig(lr=1.5, scheduler="triangular", triangular_start=0.2, triangular_peak=0.23,
+                         triangular_end=0.07, iterations=100)
+    schedule = LRSchedule(config, steps_per_epoch=48)
+    assert schedule.lr(0, 0) == pytest.approx(0.3)
+    assert schedule.lr(0, 23) == pytest.approx(1.5)
+    assert schedule.lr(2, 100 - 96) == pytest.approx(1.5 * 0.07)
+    assert schedule.lr(1, 61 - 48) == pytest.approx(1.5 * (1 - 0.93 * (61 - 23) / 77))
+
+
+def test_bn_biases_take_the_scaled_lr_and_the_whitening_bias_freezes():
+    config = apply_recipe(TrainConfig(model="airbench94", recipe="airbench94"), set())
+    model = modeltype("airbench94")
+    optimizer = build_optimizer(model, config)
+    groups = {group["kind"]: group for group in optimizer.param_groups}
+    assert len(groups["norm_bias"]["params"]) == 6 and groups["whiten_bias"]["params"] == [model.whiten.bias]
+    assert groups["norm_bias"]["lr_scale"] == 64 and groups["norm_bias"]["weight_decay"] == pytest.approx(
+        config.weight_decay / 64)
+    set_lr(optimizer, 1.5, epoch=2, whiten_bias_epochs=3)
+    assert [groups[k]["lr"] for k in ("other", "norm_bias", "whiten_bias")] == [1.5, 96.0, 1.5]
+    set_lr(optimizer, 1.5, epoch=3, whiten_bias_epochs=3)
+    assert groups["whiten_bias"]["lr"] == 0.0
+    # The recipe's mean-loss values are airbench's per-1024 decoupled ones.
+    assert config.lr == pytest.approx(1.5) and config.lr * config.weight_decay == pytest.approx(0.0153 / 7.6666667,
+                                                                                                rel=1e-6)
+    one_group = build_optimizer(modeltype("resnet20"), TrainConfig())
+    assert len(one_group.param_groups) == 1  # the layout of checkpoints written before the groups
+
+
+def test_lookahead_moves_the_weights_toward_their_average():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    lookahead = Lookahead(model, total_steps=10)
+    for step in range(1, 11):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        lookahead.after_step(model)
+        if step == 5:  # average 0 moves by 1 - 0.95^5 (5/10)^3 toward 5, and the weights follow
+            expected = 5 * (1 - 0.95**5 * 0.5**3)
+            assert model.weight.item() == pytest.approx(expected)
+    # Step 10 is a lookahead step and the last: the average moves toward 10, the weights take it.
+    after_5 = 5 * (1 - 0.95**5 * 0.5**3)
+    assert model.weight.item() == pytest.approx(after_5 + (10 - after_5) * (1 - 0.95**5))
+    short = Lookahead(model, total_steps=7)
+    for _ in range(7):
+        with torch.no_grad():
+            model.weight.fill_(99.0)
+        short.after_step(model)
+    assert model.weight.item() == pytest.approx(short.average["weight"].item()) != 99.0  # copied back at the end
+
+
+def test_the_length_is_9_9_epochs_of_the_datas_steps():
+    config = apply_recipe(TrainConfig(model="airbench94", recipe="airbench94"), set())
+    resolved, line = apply_length(config, set(), steps_per_epoch=48)
+    assert resolved.iterations == math.ceil(9.9 * 48) == 476 and line == "9.9 epochs: 476 steps of 48 an epoch"
+    assert apply_length(config, {"epochs"}, 48)[0].iterations is None
+
+
+def test_the_recipe_dry_run(capsys):
+    code, out, err = run_cli(capsys, "--model", "airbench94", "--recipe", "airbench94", "--dry-run")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["length"] == "9.9 epochs: the steps decided when the data set's size is known"
+    assert plan["config"]["flip"] == "alternating" and plan["config"]["lookahead"] is True
+
+
+ARGS = ("--model", "airbench94", "--recipe", "airbench94", "--batch-size", "32", "--threads", "1")
+
+
+@pytest.mark.slow
+def test_a_resume_mid_run_is_bit_exact(batches_dir, tmp_path, capsys):
+    straight = tmp_path / "straight"
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, straight, *ARGS, "--epochs", "5"))
+    assert code == 0, err
+    stopped = tmp_path / "stopped"
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, stopped, *ARGS, "--epochs", "5", "--max-steps", "17"))
+    assert code == 0, err
+    payload = load_checkpoint(stopped / "last.pt")
+    assert payload["lookahead_state"]["steps"] == 17 and payload["global_step"] == 17
+    code, _, err = run_cli(capsys, "--resume", stopped / "last.pt", "--quiet")
+    assert code == 0, err
+    final = load_checkpoint(stopped / "last.pt")
+    assert same_state(training_state(final), training_state(load_checkpoint(straight / "last.pt")))
+    assert same_state(final["lookahead_state"], load_checkpoint(straight / "last.pt")["lookahead_state"])
+
+
+@pytest.mark.slow
+def test_eval_reports_the_runs_final_line(batches_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, *ARGS, "--epochs", "2"))
+    assert code == 0, err
+    done = next(line for line in out.splitlines() if line.startswith("done:"))
+    assert "tta flip-translate" in done
+    code, out, err = run_cli(capsys, "--mode", "eval", "--checkpoint", run_dir / "last.pt")
+    assert code == 0, err
+    accuracy = done.split("accuracy ")[1].split("%")[0]
+    assert f"accuracy {accuracy}%" in out.splitlines()[0]
