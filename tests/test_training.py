@@ -66,7 +66,7 @@ def test_nan_is_reported_at_its_exact_step(monkeypatch, start_step, first_bad):
     parts = assembly.build_run(config, synthetic_dataset(n_train=320))
     step = {"n": start_step}
 
-    def fake_step(ctx, inputs, targets, lr):
+    def fake_step(ctx, inputs, targets, lr, epoch=0):
         loss = float("nan") if step["n"] >= first_bad else 1.0
         step["n"] += 1
         return torch.tensor(loss) * len(targets), torch.tensor(0)

@@ -214,7 +214,7 @@ OPTIONS: tuple[Option, ...] = (
            "decay per step stays the others' (airbench: 64)", group="optimisation", type=positive_float, metavar="K"),
     _train("lookahead", "every 5 steps move a moving average of the weights toward them by 1 - 0.95^5 (t/T)^3 and "
            "set the weights to it; at the end, set them to it (airbench's lookahead)", group="optimisation",
-           kind="switch"),
+           kind="boolean"),
     _train("whiten_bias_epochs", "airbench94: the epochs its whitening layer's bias learns before it is frozen "
            "(default: all)", group="optimisation", type=non_negative_int, metavar="N"),
     _train("val_size", "training images held out for validation (plateau and best.pt use them)",

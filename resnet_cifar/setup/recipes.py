@@ -223,8 +223,9 @@ def describe_recipe(name: str) -> str:
 
 def describe_recipes() -> str:
     """The --help epilog: what each recipe sets, one paragraph a recipe."""
-    width = 78
+    width, column = 78, max(map(len, RECIPES)) + 1
     lines = ["recipes (--recipe NAME; an option typed on the command line overrides its value):"]
     for name, recipe in RECIPES.items():
-        lines.extend(textwrap.wrap(recipe.summary, width, initial_indent=f"  {name:<9s}", subsequent_indent=" " * 11))
+        lines.extend(textwrap.wrap(recipe.summary, width, initial_indent=f"  {name:<{column}s}",
+                                   subsequent_indent=" " * (column + 2)))
     return "\n".join(lines)

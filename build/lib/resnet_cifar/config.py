@@ -11,6 +11,7 @@ LENGTH_SHAPED_SCHEDULERS = ("cosine", "onecycle", "triangular")
 MILESTONE_UNITS = ("epochs", "steps")
 WARMUP_STYLES = ("linear", "constant")
 WEIGHTS = ("raw", "ema")
+FLIPS = ("random", "alternating")
 SPLITS = ("test", "val")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -48,7 +49,13 @@ class TrainConfig:
     warmup_style: str = "linear"
     triangular_start: float = 0.2  # the triangular schedule's first lr, as a fraction of its peak
     triangular_peak: float = 0.2  # where it peaks, as a fraction of the run (a --warmup-* length overrides it)
+    triangular_end: float = 0.0  # its last lr, as a fraction of its peak (airbench: 0.07)
+    bn_bias_lr_scale: float = 1.0  # BatchNorm biases take lr x this and weight decay / this (airbench: 64)
+    lookahead: bool = False  # airbench's lookahead: every 5 steps the weights are set to their moving average
+    whiten_bias_epochs: int | None = None  # airbench94: epochs its whitening bias learns (None: all)
     translate_pad: str = "zeros"
+    translate: int | None = None  # the random crop's padding in pixels (None: 4 at 32 pixels, scaled with the size)
+    flip: str = "random"  # random: each image flipped with p 1/2 each epoch; alternating: flipped every other epoch
     cutout: int = 0
     augment: str = "none"
     mixup: float = 0.0

@@ -41,7 +41,7 @@ from resnet_cifar.runfiles.destinations import (
     data_reads,
 )
 from resnet_cifar.runfiles.run_files import create_run_dir, default_run_dir, seed_run_dir
-from resnet_cifar.setup.recipes import apply_recipe, apply_short_run
+from resnet_cifar.setup.recipes import apply_length, apply_recipe, apply_short_run
 from resnet_cifar.training.loop import Interrupted, train_model
 from resnet_cifar.training.time_budget import measure_and_plan
 from resnet_cifar.utils import distributed
@@ -245,9 +245,12 @@ def run_training(config: TrainConfig, explicit: set[str], payload: dict | None =
             if dist.is_main:
                 print(plan.describe(config.time_budget))
         if payload is None:  # a resumed run keeps the values it recorded
-            config, short = apply_short_run(config, explicit, train_images // config.batch_size)  # steps an epoch
-            if short and dist.is_main:
-                print(short)
+            steps_per_epoch = train_images // config.batch_size
+            config, length = apply_length(config, explicit, steps_per_epoch)
+            config, short = apply_short_run(config, explicit, steps_per_epoch)
+            for line in (length, short):
+                if line and dist.is_main:
+                    print(line)
         summary = train_model(config, data, run_dir, resume=payload, dist=dist, clock=clock)
     except Interrupted as stop:
         if dist.is_main:

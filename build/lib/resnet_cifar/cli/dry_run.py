@@ -25,7 +25,7 @@ from resnet_cifar.results.predict import collect_paths
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.runfiles.destinations import check_eval, check_export, check_predict, check_summary, check_train
 from resnet_cifar.setup.assembly import check_schedule
-from resnet_cifar.setup.recipes import apply_recipe, apply_short_run
+from resnet_cifar.setup.recipes import apply_length, apply_recipe, apply_short_run
 from resnet_cifar.utils import distributed
 from resnet_cifar.utils.devices import resolve_device, resolve_precision
 
@@ -54,9 +54,12 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
                     continues_in_place=target.in_place, resumed_from=target.origin)
     else:
         config = apply_recipe(config, explicit)
+        config, length = apply_length(config, explicit, steps_per_epoch=None)
         config, short = apply_short_run(config, explicit, steps_per_epoch=None)
         if short:
             plan["short_run"] = short
+        if length:
+            plan["length"] = length
         run_dir = Path(config.run_dir) if config.run_dir else None
         check_train(config, "run_dir" in explicit, None, None, seeds)
         plan["seeds"] = seeds

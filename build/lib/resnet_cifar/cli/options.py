@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resnet_cifar.config import MILESTONE_UNITS, PRECISIONS, SCHEDULERS, SPLITS, WARMUP_STYLES, WEIGHTS, TrainConfig
+from resnet_cifar.config import (
+    FLIPS,
+    MILESTONE_UNITS,
+    PRECISIONS,
+    SCHEDULERS,
+    SPLITS,
+    WARMUP_STYLES,
+    WEIGHTS,
+    TrainConfig,
+)
 from resnet_cifar.data.augmentations import PAD_MODES, POLICIES, TTA_MODES
 from resnet_cifar.data.datasets import DATASETS, LABEL_SETS
 from resnet_cifar.models.registry import DROPOUT_MODELS, MODEL_NAMES
@@ -199,6 +208,15 @@ OPTIONS: tuple[Option, ...] = (
     _train("triangular_peak", "where the triangular schedule peaks, as a fraction of the run (a --warmup-epochs "
            "or --warmup-steps length overrides it)", group="optimisation", type=open_unit_interval,
            metavar="FRACTION"),
+    _train("triangular_end", "the triangular schedule's last lr, as a fraction of its peak (0: it ends at 0)",
+           group="optimisation", type=unit_interval, metavar="FRACTION"),
+    _train("bn_bias_lr_scale", "BatchNorm biases take the lr times K and the weight decay divided by K, so their "
+           "decay per step stays the others' (airbench: 64)", group="optimisation", type=positive_float, metavar="K"),
+    _train("lookahead", "every 5 steps move a moving average of the weights toward them by 1 - 0.95^5 (t/T)^3 and "
+           "set the weights to it; at the end, set them to it (airbench's lookahead)", group="optimisation",
+           kind="switch"),
+    _train("whiten_bias_epochs", "airbench94: the epochs its whitening layer's bias learns before it is frozen "
+           "(default: all)", group="optimisation", type=non_negative_int, metavar="N"),
     _train("val_size", "training images held out for validation (plateau and best.pt use them)",
            group="optimisation", type=non_negative_int),
     _train("seed", "seeds initialisation, validation split and data order", group="optimisation",
@@ -214,6 +232,11 @@ OPTIONS: tuple[Option, ...] = (
     # --- augmentation -------------------------------------------------------------------------
     _train("translate_pad", "padding of the random crop (4 pixels): zeros or the mirrored image",
            group="augmentation", choices=PAD_MODES),
+    _train("translate", "the random crop's padding in pixels (default 4 at 32 pixels, scaled with the image size)",
+           group="augmentation", type=non_negative_int, metavar="N"),
+    _train("flip", "random: each image mirrored with probability 1/2 every epoch; alternating: a random half in the "
+           "first epoch, then every image's mirroring inverted each epoch (airbench)", group="augmentation",
+           choices=FLIPS),
     _train("cutout", "zero an N x N square per image after normalisation (DeVries & Taylor 2017); 0: off",
            group="augmentation", type=cutout_size, metavar="N"),
     _train("augment", "a torchvision policy per image: AutoAugment (CIFAR-10 policy), RandAugment, "

@@ -24,6 +24,7 @@ class Augmentation:
 
     crop_padding: int = 4
     pad_mode: str = "zeros"
+    flip: str = "random"  # or "alternating": a random half first, then every image's flip inverted each epoch
     cutout: int = 0  # side of the zeroed square in pixels; 0: off
     policy: str = "none"  # a torchvision.transforms.v2 policy applied per uint8 image, after crop/flip
     mixup: float = 0.0  # Beta(alpha, alpha) for mixup's lambda; 0: off

@@ -138,6 +138,8 @@ class BatchLoader:
         order = torch.randperm(n, generator=generator)
         offsets = torch.randint(0, 2 * aug.crop_padding + 1, (n, 2), generator=generator)
         flips = torch.randint(0, 2, (n,), generator=generator).bool()
+        if aug.flip == "alternating":
+            flips = self.alternating_flips(epoch)[order]
         centres = policy_seeds = mix = None
         if aug.cutout > 0:
             centres = torch.stack([torch.randint(0, height, (n,), generator=generator),
@@ -151,6 +153,14 @@ class BatchLoader:
             mix = draw_mix_plan(rng, len(self), aug, height, width)
         return EpochPlan(order.to(self.device), offsets.to(self.device), flips.to(self.device), centres,
                          policy_seeds, mix)
+
+    def alternating_flips(self, epoch: int) -> torch.Tensor:
+        """Per image: whether it is mirrored this epoch. A random half in the first epoch, from a
+        generator of the seed alone, then each image's choice inverted every epoch (airbench): every
+        image is seen both ways every two epochs, and a resumed run recomputes it from the epoch."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 - 1)
+        first = torch.randint(0, 2, (len(self.split),), generator=generator)
+        return first.bool() ^ bool(epoch % 2)
 
     def epoch(self, epoch: int = 0, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (inputs, targets) for the steps start_step.. of the given epoch.

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from resnet_cifar.models.airbench import Airbench94
 from resnet_cifar.models.resnet import (
     Bottleneck,
     PreActBlock,
@@ -80,6 +81,7 @@ DROPOUT_MODELS = ("preact-resnet18", "preact-resnet34", *WIDE_MODELS)
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet9": ResNet9,
+    "airbench94": Airbench94,
     "resnet18": _imagenet_family(ResidualBlock, (2, 2, 2, 2)),
     "resnet34": _imagenet_family(ResidualBlock, (3, 4, 6, 3)),
     "resnet50": _imagenet_family(Bottleneck, (3, 4, 6, 3)),

@@ -62,6 +62,7 @@ def build_payload(parts: RunParts, state: TrainState, data: Dataset) -> dict:
         "model_state": parts.model.state_dict(),
         "ema_state": parts.ctx.ema.state_dict() if parts.ctx.ema is not None else None,
         "ema_updates": parts.ctx.ema.updates if parts.ctx.ema is not None else None,
+        "lookahead_state": parts.ctx.lookahead.state_dict() if parts.ctx.lookahead is not None else None,
         "optimizer_state": parts.ctx.optimizer.state_dict(),
         "schedule_state": parts.ctx.schedule.state_dict(),
         "scaler_state": parts.ctx.scaler.state_dict(),
@@ -95,6 +96,10 @@ def restore_payload(payload: dict, ctx: StepContext) -> TrainState:
         # A checkpoint written before the count was kept: the EMA was updated once a step.
         updates = payload.get("ema_updates")
         ctx.ema.updates = payload["global_step"] if updates is None else updates
+    if ctx.lookahead is not None:
+        if payload.get("lookahead_state") is None:
+            raise UserError("--lookahead: the checkpoint holds no lookahead average to continue; start a new run")
+        ctx.lookahead.load_state_dict(payload["lookahead_state"])
     ctx.optimizer.load_state_dict(payload["optimizer_state"])
     ctx.schedule.load_state_dict(payload["schedule_state"])
     if payload["scaler_state"]:

@@ -14,9 +14,11 @@ from resnet_cifar.data.augmentations import Augmentation
 from resnet_cifar.data.datasets import Dataset, Split, split_validation
 from resnet_cifar.data.loader import BatchLoader, Normalizer
 from resnet_cifar.errors import UserError
+from resnet_cifar.models.airbench import whitening_images
 from resnet_cifar.models.registry import modeltype
 from resnet_cifar.setup import precision_choice
 from resnet_cifar.setup.ema import ModelEMA
+from resnet_cifar.setup.lookahead import Lookahead
 from resnet_cifar.setup.schedules import LRSchedule, build_optimizer
 from resnet_cifar.utils.devices import configure_determinism, resolve_device, resolve_precision
 from resnet_cifar.utils.distributed import Distributed, shard_bounds, wrap_model
@@ -36,6 +38,8 @@ class StepContext:
     precision: str
     clip_grad_norm: float | None
     ema: ModelEMA | None = None
+    lookahead: Lookahead | None = None
+    whiten_bias_epochs: int | None = None  # airbench94: its whitening bias is frozen from this epoch on
     eval_model: nn.Module | None = None  # what evaluation calls: never DDP (no collectives per batch)
     dist: Distributed = field(default_factory=Distributed)
     global_batch: int = 0  # images a step over all processes (0: this process's batch is the whole batch)
@@ -70,6 +74,8 @@ def make_step_context(model: nn.Module, config: TrainConfig, device: torch.devic
         precision=precision,
         clip_grad_norm=config.clip_grad_norm,
         ema=ModelEMA(model, config.ema) if config.ema is not None else None,
+        lookahead=Lookahead(model, config.iterations or config.epochs * steps_per_epoch) if config.lookahead else None,
+        whiten_bias_epochs=config.whiten_bias_epochs,
         eval_model=compile_(model) if dist.active else trained,
         dist=dist,
         global_batch=config.batch_size,
@@ -100,8 +106,9 @@ class RunParts:
 def augmentation_of(config: TrainConfig, image_size: int = 32) -> Augmentation:
     """The config's training augmentation for images of image_size: the crop's padding scales with
     the size (4 pixels at 32, as in the CIFAR recipes)."""
-    return Augmentation(crop_padding=max(1, round(4 * image_size / 32)), pad_mode=config.translate_pad,
-                        cutout=config.cutout, policy=config.augment, mixup=config.mixup, cutmix=config.cutmix)
+    padding = config.translate if config.translate is not None else max(1, round(4 * image_size / 32))
+    return Augmentation(crop_padding=padding, pad_mode=config.translate_pad, flip=config.flip, cutout=config.cutout,
+                        policy=config.augment, mixup=config.mixup, cutmix=config.cutmix)
 
 
 def shard(split: Split, dist: Distributed) -> Split:
@@ -164,6 +171,8 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
         model = model.to(memory_format=torch.channels_last)
     if model_state is not None:
         model.load_state_dict(model_state)
+    elif hasattr(model, "init_whitening"):  # a new airbench94: its first layer from the training images
+        model.init_whitening(normalizer(whitening_images(train_split.images).to(device), channels_last=False))
     if config.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ctx = make_step_context(model, config, device, precision, len(train_loader), dist)

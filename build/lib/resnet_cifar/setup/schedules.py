@@ -10,13 +10,33 @@ from resnet_cifar.config import TrainConfig
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        nesterov=config.nesterov,
-    )
+    """SGD over the learned parameters in groups, each with an "lr_scale" the step multiplies the
+    schedule's lr by: BatchNorm biases at --bn-bias-lr-scale K (weight decay / K, so that their decay
+    a step stays the others'), airbench94's whitening bias apart (frozen after --whiten-bias-epochs)."""
+    groups = {"other": [], "norm_bias": [], "whiten_bias": []}
+    norm_biases = {id(m.bias) for m in model.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        # One group unless something differs: a checkpoint's optimizer state keeps its layout.
+        kind = ("whiten_bias" if name == "whiten.bias" and config.whiten_bias_epochs is not None
+                else "norm_bias" if id(parameter) in norm_biases and config.bn_bias_lr_scale != 1 else "other")
+        groups[kind].append(parameter)
+    scale = config.bn_bias_lr_scale
+    settings = {"other": (1.0, config.weight_decay), "norm_bias": (scale, config.weight_decay / scale),
+                "whiten_bias": (1.0, config.weight_decay)}
+    param_groups = [{"params": params, "lr_scale": settings[kind][0], "weight_decay": settings[kind][1],
+                     "kind": kind} for kind, params in groups.items() if params]
+    return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float, epoch: int, whiten_bias_epochs: int | None) -> None:
+    """Each group's lr for this step: the schedule's, times the group's scale; 0 for airbench94's
+    whitening bias from epoch whiten_bias_epochs on (a function of the epoch: nothing to resume)."""
+    for group in optimizer.param_groups:
+        frozen = group.get("kind") == "whiten_bias" and whiten_bias_epochs is not None and epoch >= whiten_bias_epochs
+        group["lr"] = 0.0 if frozen else lr * group.get("lr_scale", 1.0)
 
 
 class LRSchedule:
@@ -36,6 +56,7 @@ class LRSchedule:
         self.warmup_style = config.warmup_style
         self.triangular_start = config.triangular_start
         self.triangular_peak = config.triangular_peak
+        self.triangular_end = config.triangular_end
         self.milestones = tuple(config.milestones)
         self.milestone_unit = config.milestone_unit
         self.step_size = config.step_size
@@ -71,12 +92,13 @@ class LRSchedule:
     def _triangular(self, global_step: int) -> float:
         # Linear from triangular_start x the peak (0.2; Page's ResNet-9: 0) up to the peak at
         # triangular_peak of the run (0.2; Page's: 5 of 24 epochs) or the end of an explicit warmup,
-        # then linear down to 0 at the last step, as the fast CIFAR-10 routes do. A fraction, so that
-        # the shape holds for any --epochs or --time-budget.
+        # then linear down to triangular_end x the peak at the last step (0, as the fast CIFAR-10
+        # routes do; airbench: 0.07). Fractions, so that the shape holds for any --epochs or --time-budget.
         rise = self.warmup_steps if self.warmup_steps > 0 else round(self.triangular_peak * self.total_steps)
         if global_step < rise:
             return self.base_lr * (self.triangular_start + (1 - self.triangular_start) * global_step / rise)
-        return self.base_lr * max(0.0, 1 - (global_step - rise) / max(1, self.total_steps - rise))
+        progress = min(1.0, (global_step - rise) / max(1, self.total_steps - rise))
+        return self.base_lr * (1 - (1 - self.triangular_end) * progress)
 
     def _onecycle(self, global_step: int) -> float:
         # Smith & Topin 2017, as torch's OneCycleLR: cosine up from lr/25, cosine down to lr/25e4.

@@ -24,6 +24,7 @@ from resnet_cifar.runfiles import checkpoints, run_files
 from resnet_cifar.runfiles.checkpoint_state import EpochTotals, TrainState, build_payload, restore_payload
 from resnet_cifar.setup.assembly import RunParts, StepContext, build_run, describe_run, unwrap
 from resnet_cifar.setup.recipes import describe_recipe
+from resnet_cifar.setup.schedules import set_lr
 from resnet_cifar.utils.devices import autocast
 from resnet_cifar.utils.distributed import Distributed, fault_injector
 from resnet_cifar.utils.interrupts import StopSignals
@@ -51,15 +52,14 @@ class Interrupted(Exception):
         self.checkpoint = checkpoint
 
 
-def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr: float):
+def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr: float, epoch: int = 0):
     """One SGD step; returns (summed loss, number correct) as device tensors (no sync).
 
     targets are labels (B,) or, with mixup/CutMix, probabilities (B, classes); then "correct"
     is the weight the target gives the predicted class (lambda or 1 - lambda when the prediction
     is one of the two mixed classes), so train accuracy measures agreement with the mixed target.
     """
-    for group in ctx.optimizer.param_groups:
-        group["lr"] = lr
+    set_lr(ctx.optimizer, lr, epoch, ctx.whiten_bias_epochs)
     with autocast(ctx.device, ctx.precision):
         logits = ctx.model(inputs)
         loss = ctx.criterion(logits, targets)
@@ -73,6 +73,8 @@ def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr
     ctx.scaler.update()
     if ctx.ema is not None:
         ctx.ema.update(unwrap(ctx.model))
+    if ctx.lookahead is not None:
+        ctx.lookahead.after_step(unwrap(ctx.model))
     predicted = logits.argmax(1)
     if targets.dim() == 2:
         correct = targets.gather(1, predicted[:, None]).sum()
@@ -161,7 +163,7 @@ def train_one_epoch(
             stop = "max_steps"
             break
         scale_before = ctx.scaler.get_scale() if ctx.scaler.is_enabled() else None
-        batch_loss, batch_correct = train_step(ctx, inputs, targets, ctx.schedule.lr(epoch, step))
+        batch_loss, batch_correct = train_step(ctx, inputs, targets, ctx.schedule.lr(epoch, step), epoch)
         if scale_before is not None and ctx.scaler.get_scale() < scale_before:
             skipped += 1  # fp16 overflow: GradScaler skipped this update
         recent_losses[step - synced_step] = batch_loss
