@@ -1,1 +1,0 @@
-"""The training loop, and training to a time budget."""
