@@ -2,11 +2,14 @@
 groups, the schedule's shape, the fractional length) and the trainer's guarantees for it."""
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import synthetic_images
-from helpers import run_cli, same_state, tiny_train_args, training_state
+from conftest import ROOT, synthetic_images
+from helpers import run_cli, same_state, skip_unless_installed, tiny_train_args, training_state
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.data.augmentations import Augmentation
@@ -165,3 +168,28 @@ def test_eval_reports_the_runs_final_line(batches_dir, tmp_path, capsys):
     assert code == 0, err
     accuracy = done.split("accuracy ")[1].split("%")[0]
     assert f"accuracy {accuracy}%" in out.splitlines()[0]
+
+
+@pytest.mark.slow
+def test_export_to_onnx_matches_pytorch(batches_dir, tmp_path, capsys):
+    skip_unless_installed("onnx", "onnxscript", "onnxruntime")
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, *ARGS, "--epochs", "1"))
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "--mode", "export", "--checkpoint", run_dir / "last.pt", "--format", "onnx",
+                             "--output", tmp_path / "airbench94.onnx")
+    assert code == 0, err
+    assert "64 test images match PyTorch's" in out  # checked in onnxruntime
+
+
+@pytest.mark.slow
+@pytest.mark.torchrun
+def test_two_processes_train_the_route(batches_dir, tmp_path):
+    """torchrun with 2 processes: the global batch split between them, the lookahead on each."""
+    args = [*tiny_train_args(batches_dir, tmp_path / "run", *ARGS, "--epochs", "2", "--device", "cpu")]
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                             "main.py", *map(str, args)], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert payload["world_size"] == 2 and payload["lookahead_state"]["steps"] == payload["global_step"] > 0
