@@ -111,3 +111,11 @@ def synthetic_dataset(n_train=320, n_test=100):
     return Dataset(Split(torch.from_numpy(tx), torch.from_numpy(ty)),
                    Split(torch.from_numpy(vx), torch.from_numpy(vy)),
                    tuple(f"c{i}" for i in range(10)), source="synthetic")
+
+
+@pytest.fixture(scope="module")
+def module_batches(tmp_path_factory) -> Path:
+    """A data dir holding cifar-10-batches-py/ (250 train, 100 test images), shared by a module's tests."""
+    root = tmp_path_factory.mktemp("batches")
+    write_batches(root / "cifar-10-batches-py")
+    return root

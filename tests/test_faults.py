@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import write_batches, write_image_folder
+from conftest import write_image_folder
 from helpers import python, run_cli, same_state, tiny_train_args, training_state
 
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
@@ -24,10 +24,8 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fault-data")
-    write_batches(root / "cifar-10-batches-py")
-    return root
+def data(module_batches) -> Path:
+    return module_batches
 
 
 @pytest.fixture(scope="module")

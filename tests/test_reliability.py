@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, synthetic_dataset, write_batches
+from conftest import ROOT, synthetic_dataset
 from helpers import python, run_cli, same_state, tiny_train_args, training_state
 
 from resnet_cifar.config import TrainConfig
@@ -129,10 +129,8 @@ def interrupt_args(data_dir, run_dir):
 
 
 @pytest.fixture(scope="module")
-def signal_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("signal-data")
-    write_batches(root / "cifar-10-batches-py")
-    return root
+def signal_data(module_batches) -> Path:
+    return module_batches
 
 
 @pytest.fixture(scope="module")

@@ -193,9 +193,11 @@ def prepare_run_dir(config: TrainConfig, explicit: set[str], resume_path: Path |
     and records where it came from, leaving that run as it is."""
 
     def decide() -> tuple[str, bool, dict | None]:
-        target = check_train(config, "run_dir" in explicit, resume_path, payload, None)
-        if target is not None and target.in_place:
-            return str(target.run_dir), False, None
+        target = None
+        if resume_path is not None:
+            target = check_train(config, "run_dir" in explicit, resume_path, payload, None)
+            if target.in_place:
+                return str(target.run_dir), False, None
         run_dir = (target.run_dir if target is not None else Path(config.run_dir) if config.run_dir else None) \
             or default_run_dir(config.model)
         check_new_run_dir(run_dir, data_reads(DataSpec.of(config.to_dict())))
