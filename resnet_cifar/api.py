@@ -45,9 +45,13 @@ def list_models() -> tuple[str, ...]:
     return MODEL_NAMES
 
 
-def build_model(name: str, num_classes: int = 10, dropout: float = 0.0) -> nn.Module:
-    """A freshly initialised model by name, for images of 32x32 pixels or more."""
-    return modeltype(name, num_classes, dropout)
+def build_model(name: str, num_classes: int = 10, dropout: float = 0.0, *, whitening: bool | None = None,
+                dirac: bool | None = None, bn_scale: str | None = None) -> nn.Module:
+    """A freshly initialised model by name, for images of 32x32 pixels or more; whitening, dirac
+    and bn_scale as --whitening, --dirac and --bn-scale (None: the model's own). A whitening layer
+    needs its filters from training images before training:
+    `resnet_cifar.models.techniques.init_whitening(model, normalised_images)`."""
+    return modeltype(name, num_classes, dropout, whitening=whitening, dirac=dirac, bn_scale=bn_scale)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ WEIGHTS = ("raw", "ema")
 FLIPS = ("random", "alternating")
 SPLITS = ("test", "val")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("sgd", "muon")
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -38,6 +39,13 @@ class TrainConfig:
     nesterov: bool = False
     label_smoothing: float = 0.0
     dropout: float = 0.0  # between a pre-activation basic block's convolutions (Wide ResNets)
+    # airbench94's techniques for any model (models/techniques.py); None: the model's own
+    whitening: bool | None = None
+    dirac: bool | None = None
+    bn_scale: str | None = None  # "learned" or "fixed"
+    optimizer: str = "sgd"  # "muon": Muon on the convolution filters, SGD on the rest (setup/muon.py)
+    muon_lr: float = 0.24
+    muon_momentum: float = 0.6
     scheduler: str = "plateau"
     milestones: tuple[int, ...] = (100, 150)
     milestone_unit: str = "epochs"

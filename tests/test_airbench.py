@@ -88,10 +88,11 @@ def test_bn_biases_take_the_scaled_lr_and_the_whitening_bias_freezes():
     assert len(groups["norm_bias"]["params"]) == 6 and groups["whiten_bias"]["params"] == [model.whiten.bias]
     assert groups["norm_bias"]["lr_scale"] == 64 and groups["norm_bias"]["weight_decay"] == pytest.approx(
         config.weight_decay / 64)
-    set_lr(optimizer, 1.5, epoch=2, whiten_bias_epochs=3)
+    schedule = LRSchedule(config, steps_per_epoch=10)
+    set_lr(optimizer, 1.5, schedule.whiten_bias_lr(2, 9, 1.5))
     assert [groups[k]["lr"] for k in ("other", "norm_bias", "whiten_bias")] == [1.5, 96.0, 1.5]
-    set_lr(optimizer, 1.5, epoch=3, whiten_bias_epochs=3)
-    assert groups["whiten_bias"]["lr"] == 0.0
+    set_lr(optimizer, 1.5, schedule.whiten_bias_lr(3, 0, 1.5))
+    assert groups["whiten_bias"]["lr"] == 0.0 and groups["other"]["lr"] == 1.5
     # The recipe's mean-loss values are airbench's per-1024 decoupled ones.
     assert config.lr == pytest.approx(1.5) and config.lr * config.weight_decay == pytest.approx(0.0153 / 7.6666667,
                                                                                                 rel=1e-6)

@@ -21,6 +21,7 @@ from resnet_cifar.config import LENGTH_SHAPED_SCHEDULERS, EvalConfig, ExportConf
 from resnet_cifar.data.datasets import DataSpec, check_spec, load_dataset, trained_image_size
 from resnet_cifar.data.loader import Normalizer
 from resnet_cifar.errors import UserError
+from resnet_cifar.models.techniques import model_options
 from resnet_cifar.results.evaluation import evaluate_checkpoint, load_model
 from resnet_cifar.results.exporting import ATOL, RTOL, export_model, require_packages, sidecar_of
 from resnet_cifar.results.metrics import format_report, write_json
@@ -351,7 +352,8 @@ def export_command(config: ExportConfig) -> int:
     images, source = check_images(payload, config.data_dir)
     normalizer = Normalizer(tuple(payload["mean"]), tuple(payload["std"]), torch.device("cpu"))
     size = trained_image_size(payload)
-    metadata = {"model": payload["model_name"], "dataset": payload.get("dataset", "cifar10"),
+    metadata = {"model": payload["model_name"], "model_options": model_options(payload.get("config", {})),
+                "dataset": payload.get("dataset", "cifar10"),
                 "classes": list(payload["classes"]), "mean": list(payload["mean"]), "std": list(payload["std"]),
                 "image_size": size, "weights": config.weights,
                 "input": f"float32 (N, 3, {size}, {size}), RGB, scaled to 0-1 then normalised with mean/std "

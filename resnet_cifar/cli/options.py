@@ -19,6 +19,7 @@ from typing import Any
 from resnet_cifar.config import (
     FLIPS,
     MILESTONE_UNITS,
+    OPTIMIZERS,
     PRECISIONS,
     SCHEDULERS,
     SPLITS,
@@ -29,6 +30,7 @@ from resnet_cifar.config import (
 from resnet_cifar.data.augmentations import PAD_MODES, POLICIES, TTA_MODES
 from resnet_cifar.data.datasets import DATASETS, LABEL_SETS
 from resnet_cifar.models.registry import DROPOUT_MODELS, MODEL_NAMES
+from resnet_cifar.models.techniques import BN_SCALES
 from resnet_cifar.results.exporting import FORMATS
 from resnet_cifar.setup.recipes import RECIPE_NAMES
 from resnet_cifar.training.time_budget import parse_duration
@@ -131,6 +133,13 @@ OPTIONS: tuple[Option, ...] = (
            ("predict", "summary"), kind="positional", nargs="*", default=[], metavar="PATH"),
     _train("model", f"architecture: {', '.join(MODEL_NAMES)}", choices=MODEL_NAMES, metavar="NAME",
            modes=("train", "eval")),
+    _train("whitening", "a first layer of 2x2 filters fixed from the training images' patch covariance (whitened), "
+           "then GELU, before the model's own first convolution (default: airbench94 has it, the others not; "
+           "--no-whitening makes airbench94's first layer an ordinary learned one)", kind="boolean"),
+    _train("dirac", "start each 3x3 convolution's first in-channels filters as the identity (default: "
+           "airbench94 yes, the others no)", kind="boolean"),
+    _train("bn_scale", "BatchNorm scales learned, or fixed at 1 with only the biases learning (default: "
+           "airbench94 fixed, the others learned)", choices=BN_SCALES),
     _train("recipe", "named hyperparameters (listed at the end); any option typed overrides its value",
            choices=RECIPE_NAMES),
     _train("dataset", "cifar10, cifar100 (official pickles, image folders or a download), or folder: any "
@@ -178,6 +187,13 @@ OPTIONS: tuple[Option, ...] = (
            "laid over them", group="optimisation", type=parse_duration, metavar="DURATION"),
     _train("batch_size", "training batch size", group="optimisation", type=positive_int),
     _train("lr", "peak learning rate", group="optimisation", type=positive_float),
+    _train("optimizer", "sgd; or muon: Muon (momentum orthogonalised by 3 Newton-Schulz steps, each filter "
+           "bank renormalised) on the convolution filters, SGD with the other options on the rest",
+           group="optimisation", choices=OPTIMIZERS),
+    _train("muon_lr", "--optimizer muon: the filters' peak learning rate (the schedule's shape, scaled)",
+           group="optimisation", type=positive_float),
+    _train("muon_momentum", "--optimizer muon: the filters' momentum (Nesterov with --nesterov)",
+           group="optimisation", type=unit_interval),
     _train("momentum", "SGD momentum", group="optimisation", type=unit_interval),
     _train("weight_decay", "L2 weight decay", group="optimisation", type=non_negative_float),
     _train("nesterov", "Nesterov momentum (--no-nesterov turns off a recipe's)", group="optimisation",
@@ -205,8 +221,9 @@ OPTIONS: tuple[Option, ...] = (
            group="optimisation", choices=WARMUP_STYLES),
     _train("triangular_start", "the triangular schedule's first lr, as a fraction of its peak",
            group="optimisation", type=unit_interval, metavar="FRACTION"),
-    _train("triangular_peak", "where the triangular schedule peaks, as a fraction of the run (a --warmup-epochs "
-           "or --warmup-steps length overrides it)", group="optimisation", type=open_unit_interval,
+    _train("triangular_peak", "where the triangular schedule peaks, as a fraction of the run (0: it starts at "
+           "the peak; a --warmup-epochs or --warmup-steps length overrides it)", group="optimisation",
+           type=unit_interval,
            metavar="FRACTION"),
     _train("triangular_end", "the triangular schedule's last lr, as a fraction of its peak (0: it ends at 0)",
            group="optimisation", type=unit_interval, metavar="FRACTION"),
@@ -215,8 +232,9 @@ OPTIONS: tuple[Option, ...] = (
     _train("lookahead", "every 5 steps move a moving average of the weights toward them by 1 - 0.95^5 (t/T)^3 and "
            "set the weights to it; at the end, set them to it (airbench's lookahead)", group="optimisation",
            kind="boolean"),
-    _train("whiten_bias_epochs", "airbench94: the epochs its whitening layer's bias learns before it is frozen "
-           "(default: all)", group="optimisation", type=non_negative_int, metavar="N"),
+    _train("whiten_bias_epochs", "the epochs the whitening layer's bias learns before it is frozen (with "
+           "--optimizer muon its lr falls linearly to 0 over them; default: all)", group="optimisation",
+           type=non_negative_int, metavar="N"),
     _train("val_size", "training images held out for validation (plateau and best.pt use them)",
            group="optimisation", type=non_negative_int),
     _train("seed", "seeds initialisation, validation split and data order", group="optimisation",

@@ -5,16 +5,17 @@ fixed at 1, a final 3x3 max-pool and a linear layer whose logits are scaled by 1
 
 Its first layer is not learned: `init_whitening(images)` sets it from the training images' 2x2
 patch covariance before training (a resumed run loads it from its checkpoint). Its bias is
-learned for the first epochs only (--whiten-bias-epochs).
+learned for the first epochs only (--whiten-bias-epochs). techniques.py makes its whitening,
+Dirac initialisation and fixed BatchNorm scale choices for every model.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from resnet_cifar.models.techniques import PatchWhitening
+
 WIDTHS = (64, 256, 256)
-WHITENING_EPS = 5e-4  # added to each eigenvalue before the inverse square root
-WHITENING_IMAGES = 5000  # training images whose patches the whitening is computed from
 BN_MOMENTUM = 0.4  # PyTorch's convention: the published net's running-average momentum of 0.6
 LOGIT_SCALE = 1 / 9
 
@@ -53,10 +54,7 @@ class ConvGroup(nn.Module):
 class Airbench94(nn.Module):
     def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = WIDTHS):
         super().__init__()
-        self.whiten = nn.Conv2d(3, 24, kernel_size=2, padding=0, bias=True)
-        self.whiten.weight.requires_grad_(False)
-        with torch.no_grad():
-            self.whiten.bias.zero_()
+        self.whiten = PatchWhitening(3)  # 3 -> 24 channels
         self.activation = nn.GELU()
         self.groups = nn.Sequential(ConvGroup(24, widths[0]), ConvGroup(widths[0], widths[1]),
                                     ConvGroup(widths[1], widths[2]))
@@ -68,22 +66,6 @@ class Airbench94(nn.Module):
         x = self.pool(self.groups(x)).flatten(1)  # (B, 256)
         return self.fc(x) * LOGIT_SCALE
 
-    @torch.no_grad()
-    def init_whitening(self, images: torch.Tensor, eps: float = WHITENING_EPS) -> None:
-        """Set the whitening filters from normalised images (N, 3, H, W): the 12 eigenvectors of the
-        2x2 patches' covariance, each scaled by 1 / sqrt(eigenvalue + eps), and their negations."""
-        weight = self.whiten.weight
-        channels, height, width = weight.shape[1:]
-        patches = images.float().unfold(2, height, 1).unfold(3, width, 1)  # (N, C, H', W', h, w)
-        patches = patches.transpose(1, 3).reshape(-1, channels * height * width)  # one row a patch
-        covariance = patches.T @ patches / len(patches)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-        eigenvalues = eigenvalues.flip(0).view(-1, 1, 1, 1)  # largest first
-        filters = eigenvectors.T.reshape(-1, channels, height, width).flip(0)
-        scaled = filters / torch.sqrt(eigenvalues + eps)
-        weight.copy_(torch.cat((scaled, -scaled)).to(weight.dtype))
-
-
-def whitening_images(images: torch.Tensor) -> torch.Tensor:
-    """The training images the whitening is computed from: the first WHITENING_IMAGES."""
-    return images[:WHITENING_IMAGES]
+    def init_whitening(self, images: torch.Tensor) -> None:
+        """Set the whitening filters from normalised training images (N, 3, H, W)."""
+        self.whiten.init_from(images)

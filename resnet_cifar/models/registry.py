@@ -17,6 +17,14 @@ from resnet_cifar.models.resnet import (
     init_convolutions_fan_out,
 )
 from resnet_cifar.models.resnet9 import ResNet9
+from resnet_cifar.models.techniques import (
+    BN_SCALES,
+    PatchWhitening,
+    WhitenedStem,
+    default_conv_init,
+    dirac_init,
+    set_bn_scale,
+)
 
 __all__ = ["MODEL_NAMES", "WIDE_MODELS", "RESNEXT_MODELS", "DROPOUT_MODELS", "modeltype"]
 
@@ -97,18 +105,43 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+# The techniques.py choices each model has built in; every other model has none of them.
+OWN_TECHNIQUES = {"airbench94": dict(whitening=True, dirac=True, bn_scale="fixed")}
+NO_TECHNIQUES = dict(whitening=False, dirac=False, bn_scale="learned")
 
 
-def modeltype(name: str, num_classes: int = 10, dropout: float = 0.0) -> nn.Module:
+def modeltype(name: str, num_classes: int = 10, dropout: float = 0.0, *, whitening: bool | None = None,
+              dirac: bool | None = None, bn_scale: str | None = None) -> nn.Module:
     """Build the named ResNet; raises ValueError naming the valid models (and, for dropout, the
-    models that take it)."""
+    models that take it). whitening, dirac and bn_scale (techniques.py) add airbench94's
+    techniques to a model or take them from it; None keeps the model's own."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    if bn_scale is not None and bn_scale not in BN_SCALES:
+        raise ValueError(f"unknown bn_scale {bn_scale!r}; choose one of: {', '.join(BN_SCALES)}")
     if not dropout:
-        return _BUILDERS[name](num_classes)
-    if name not in DROPOUT_MODELS:
+        model = _BUILDERS[name](num_classes)
+    elif name not in DROPOUT_MODELS:
         raise ValueError(f"dropout is for the nets of pre-activation basic blocks ({', '.join(DROPOUT_MODELS)}), "
                          f"not {name}")
-    return _BUILDERS[name](num_classes, dropout=dropout)
+    else:
+        model = _BUILDERS[name](num_classes, dropout=dropout)
+    return _with_techniques(model, OWN_TECHNIQUES.get(name, NO_TECHNIQUES), whitening, dirac, bn_scale)
+
+
+def _with_techniques(model: nn.Module, own: dict, whitening: bool | None, dirac: bool | None,
+                     bn_scale: str | None) -> nn.Module:
+    if whitening is not None and whitening != own["whitening"]:
+        if whitening:
+            model = WhitenedStem(model)
+        else:
+            for layer in model.modules():
+                if isinstance(layer, PatchWhitening):
+                    layer.make_learned()
+    if dirac is not None and dirac != own["dirac"]:
+        (dirac_init if dirac else default_conv_init)(model)
+    if bn_scale is not None and bn_scale != own["bn_scale"]:
+        set_bn_scale(model, bn_scale)
+    return model

@@ -16,6 +16,7 @@ from resnet_cifar.data.datasets import Dataset, DataSpec, Split, check_matches, 
 from resnet_cifar.data.loader import BatchLoader, Normalizer
 from resnet_cifar.errors import UserError
 from resnet_cifar.models.registry import modeltype
+from resnet_cifar.models.techniques import model_options
 from resnet_cifar.results.metrics import Predictions, build_report, write_json, write_per_class_csv
 from resnet_cifar.results.plots import plot_calibration, plot_confusion, plot_mistakes
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
@@ -110,7 +111,7 @@ def load_model(payload: dict, source: Path, weights_kind: str = "raw") -> torch.
     """Rebuild the checkpoint's model and load its weights ("raw", or "ema": the moving
     average), naming any mismatch."""
     name, num_classes = payload["model_name"], payload["num_classes"]
-    model = modeltype(name, num_classes)
+    model = modeltype(name, num_classes, **model_options(payload.get("config", {})))
     expected = model.state_dict()
     if weights_kind == "ema":
         if payload.get("ema_state") is None:

@@ -147,7 +147,7 @@ def _run_safetensors(path: Path, inputs: torch.Tensor, metadata: dict) -> torch.
 
     from resnet_cifar.models.registry import modeltype
 
-    model = modeltype(metadata["model"], len(metadata["classes"])).eval()
+    model = modeltype(metadata["model"], len(metadata["classes"]), **metadata.get("model_options", {})).eval()
     model.load_state_dict(load_file(str(path)))
     with torch.no_grad():
         return model(inputs)

@@ -14,8 +14,8 @@ from resnet_cifar.data.augmentations import Augmentation
 from resnet_cifar.data.datasets import Dataset, Split, split_validation
 from resnet_cifar.data.loader import BatchLoader, Normalizer
 from resnet_cifar.errors import UserError
-from resnet_cifar.models.airbench import whitening_images
 from resnet_cifar.models.registry import modeltype
+from resnet_cifar.models.techniques import fixed_whitening_layers, init_whitening, model_options, whitening_images
 from resnet_cifar.setup import precision_choice
 from resnet_cifar.setup.ema import ModelEMA
 from resnet_cifar.setup.lookahead import Lookahead
@@ -39,7 +39,6 @@ class StepContext:
     clip_grad_norm: float | None
     ema: ModelEMA | None = None
     lookahead: Lookahead | None = None
-    whiten_bias_epochs: int | None = None  # airbench94: its whitening bias is frozen from this epoch on
     eval_model: nn.Module | None = None  # what evaluation calls: never DDP (no collectives per batch)
     dist: Distributed = field(default_factory=Distributed)
     global_batch: int = 0  # images a step over all processes (0: this process's batch is the whole batch)
@@ -75,7 +74,6 @@ def make_step_context(model: nn.Module, config: TrainConfig, device: torch.devic
         clip_grad_norm=config.clip_grad_norm,
         ema=ModelEMA(model, config.ema) if config.ema is not None else None,
         lookahead=Lookahead(model, config.iterations or config.epochs * steps_per_epoch) if config.lookahead else None,
-        whiten_bias_epochs=config.whiten_bias_epochs,
         eval_model=compile_(model) if dist.active else trained,
         dist=dist,
         global_batch=config.batch_size,
@@ -166,13 +164,14 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
             mine = shard(split, dist)
             eval_loaders[name] = BatchLoader(mine, max(1, min(eval_batch, len(mine))), device, normalizer,
                                              channels_last, train=False)
-    model = modeltype(config.model, config.num_classes, config.dropout).to(device)
+    model = modeltype(config.model, config.num_classes, config.dropout, **model_options(config.to_dict())).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if model_state is not None:
         model.load_state_dict(model_state)
-    elif hasattr(model, "init_whitening"):  # a new airbench94: its first layer from the training images
-        model.init_whitening(normalizer(whitening_images(train_split.images).to(device), channels_last=False))
+    elif fixed_whitening_layers(model):
+        # A new run's whitening layer, from its training images (a resumed one loads it).
+        init_whitening(model, normalizer(whitening_images(train_split.images).to(device), channels_last=False))
     if config.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ctx = make_step_context(model, config, device, precision, len(train_loader), dist)

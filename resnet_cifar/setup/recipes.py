@@ -121,6 +121,26 @@ RECIPES: dict[str, Recipe] = {
                     tta="flip-translate", eval_every=0),
         length_epochs=9.9,
     ),
+    "airbench94-muon": Recipe(
+        summary="Jordan's airbench94_muon route: airbench94's net and augmentation with Muon (lr 0.24, momentum 0.6, "
+                "3 Newton-Schulz steps) on the convolution filters and Nesterov SGD (momentum 0.85) on the rest, "
+                "batch 2000, lr falling linearly from its peak to 0, no lookahead, label smoothing 0.2, whitening "
+                "bias's lr falling to 0 over 3 epochs, 8 epochs, flip-translate TTA",
+        source="Keller Jordan, airbench94_muon.py (KellerJordan/cifar10-airbench): 94.01% in 8 epochs on the "
+               "official data",
+        # airbench94_muon sums the loss over the batch of 2000, gives the head lr 0.67 and the biases
+        # 0.053 (weight decay 2e-6 x 2000 / lr each), and keeps the head's weights at std 1 with the
+        # logits divided by 256. This net divides its logits by 9 and keeps PyTorch's initialisation
+        # (a 2.7% smaller start, the same function): the same updates on the mean loss are the head's
+        # lr 0.67 x 2000 x (9/256)^2 = 1.66 and weight decay 2e-6 / 0.67 x (256/9)^2 = 0.00242, and the
+        # biases' lr 64.0x that (weight decay / 64.0). Muon normalises its update: no scale to map.
+        values=dict(epochs=8, batch_size=2000, optimizer="muon", muon_lr=0.24, muon_momentum=0.6,
+                    lr=0.67 * 2000 * (9 / 256) ** 2, momentum=0.85, nesterov=True,
+                    weight_decay=2e-6 / 0.67 * (256 / 9) ** 2, bn_bias_lr_scale=0.053 / (0.67 * (9 / 256) ** 2),
+                    label_smoothing=0.2, scheduler="triangular", triangular_peak=0.0,
+                    whiten_bias_epochs=3, translate=2, translate_pad="reflect", flip="alternating",
+                    tta="flip-translate", eval_every=0),
+    ),
     "wrn": Recipe(
         summary="Zagoruyko & Komodakis 2016 for the wide nets: Nesterov SGD (momentum 0.9), weight decay 5e-4, "
                 "batch 128, lr 0.1 multiplied by 0.2 at epochs 60, 120 and 160, 200 epochs, dropout 0.3, "

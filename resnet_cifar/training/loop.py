@@ -52,14 +52,15 @@ class Interrupted(Exception):
         self.checkpoint = checkpoint
 
 
-def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr: float, epoch: int = 0):
+def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr: float,
+               whiten_bias_lr: float | None = None):
     """One SGD step; returns (summed loss, number correct) as device tensors (no sync).
 
     targets are labels (B,) or, with mixup/CutMix, probabilities (B, classes); then "correct"
     is the weight the target gives the predicted class (lambda or 1 - lambda when the prediction
     is one of the two mixed classes), so train accuracy measures agreement with the mixed target.
     """
-    set_lr(ctx.optimizer, lr, epoch, ctx.whiten_bias_epochs)
+    set_lr(ctx.optimizer, lr, whiten_bias_lr)
     with autocast(ctx.device, ctx.precision):
         logits = ctx.model(inputs)
         loss = ctx.criterion(logits, targets)
@@ -163,7 +164,9 @@ def train_one_epoch(
             stop = "max_steps"
             break
         scale_before = ctx.scaler.get_scale() if ctx.scaler.is_enabled() else None
-        batch_loss, batch_correct = train_step(ctx, inputs, targets, ctx.schedule.lr(epoch, step), epoch)
+        lr = ctx.schedule.lr(epoch, step)
+        whiten_bias_lr = ctx.schedule.whiten_bias_lr(epoch, step, lr)
+        batch_loss, batch_correct = train_step(ctx, inputs, targets, lr, whiten_bias_lr)
         if scale_before is not None and ctx.scaler.get_scale() < scale_before:
             skipped += 1  # fp16 overflow: GradScaler skipped this update
         recent_losses[step - synced_step] = batch_loss
