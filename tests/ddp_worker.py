@@ -31,8 +31,9 @@ from resnet_cifar.training import loop as training
 from resnet_cifar.utils import distributed
 
 
-def toy_model(name: str, num_classes: int, dropout: float = 0.0) -> nn.Module:
-    """No BatchNorm: DDP's averaged gradient then equals the single process's gradient."""
+def toy_model(name: str, num_classes: int, dropout: float = 0.0, **model_options) -> nn.Module:
+    """No BatchNorm: DDP's averaged gradient then equals the single process's gradient. The model
+    options (whitening, Dirac, BN scales) concern the named ResNet and have nothing to act on here."""
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
                          nn.Linear(8 * 16, num_classes))
 

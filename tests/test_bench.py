@@ -246,3 +246,13 @@ def test_precision_matrix_marks_the_fastest_of_autos_candidates(capsys):
     assert report["fastest_eager"] == max(fp32, key=fp32.get)
     assert f"{report['fastest_eager']:<32}" in next(line for line in capsys.readouterr().out.splitlines()
                                                     if "<- fastest eager" in line)
+
+
+def test_airbench_steps_times_both_routes_at_each_batch(capsys):
+    import airbench_steps
+
+    result = airbench_steps.main(["--steps", "1", "--rounds", "2", "--batch-sizes", "8", "16", "--no-compile",
+                                  "--precision", "fp32"])
+    assert set(result["img_per_s"]) == {"sgd batch 8", "sgd batch 16", "muon batch 8", "muon batch 16"}
+    assert all(speed > 0 for speed in result["img_per_s"].values())
+    assert "vs first" in capsys.readouterr().out
