@@ -194,3 +194,32 @@ def test_two_processes_train_the_route(batches_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     payload = load_checkpoint(tmp_path / "run" / "last.pt")
     assert payload["world_size"] == 2 and payload["lookahead_state"]["steps"] == payload["global_step"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["cifar100", "folder"])
+def test_other_data_sets_whiten_from_their_own_images(kind, tmp_path, capsys):
+    """CIFAR-100, and a folder of 40x40 images in 3 classes: the head has their class count and the
+    fixed whitening filters decorrelate the patches of their own normalised training images (filters
+    left at their initialisation, or taken from other images, would not)."""
+    from conftest import write_cifar100, write_image_folder
+
+    from resnet_cifar import api
+    from resnet_cifar.data.datasets import DataSpec, load_dataset
+    from resnet_cifar.models.techniques import whitening_images
+
+    if kind == "cifar100":
+        data_dir, classes = write_cifar100(tmp_path / "data" / "cifar-100-python").parent, 100
+    else:
+        data_dir, classes = write_image_folder(tmp_path / "images", classes=("a", "b", "c"), size=40), 3
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, *tiny_train_args(data_dir, run_dir, *ARGS, "--dataset", kind, "--max-steps", "2"))
+    assert code == 0, err
+    trained = api.load_checkpoint(run_dir / "last.pt")
+    assert trained.model.fc.out_features == classes and trained.image_size == (32 if kind == "cifar100" else 40)
+    images = load_dataset(DataSpec(kind=kind, data_dir=str(data_dir), download=False)).train.images
+    x = trained.normalize(whitening_images(torch.as_tensor(images)))
+    out = torch.nn.functional.conv2d(x, trained.model.whiten.weight[:12].detach()).permute(0, 2, 3, 1).reshape(-1, 12)
+    covariance = out.T @ out / len(out)
+    assert torch.allclose(covariance, torch.diag(covariance.diag()), atol=1e-3)
+    assert covariance.diag().max() <= 1 + 1e-3 and covariance.diag().min() > 0.5

@@ -206,12 +206,14 @@ def test_a_budget_already_spent_is_one_line_and_leaves_nothing(batches_dir, tmp_
 
 
 @pytest.mark.slow
-def test_a_budgeted_run_records_its_steps_and_resumes_them(batches_dir, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(("model", "recipe"), [("resnet20", "fast"), ("airbench94", "airbench94"),
+                                               ("airbench94", "airbench94-muon")])
+def test_a_budgeted_run_records_its_steps_and_resumes_them(batches_dir, tmp_path, capsys, monkeypatch, model, recipe):
     monkeypatch.setattr(commands, "process_age_s", lambda: 0.5)
     monkeypatch.setattr(time_budget, "MEASURE_SECONDS", (0.3, 0.3))
     run_dir = tmp_path / "run"
-    code, out, err = run_cli(capsys, *budget_args(batches_dir, run_dir, "--recipe", "fast", "--time-budget", "30s",
-                                                  "--max-steps", "3"))
+    code, out, err = run_cli(capsys, *budget_args(batches_dir, run_dir, "--recipe", recipe, "--time-budget", "30s",
+                                                  "--max-steps", "3", "--model", model))
     assert code == 0, err
     line = next(line for line in out.splitlines() if line.startswith("time budget 30s: "))
     steps = int(line.split(": ")[1].split(" steps")[0].replace(",", ""))
