@@ -1,5 +1,5 @@
 """--optimizer muon: the update against airbench94_muon.py's, SGD's groups against torch.optim.SGD,
-the groups and their lrs, the airbench94-muon recipe, and the trainer's guarantees for it."""
+the groups and their lrs, the airbench94-muon recipes, and the trainer's guarantees for it."""
 import json
 
 import pytest
@@ -130,6 +130,12 @@ def test_the_recipe_dry_run(capsys):
     config = json.loads(out)["config"]
     assert (config["optimizer"], config["batch_size"], config["epochs"], config["lookahead"]) == ("muon", 2000, 8,
                                                                                                    False)
+    code, out, err = run_cli(capsys, "--model", "airbench94", "--recipe", "airbench94-muon-cpu", "--dry-run")
+    assert code == 0, err
+    plan = json.loads(out)
+    cpu = {name: value for name, value in plan["config"].items() if config[name] != value}
+    assert cpu == {"recipe": "airbench94-muon-cpu", "batch_size": 1024, "lr": pytest.approx(0.848, abs=1e-4)}
+    assert plan["length"] == "7.5 epochs: the steps decided when the data set's size is known"
     code, out, err = run_cli(capsys, "--model", "resnet20", "--optimizer", "muon", "--muon-lr", "0.1", "--dry-run")
     assert code == 0 and json.loads(out)["config"]["muon_lr"] == 0.1
     code, out, err = run_cli(capsys, "--optimizer", "adam", "--dry-run")

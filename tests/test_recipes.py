@@ -198,10 +198,10 @@ def test_help_lists_each_recipe(capsys):
     (["--model", "wrn-28-12"], "error: argument --model: invalid choice: 'wrn-28-12'"),
     (["--recipe", "wrn", "--model", "preact-resnet18"],
      "error: --recipe wrn is for wrn-16-8, wrn-28-2, wrn-28-10, wrn-40-2, wrn-40-4; got --model preact-resnet18 "
-     "(--recipe seed, standard, fast, airbench94 and airbench94-muon take any model)"),
+     "(--recipe seed, standard, fast, airbench94, airbench94-muon and airbench94-muon-cpu take any model)"),
     (["--recipe", "resnext", "--model", "resnet50"],
      "error: --recipe resnext is for resnext29-32x4d, resnext29-8x64d, resnext29-16x64d; got --model resnet50 "
-     "(--recipe seed, standard, fast, airbench94 and airbench94-muon take any model)"),
+     "(--recipe seed, standard, fast, airbench94, airbench94-muon and airbench94-muon-cpu take any model)"),
     (["--model", "resnet20", "--dropout", "0.3"],
      "error: --dropout is for the nets of pre-activation basic blocks (preact-resnet18, preact-resnet34, wrn-16-8, "
      "wrn-28-2, wrn-28-10, wrn-40-2, wrn-40-4); got --model resnet20"),
