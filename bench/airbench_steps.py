@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from dataclasses import replace
@@ -23,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import cpu_name  # noqa: E402
+from common import cpu_name, interleaved_img_per_s, medians  # noqa: E402
 
 from resnet_cifar.config import TrainConfig  # noqa: E402
 from resnet_cifar.models.registry import modeltype  # noqa: E402
@@ -46,8 +45,7 @@ def make_variant(route: str, batch: int, compiled: bool, precision: str):
 
     def run(steps: int) -> None:
         for _ in range(steps):
-            loss, _ = train_step(ctx, inputs, targets, config.lr)
-        float(loss)  # wait for the last step
+            train_step(ctx, inputs, targets, config.lr)
 
     return run
 
@@ -70,14 +68,11 @@ def main(argv=None) -> dict:
                 run(2)  # warm-up; under torch.compile, the compilation
                 compile_s[name] = time.perf_counter() - started
                 variants[name] = (run, batch)
-    samples = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, (run, batch) in variants.items():
-            started = time.perf_counter()
-            run(args.steps)
-            samples[name].append(args.steps * batch / (time.perf_counter() - started))
+    samples = interleaved_img_per_s({name: run for name, (run, _) in variants.items()}, torch.device("cpu"),
+                                    args.rounds, steps_of=lambda name: args.steps,
+                                    batch_size=lambda name: variants[name][1])
     result = {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "precision": args.precision, "img_per_s": {n: statistics.median(s) for n, s in samples.items()},
+              "precision": args.precision, "img_per_s": medians(samples),
               "first_two_steps_s": compile_s}
     first = next(iter(result["img_per_s"]))
     base = result["img_per_s"][first]

@@ -28,16 +28,18 @@ def interleaved_img_per_s(
     device: torch.device,
     rounds: int,
     steps_of: Callable[[str], int],
-    batch_size: int,
+    batch_size: int | Callable[[str], int],
     after: Callable[[str], None] = lambda name: None,
 ) -> dict[str, list[float]]:
     """img/s of every variant in every round, variants taking turns inside each round so that
-    drift on a noisy machine hits all of them alike."""
+    drift on a noisy machine hits all of them alike. batch_size: every variant's, or a variant's
+    own from its name."""
+    batch_of = batch_size if callable(batch_size) else lambda name: batch_size
     samples = {name: [] for name in variants}
     for _ in range(rounds):
         for name, fn in variants.items():
             steps = steps_of(name)
-            samples[name].append(steps * batch_size / timed(device, fn, steps))
+            samples[name].append(steps * batch_of(name) / timed(device, fn, steps))
             after(name)
     return samples
 

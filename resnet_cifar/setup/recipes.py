@@ -148,7 +148,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "airbench94-muon-cpu": Recipe(
         summary="airbench94-muon for a CPU: batch 1024 and the head's lr halved with it (0.848), 7.5 epochs; "
-                "measured on 2 CPU cores to reach airbench94's own accuracy in 0.78x its time",
+                "measured on 2 CPU cores to reach the published airbench94 script's accuracy in 0.78x its time",
         source="airbench94_muon.py's recipe at the batch that runs fastest on a CPU, measured with this trainer",
         # Batches of 2000 run 7% slower than 1024 on a CPU (the activations outgrow the caches), and
         # the twice as many steps an epoch let 7.5 epochs do what 8 did: 90.60% (one seed, JPEG copy)
