@@ -52,7 +52,7 @@ def test_a_yaml_file(tmp_path, capsys):
     ("{\"lr\": ", "--config {path} is not valid JSON (line 1"),
     ("{\"learning_rate\": 0.1}", "--config {path}: unknown option 'learning_rate'; valid keys: "),
     ("{\"model\": \"resnet7\"}", "argument --model: invalid choice: 'resnet7'"),
-    ("{\"epochs\": 0}", "argument --epochs: expected an integer >= 1, got '0'"),
+    ("{\"epochs\": 0}", "argument --epochs: expected an integer from 1 to 2147483647, got '0'"),
     ("{\"nesterov\": \"yes\"}", "--config {path}: nesterov takes true or false, got 'yes'"),
     ("{\"lr\": [0.1, 0.2]}", "--config {path}: lr takes one value, got [0.1, 0.2]"),
 ])

@@ -210,7 +210,7 @@ def test_help_lists_each_recipe(capsys):
     (["--epochs", "3", "--iterations", "100"], "error: --epochs and --iterations both set the run's length"),
     (["--cutout", "40"], "error: argument --cutout: expected an integer from 0 (off) to 32, got '40'"),
     (["--ema", "1"], "error: argument --ema: expected a number in (0, 1), got '1'"),
-    (["--mixup", "-1"], "error: argument --mixup: expected a number >= 0, got '-1'"),
+    (["--mixup", "-1"], "error: argument --mixup: expected a number from 0 to 1e6, got '-1'"),
     (["--augment", "autoaug"], "error: argument --augment: invalid choice: 'autoaug'"),
     (["--seeds", "1", "1"], "error: --seeds lists a seed twice: 1 1"),
     (["--seeds", "1", "2", "--seed", "3"], "error: --seed and --seeds both choose the seed"),

@@ -69,14 +69,20 @@ def _number(kind, low=None, low_inclusive=False, high=None, high_inclusive=True,
     return parse
 
 
-positive_int = _number(int, low=1, low_inclusive=True, what="an integer >= 1")
-non_negative_int = _number(int, low=0, low_inclusive=True, what="an integer >= 0")
-positive_float = _number(float, low=0, what="a number > 0")
-non_negative_float = _number(float, low=0, low_inclusive=True, what="a number >= 0")
+# Upper bounds far beyond any sensible value, so that a typo such as --lr 1e300 or --epochs 1e20 is one
+# line here rather than an overflow deep in torch (float32 holds at most ~3.4e38; counts fit 32 bits).
+MAX_COUNT = 2**31 - 1
+MAX_REAL = 1e6
+positive_int = _number(int, low=1, low_inclusive=True, high=MAX_COUNT, what="an integer from 1 to 2147483647")
+non_negative_int = _number(int, low=0, low_inclusive=True, high=MAX_COUNT, what="an integer from 0 to 2147483647")
+positive_float = _number(float, low=0, high=MAX_REAL, what="a number > 0 and at most 1e6")
+non_negative_float = _number(float, low=0, low_inclusive=True, high=MAX_REAL, what="a number from 0 to 1e6")
 unit_interval = _number(float, low=0, low_inclusive=True, high=1, high_inclusive=False, what="a number in [0, 1)")
 open_unit_interval = _number(float, low=0, high=1, high_inclusive=False, what="a number in (0, 1)")
 cutout_size = _number(int, low=0, low_inclusive=True, high=32, what="an integer from 0 (off) to 32")
 image_size_type = _number(int, low=8, low_inclusive=True, what="an integer >= 8")
+# NumPy's and torch's generators both take seeds below 2**32.
+seed_type = _number(int, low=0, low_inclusive=True, high=2**32 - 1, what="an integer from 0 to 4294967295")
 gamma_type = _number(float, low=0, high=1, what="a number in (0, 1]")
 
 _TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -238,9 +244,9 @@ OPTIONS: tuple[Option, ...] = (
     _train("val_size", "training images held out for validation (plateau and best.pt use them)",
            group="optimisation", type=non_negative_int),
     _train("seed", "seeds initialisation, validation split and data order", group="optimisation",
-           type=non_negative_int, experiment=False),
+           type=seed_type, experiment=False),
     Option("seeds", "train one run per seed into RUN_DIR/seed<N>/ and print mean ± std of the final test "
-           "accuracy", ("train",), group="optimisation", type=non_negative_int, nargs="+", default=None,
+           "accuracy", ("train",), group="optimisation", type=seed_type, nargs="+", default=None,
            metavar="SEED"),
     _train("ema", "keep an exponential moving average of the weights (e.g. 0.999), evaluated each epoch; its "
            "decay warms up as min(DECAY, (1 + n) / (10 + n)) over the first steps n",

@@ -171,6 +171,9 @@ def load_checkpoint(path: Path) -> dict:
     """Load and verify a checkpoint written by save_checkpoint; every failure is a UserError."""
     path = Path(path)
     if not path.exists():
+        if (path.parent / "config.json").is_file() and not (path.parent / "best.pt").exists():
+            raise UserError(f"checkpoint {path} does not exist: the run in {path.parent} stopped before its first "
+                            f"checkpoint; start it again with the command that started it")
         raise UserError(f"checkpoint {path} does not exist")
     if path.is_dir():
         raise UserError(f"checkpoint {path} is a directory; give the path of a .pt file")

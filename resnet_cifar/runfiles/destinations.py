@@ -8,49 +8,95 @@ anything is written.
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from resnet_cifar.config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from resnet_cifar.data.datasets import DataSpec, data_paths
 from resnet_cifar.errors import UserError
+from resnet_cifar.runfiles.claim import LOCK_NAME
 from resnet_cifar.runfiles.run_files import seed_run_dir
+from resnet_cifar.utils.atomic_files import TEMP_MARKER
 
 # The files of a run directory (and of a --seeds folder) that only that run writes.
 RUN_FILES = ("last.pt", "best.pt", "config.json", "metrics.csv", "timings.json", "curves.png", "seeds.json")
 REPORT_FOLDERS = ("report", "report-best")  # a run's final reports
 # A folder holds a run (or a --seeds set of runs) when it holds one of these.
 RUN_MARKERS = ("config.json", "metrics.csv", "last.pt", "seeds.json")
+CHECKPOINTS = ("last.pt", "best.pt")
+CACHE_PREFIX = ".cifar-cache"  # an image folder's decoded images (data/image_folders.py)
 
 
 @dataclass(frozen=True)
 class Read:
-    """A file or folder the command reads, and what to call it in a refusal."""
+    """A file or folder the command reads, and what to call it in a refusal. inside: what may not be
+    written in it, when it is a folder: "all" (nothing), "existing" (no file it holds), "" (only
+    the folder itself is refused)."""
 
     path: Path
     what: str
+    inside: str = "all"
+
+
+def place(path: str | Path) -> Path:
+    """The place a path names: symlinks followed, `..` and `.` resolved, a tail that does not exist
+    yet normalised (the way mkdir -p and open will walk it). Two spellings of one place are equal."""
+    return Path(os.path.realpath(os.fspath(path)))
+
+
+def writable_path(path: str | Path) -> Path:
+    """The path to write in: as typed where its normal spelling leads to its place (runs/x/../R
+    becomes runs/R), else the place itself (a link followed), so no folder is made on the way."""
+    normal = Path(os.path.normpath(os.fspath(path)))
+    return normal if place(normal) == place(path) else place(path)
 
 
 def holds_run(folder: Path) -> bool:
     return any((Path(folder) / marker).exists() for marker in RUN_MARKERS)
 
 
+def abandoned_start(folder: Path) -> bool:
+    """A run folder whose run stopped before its first checkpoint (config.json, maybe metrics.csv
+    and the like, no last.pt, best.pt or seeds.json): nothing in it can be resumed, so a new start
+    may take its place."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file() or any((folder / name).exists() for name in (*CHECKPOINTS,
+                                                                                           "seeds.json")):
+        return False
+    return all(_left_by_a_start(entry) for entry in folder.iterdir())
+
+
+def _left_by_a_start(entry: Path) -> bool:
+    name = entry.name
+    return ((name in RUN_FILES and entry.is_file()) or name == LOCK_NAME or TEMP_MARKER in name
+            or name.startswith("events.out.tfevents"))
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What a folder holds, but a claim's lock file (which only says who writes in it)."""
+    return [entry for entry in folder.iterdir() if entry.name != LOCK_NAME]
+
+
 def _same(a: Path, b: Path) -> bool:
-    return Path(a).resolve() == Path(b).resolve()
+    return place(a) == place(b)
 
 
 def _inside(path: Path, folder: Path) -> bool:
-    return Path(folder).resolve() in Path(path).resolve().parents
+    return place(folder) in place(path).parents
 
 
 def _owner(path: Path) -> tuple[Path, str] | None:
-    """(the run, what the file is to it) when path is one of a run's files or inside its reports."""
-    path = Path(path)
+    """(the run, what the file is to it) when the placed path is a run's file, inside its reports,
+    or another file already in a run's folder."""
+    path = place(path)
     if path.name in RUN_FILES and holds_run(path.parent):
         return path.parent, path.name
     for folder in path.parents:
         if folder.name in REPORT_FOLDERS and holds_run(folder.parent):
             return folder.parent, f"{folder.name}/"
+    if path.exists() and holds_run(path.parent):
+        return path.parent, f"file {path.name}"
     return None
 
 
@@ -58,8 +104,13 @@ def _check_not_read(path: Path, flag: str, reads: tuple[Read, ...]) -> None:
     for read in reads:
         if _same(path, read.path):
             raise UserError(f"{flag} {path} is {read.what}, which this command reads; choose another name")
-        if read.path.is_dir() and _inside(path, read.path):
+        if not read.inside or not read.path.is_dir() or not _inside(path, read.path):
+            continue
+        if read.inside == "all":
             raise UserError(f"{flag} {path} is inside {read.what} ({read.path}); write somewhere else")
+        if place(path).exists():
+            raise UserError(f"{flag} {path} is a file of {read.what} ({read.path}), which is never replaced; "
+                            f"write somewhere else")
 
 
 def _check_writable_folder(folder: Path, path: Path, flag: str) -> None:
@@ -71,18 +122,29 @@ def _check_writable_folder(folder: Path, path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: the folder {folder} is not writable")
 
 
+def _check_named(path: Path, flag: str) -> None:
+    if not os.fspath(path).strip():
+        raise UserError(f"{flag} is empty; give a path")
+
+
 def check_file(path: Path, flag: str, reads: tuple[Read, ...] = ()) -> None:
-    """A file the command will write (--output, an export's sidecar, summary's CSV)."""
-    path = Path(path)
-    if path.is_dir():
+    """A file the command will write (--output, an export's sidecar, summary's CSV): never a folder,
+    a special file (FIFO, device, socket), what the command reads, a file of a run or data folder."""
+    _check_named(path, flag)
+    path, target = Path(path), place(path)
+    if target.is_dir():
         raise UserError(f"{flag} {path} is a folder; give a file name")
+    if target.exists() and not target.is_file():
+        raise UserError(f"{flag} {path} is not a regular file (a FIFO, device or socket); give a file name")
+    if target.name.startswith(CACHE_PREFIX):
+        raise UserError(f"{flag} {path} is an image folder's cache, which is never replaced; choose another name")
     _check_not_read(path, flag, reads)
-    owner = _owner(path)
+    owner = _owner(target)
     if owner is not None:
         run, name = owner
         raise UserError(f"{flag} {path} is the {name} of the run in {run}, which is never overwritten; "
                         f"choose another name")
-    _check_writable_folder(path.parent, path, flag)
+    _check_writable_folder(target.parent, path, flag)
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -94,15 +156,16 @@ def _nearest_existing(path: Path) -> Path:
 
 def check_folder(path: Path, flag: str, reads: tuple[Read, ...] = ()) -> None:
     """A folder the command will create if needed and write files into (--report-dir)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
+    _check_named(path, flag)
+    path, target = Path(path), place(path)
+    if target.exists() and not target.is_dir():
         raise UserError(f"{flag} {path} is a file, not a folder")
     _check_not_read(path, flag, reads)
-    owner = _owner(path / "report.json")
-    if owner is not None:
-        raise UserError(f"{flag} {path} is the {owner[1]} of the run in {owner[0]}, which is never overwritten; "
-                        f"choose another folder")
-    existing = _nearest_existing(path)
+    for folder in (target, *target.parents):
+        if folder.name in REPORT_FOLDERS and holds_run(folder.parent):
+            raise UserError(f"{flag} {path} is the {folder.name}/ of the run in {folder.parent}, which is never "
+                            f"overwritten; choose another folder")
+    existing = _nearest_existing(target)
     if not existing.is_dir():
         raise UserError(f"{flag} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -110,21 +173,32 @@ def check_folder(path: Path, flag: str, reads: tuple[Read, ...] = ()) -> None:
 
 
 def check_new_run_dir(path: Path, reads: tuple[Read, ...] = (), flag: str = "--run-dir") -> None:
-    """A folder for a new run: new, or an existing folder that holds no run."""
-    path = Path(path)
-    check_folder(path, flag, reads)
-    if holds_run(path):
-        what = "a --seeds set of runs" if (path / "seeds.json").exists() else "a run"
-        raise UserError(f"{flag} {path} already holds {what}; resume it with --resume {path / 'last.pt'} "
+    """A folder for a new run: new, empty, or left by a start that saved no checkpoint."""
+    path, target = Path(path), place(path)
+    if holds_run(target):
+        _check_not_read(path, flag, reads)  # the message below says more than check_folder's
+    else:
+        check_folder(path, flag, reads)
+    if not target.is_dir() or abandoned_start(target):
+        return
+    if holds_run(target):
+        what = "a --seeds set of runs" if (target / "seeds.json").exists() else "a run"
+        raise UserError(f"{flag} {path} already holds {what}; resume it with --resume "
+                        f"{shlex.quote(str(writable_path(path) / 'last.pt'))} "
                         f"or choose another {flag}")
+    if _entries(target):
+        raise UserError(f"{flag} {path} holds other files ({', '.join(sorted(e.name for e in _entries(target))[:3])}"
+                        f"{', ...' if len(_entries(target)) > 3 else ''}); a new run starts in a new or empty "
+                        f"folder")
 
 
 def check_empty_run_dir(path: Path, reads: tuple[Read, ...], continuing: Path) -> None:
     """A folder another run continues in: new or empty, so that nothing in it is replaced."""
-    path = Path(path)
-    check_folder(path, "--run-dir", reads)
-    if path.is_dir() and any(path.iterdir()):
-        what = "another run" if holds_run(path) else "other files"
+    path, target = Path(path), place(path)
+    if not holds_run(target):
+        check_folder(path, "--run-dir", reads)
+    if target.is_dir() and _entries(target):
+        what = "another run" if holds_run(target) else "other files"
         raise UserError(f"--run-dir {path} holds {what}; continuing the run of {continuing} needs a new or "
                         f"empty folder")
 
@@ -141,8 +215,9 @@ class ResumeTarget:
         """The one line a run that continues elsewhere prints."""
         if self.in_place:
             return None
-        home = Path(checkpoint).resolve().parent
-        why = ("" if Path(checkpoint).name == "last.pt"
+        real = place(checkpoint)
+        home = real.parent
+        why = ("" if real.name == "last.pt"
                else f" ({Path(checkpoint).name} is not its run's latest checkpoint, {home / 'last.pt'})")
         return (f"continuing from {checkpoint}{why} at epoch {self.origin['epoch']}, step "
                 f"{self.origin['global_step']}, as a new run in {new_dir}; {home} is left as it is")
@@ -150,13 +225,17 @@ class ResumeTarget:
 
 def resume_target(checkpoint: Path, typed_run_dir: str | None, payload: dict, reads: tuple[Read, ...]) -> ResumeTarget:
     """A run resumed from `checkpoint`: in its own folder when it is that run's last.pt (and no other
-    --run-dir is typed); else in a new or empty folder, so the run it came from keeps its later state."""
+    --run-dir is typed); else in a new or empty folder, so the run it came from keeps its later state.
+    The checkpoint is what its path leads to: a link named last.pt to a best.pt is a best.pt."""
     checkpoint = Path(checkpoint)
-    home = checkpoint.resolve().parent
-    origin = {"checkpoint": str(checkpoint.resolve()), "run_dir": str(home), "epoch": payload["epoch"],
+    real = place(checkpoint)
+    home = real.parent
+    origin = {"checkpoint": str(real), "run_dir": str(home), "epoch": payload["epoch"],
               "global_step": payload["global_step"]}
-    typed = Path(typed_run_dir) if typed_run_dir else None
-    if checkpoint.name == "last.pt" and (typed is None or _same(typed, home)):
+    typed = Path(typed_run_dir) if typed_run_dir is not None else None
+    if typed is not None:
+        _check_named(typed, "--run-dir")
+    if real.name == "last.pt" and (typed is None or _same(typed, home)):
         if not os.access(home, os.W_OK | os.X_OK):
             raise UserError(f"--run-dir {home} is not writable")
         return ResumeTarget(home, True, None)
@@ -172,7 +251,13 @@ def resume_target(checkpoint: Path, typed_run_dir: str | None, payload: dict, re
 # --- what each command reads and writes -----------------------------------------------------------
 
 def data_reads(spec: DataSpec) -> tuple[Read, ...]:
-    return tuple(Read(path, f"the {spec.name} data") for path in data_paths(spec))
+    """The data set's folders (nothing is written in them) and the folder that holds them (none of
+    its files is replaced)."""
+    reads = tuple(Read(path, f"the {spec.name} data") for path in data_paths(spec))
+    data_dir = Path(spec.data_dir)
+    if data_dir.is_dir() and not any(_same(read.path, data_dir) for read in reads):
+        reads += (Read(data_dir, f"the data folder of {spec.name}", inside="existing"),)
+    return reads
 
 
 def checkpoint_read(path: str | Path) -> Read:
@@ -180,10 +265,22 @@ def checkpoint_read(path: str | Path) -> Read:
 
 
 def check_seed_dirs(root: Path, seeds: list[int], reads: tuple[Read, ...]) -> None:
-    """Every seed's folder of a --seeds run, before the first seed trains."""
-    check_new_run_dir(root, reads)
+    """Every seed's folder of a --seeds run, before the first seed trains. A set that was stopped
+    (no seeds.json yet) is finished by the same command: its seeds' folders with a last.pt go on."""
+    root, target = Path(root), place(root)
+    if (target / "seeds.json").exists():
+        raise UserError(f"--run-dir {root} already holds a finished --seeds set (seeds.json); choose another "
+                        f"--run-dir")
+    folders = {seed_run_dir(target, seed).name for seed in seeds}
+    ours = target.is_dir() and not holds_run(target) and all(e.name in folders for e in _entries(target))
+    if not ours:
+        check_new_run_dir(root, reads)
     for seed in seeds:
-        check_new_run_dir(seed_run_dir(root, seed), reads)
+        folder = seed_run_dir(root, seed)
+        if (place(folder) / "last.pt").is_file():
+            _check_not_read(folder, "--run-dir", reads)
+            continue  # resumed or kept, once its options are compared with the command's
+        check_new_run_dir(folder, reads)
 
 
 def check_eval(config: EvalConfig, payload: dict | None = None) -> None:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from resnet_cifar.errors import UserError
-from resnet_cifar.utils.atomic_files import atomic_path, write_text
+from resnet_cifar.utils.atomic_files import TEMP_MARKER, atomic_path, write_text
 
 METRIC_COLUMNS = (
     "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
@@ -16,7 +16,13 @@ METRIC_COLUMNS = (
 
 
 def default_run_dir(model: str, root: Path = Path("runs")) -> Path:
-    return root / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """runs/<model>-<start time>, with -2, -3, ... when a run started in the same second."""
+    base = root / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    candidate, count = base, 1
+    while candidate.exists():
+        count += 1
+        candidate = base.with_name(f"{base.name}-{count}")
+    return candidate
 
 
 def seed_run_dir(root: Path, seed: int) -> Path:
@@ -34,10 +40,19 @@ def create_run_dir(path: Path) -> Path:
     return path
 
 
+# What a start writes before its first checkpoint.
+START_FILES = ("config.json", "metrics.csv", "curves.png", "timings.json")
+
+
 def remove_run_files(path: Path) -> None:
-    """Remove the config.json and metrics.csv of a start that never wrote a checkpoint."""
-    for name in ("config.json", "metrics.csv"):
-        (Path(path) / name).unlink(missing_ok=True)
+    """Remove what a start that never wrote a checkpoint left: config.json, metrics.csv and the like,
+    TensorBoard events and temporaries of writes cut off."""
+    path = Path(path)
+    for name in START_FILES:
+        (path / name).unlink(missing_ok=True)
+    for pattern in ("events.out.tfevents*", f".*{TEMP_MARKER}*"):
+        for leftover in path.glob(pattern):
+            leftover.unlink(missing_ok=True)
 
 
 def written_by_job(path: Path, run_id: str | None) -> bool:

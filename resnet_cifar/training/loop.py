@@ -255,6 +255,8 @@ def train_model(
     dist: Distributed | None = None,
     on_end: Callable[[RunParts], None] | None = None,
     clock: PhaseClock | None = None,
+    signals: StopSignals | None = None,
+    recorded: dict | None = None,
 ) -> dict:
     """Train (or resume) a run in run_dir; returns a summary dict.
 
@@ -262,7 +264,9 @@ def train_model(
     NaN/Inf loss (keeping the last good checkpoint), UserError for anything the user can fix.
     Under torchrun (dist active) only rank 0 logs and writes files. on_end sees the run's parts
     when training stops (tests look at each rank's weights there). clock, when given, collects the
-    seconds of each phase on this thread (timings.json).
+    seconds of each phase on this thread (timings.json). signals: the caller's StopSignals, when it
+    installed them before writing the run's first file. recorded: a resumed run's options as its
+    config.json recorded them (with what this command changed), kept as they are.
     """
     run_dir = Path(run_dir)
     dist = dist if dist is not None else Distributed()
@@ -283,7 +287,8 @@ def train_model(
             checkpoints.remove_stale_temporaries(run_dir)
             metrics.truncate_after(state.epoch)
         measured = parts.precision_choice.figures if parts.precision_choice is not None else None
-        run_files.write_config(run_dir, {**config.to_dict(), "resolved_device": str(device),
+        options = recorded if recorded is not None else config.to_dict()
+        run_files.write_config(run_dir, {**options, "resolved_device": str(device),
                                          "resolved_precision": precision, "resolved_channels_last": channels_last,
                                          "auto_precision_img_per_s": measured,
                                          "world_size": dist.world_size, "elastic_run_id": dist.run_id})
@@ -325,7 +330,8 @@ def train_model(
     report_split = parts.report_split
     # Events past the checkpoint's epoch are dropped: a resumed run rewrites them.
     board = TensorBoardLog(run_dir, purge_epoch=state.epoch + 1) if config.tensorboard and dist.is_main else None
-    with StopSignals() as signals, writer, board if board is not None else contextlib.nullcontext():
+    stops = contextlib.nullcontext(signals) if signals is not None else StopSignals()
+    with stops as signals, writer, board if board is not None else contextlib.nullcontext():
         # Logged once the handlers are in place: from this line on, a signal always saves.
         log(describe_run(parts, len(data.test) if data.test is not None else 0, run_dir))
         if parts.precision_choice is not None:

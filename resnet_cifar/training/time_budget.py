@@ -44,13 +44,20 @@ STEP_SLACK = 1.03
 FINAL_S = 3.0  # the final report's pictures
 
 
+# Longer than any training run is planned for; it keeps the plan's arithmetic bounded.
+MAX_BUDGET_S = 30 * 24 * 3600
+
+
 def parse_duration(text: str) -> str:
     """argparse type: '30m', '90s', '2h', '1h30m' (returned as typed, checked)."""
     match = DURATION.match(text.strip())
     if not text.strip() or match is None or not any(match.groups()):
         raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 30m, 2h or 1h30m, got {text!r}")
-    if duration_seconds(text) <= 0:
+    seconds = duration_seconds(text)
+    if seconds <= 0:
         raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
+    if seconds > MAX_BUDGET_S:
+        raise argparse.ArgumentTypeError(f"expected a duration of at most 30 days (720h), got {text!r}")
     return text.strip()
 
 
