@@ -27,15 +27,18 @@ from resnet_cifar.cli.main import (
     parse_args,
     train_config_from_args,
 )
+from resnet_cifar.config import WEIGHTS
 from resnet_cifar.data.datasets import trained_image_size
 from resnet_cifar.errors import UserError
 from resnet_cifar.models.registry import MODEL_NAMES, modeltype
+from resnet_cifar.models.techniques import BN_SCALES
 from resnet_cifar.results.evaluation import evaluate_checkpoint
 from resnet_cifar.results.evaluation import load_model as _load_model
 from resnet_cifar.runfiles.checkpoints import load_checkpoint as _load_payload
-from resnet_cifar.runfiles.destinations import check_eval
+from resnet_cifar.runfiles.destinations import check_eval, check_train
 from resnet_cifar.setup.recipes import apply_recipe
 from resnet_cifar.utils.distributed import Distributed
+from resnet_cifar.utils.process_state import kept_process_state
 
 __all__ = ["list_models", "build_model", "Checkpoint", "load_checkpoint", "train", "evaluate"]
 
@@ -51,7 +54,22 @@ def build_model(name: str, num_classes: int = 10, dropout: float = 0.0, *, white
     and bn_scale as --whitening, --dirac and --bn-scale (None: the model's own). A whitening layer
     needs its filters from training images before training:
     `resnet_cifar.models.techniques.init_whitening(model, normalised_images)`."""
+    _check_choice("name", name, MODEL_NAMES)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 2 <= num_classes <= 100_000:
+        raise UserError(f"build_model: num_classes must be an integer from 2 to 100000, got {num_classes!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise UserError(f"build_model: dropout must be a number in [0, 1), got {dropout!r}")
+    for flag, value in (("whitening", whitening), ("dirac", dirac)):
+        if value is not None and not isinstance(value, bool):
+            raise UserError(f"build_model: {flag} must be True, False or None, got {value!r}")
+    if bn_scale is not None:
+        _check_choice("bn_scale", bn_scale, BN_SCALES)
     return modeltype(name, num_classes, dropout, whitening=whitening, dirac=dirac, bn_scale=bn_scale)
+
+
+def _check_choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise UserError(f"{what} {value!r} is none of: {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,9 @@ class Checkpoint:
 
 def load_checkpoint(path: str | Path, weights: str = "raw") -> Checkpoint:
     """A checkpoint's model ("raw" weights, or "ema": their moving average), verified and ready to use."""
+    _check_choice("weights", weights, WEIGHTS)
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise UserError(f"load_checkpoint: path must name a checkpoint file, got {path!r}")
     path = Path(path)
     payload = _load_payload(path)
     model = _load_model(payload, path, weights).eval()
@@ -99,7 +120,10 @@ def train(**options: Any) -> dict[str, Any]:
     args, explicit = _parsed("train", options, "train()")
     config = apply_recipe(train_config_from_args(args), explicit)
     check_start(config, explicit, None, None, Distributed())
-    code, summary = run_training(config, explicit)
+    if config.run_dir is not None:
+        check_train(config, True, None, None, None)
+    with kept_process_state():  # the caller's process goes on: its threads, flags and generators as they were
+        code, summary = run_training(config, explicit)
     if code != 0:
         raise KeyboardInterrupt(f"training stopped by a signal after saving {summary.get('checkpoint', 'its state')}")
     return summary
@@ -113,4 +137,5 @@ def evaluate(checkpoint: str | Path, **options: Any) -> dict[str, Any]:
     check_eval(config)
     payload = _load_payload(Path(config.checkpoint))
     check_eval(config, payload)
-    return evaluate_checkpoint(config, expected_model=args.model if "model" in explicit else None, payload=payload)
+    with kept_process_state():
+        return evaluate_checkpoint(config, expected_model=args.model if "model" in explicit else None, payload=payload)

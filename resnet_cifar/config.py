@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,11 +102,37 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in values.items() if k in known}
+        """The config of a dict (config.json's, a checkpoint's); ValueError naming the first value
+        whose type is not its field's (a damaged or foreign file)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in fields}
+        for name, value in values.items():
+            if not _fits(value, fields[name].type):
+                raise ValueError(f"{name} is {value!r}, not {fields[name].type}")
         if "milestones" in values:
             values["milestones"] = tuple(values["milestones"])
         return cls(**values)
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    """Whether value is of the annotated type (the forms TrainConfig's fields use)."""
+    options = [part.strip() for part in annotation.split("|")]
+    if value is None:
+        return "None" in options
+    for option in options:
+        if option == "bool" and isinstance(value, bool):
+            return True
+        if option == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if option == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return math.isfinite(value)
+        if option == "str" and isinstance(value, str):
+            return True
+        if option == "dict" and isinstance(value, dict):
+            return True
+        if option == "tuple[int, ...]" and isinstance(value, (list, tuple)):
+            return all(_fits(item, "int") for item in value)
+    return False
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Shared helpers for tests that run the real CLI."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import subprocess
@@ -13,6 +14,35 @@ from conftest import ROOT
 
 from resnet_cifar.cli import main as cli
 from resnet_cifar.runfiles.run_files import MetricsLog
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under folder (hidden ones included) with the sha256 of its bytes."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def handmade_payload(model: str = "resnet20", classes: int = 10) -> dict:
+    """A checkpoint payload as a run writes it, far enough for --mode eval/predict/export to load its model
+    (randomly initialised weights; no training state)."""
+    from resnet_cifar.config import TrainConfig
+    from resnet_cifar.models.registry import modeltype
+
+    torch.manual_seed(0)
+    return {"model_name": model, "num_classes": classes, "dataset": "cifar10",
+            "classes": [f"class{i}" for i in range(classes)], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
+            "image_size": 32, "config": TrainConfig(model=model, num_classes=classes).to_dict(),
+            "model_state": modeltype(model, classes).state_dict(), "ema_state": None,
+            "epoch": 1, "step": 0, "global_step": 7}
+
+
+def fake_run(folder: Path) -> Path:
+    """A folder that holds a run as the destination rule sees it (config.json, metrics.csv, last.pt)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text('{"model": "resnet20", "seed": 0}\n')
+    (folder / "metrics.csv").write_text("epoch,test_acc\n1,0.5\n")
+    (folder / "last.pt").write_bytes(b"not loaded by the rule")
+    return folder
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

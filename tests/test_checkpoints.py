@@ -14,14 +14,14 @@ from helpers import python, run_cli, tiny_train_args
 
 from resnet_cifar.errors import UserError
 from resnet_cifar.runfiles import checkpoints
-from resnet_cifar.runfiles.checkpoints import load_checkpoint, save_checkpoint
+from resnet_cifar.runfiles.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from resnet_cifar.utils import rng
 from resnet_cifar.utils.atomic_files import WriteError
 
 KILL_WRITER = """
 import sys, torch
-from resnet_cifar.runfiles.checkpoints import load_checkpoint, save_checkpoint
-payload = load_checkpoint(sys.argv[1])
+from resnet_cifar.runfiles.checkpoints import read_checkpoint, save_checkpoint
+payload = read_checkpoint(sys.argv[1])
 payload["padding"] = torch.randn(64, 1024, 1024)  # 256 MiB: each write takes a while
 print("writing", flush=True)
 while True:
@@ -48,13 +48,13 @@ def test_sigkill_during_write_leaves_previous_checkpoint_and_resume_cleans_up(ba
         proc.wait()
     # Either the old file, or (if a whole write finished first) a complete new one: never a mix.
     if path.read_bytes() != before:
-        assert load_checkpoint(path)["padding"].shape == (64, 1024, 1024)
-    assert load_checkpoint(path)["epoch"] == 1
+        assert read_checkpoint(path)["padding"].shape == (64, 1024, 1024)
+    assert read_checkpoint(path)["epoch"] == 1
     assert list(run_dir.glob(".last.pt.tmp-*"))  # the killed writer's partial file is still there
     code, _, err = run_cli(capsys, "--resume", path, "--epochs", "2", "--quiet")
     assert code == 0, err
     assert not list(run_dir.glob(".*.tmp-*"))
-    assert load_checkpoint(path)["epoch"] == 2
+    assert read_checkpoint(path)["epoch"] == 2
 
 
 @pytest.mark.parametrize("mode", ["foreground", "background"])
@@ -76,11 +76,11 @@ def test_a_background_write_saves_the_payload_as_it_was_when_saved(tmp_path):
         writer.save(tmp_path / "last.pt", payload)
         weights.add_(1)  # training goes on while the file is written
         payload["epoch"] = 4
-    saved = load_checkpoint(tmp_path / "last.pt")
+    saved = read_checkpoint(tmp_path / "last.pt")
     assert torch.equal(saved["model_state"]["w"], torch.ones(1000)) and saved["epoch"] == 3
     assert torch.equal(saved["optimizer_state"]["state"][0]["m"], torch.full((1000,), 2.0))
     save_checkpoint(tmp_path / "foreground.pt", {**payload, "epoch": 3, "model_state": {"w": torch.ones(1000)}})
-    assert load_checkpoint(tmp_path / "foreground.pt")["sha256"] == saved["sha256"]
+    assert read_checkpoint(tmp_path / "foreground.pt")["sha256"] == saved["sha256"]
 
 
 def test_a_failed_background_write_is_raised_by_wait_unless_the_run_already_failed(tmp_path):
@@ -105,7 +105,7 @@ def test_rng_state_round_trips_through_a_safe_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "rng.pt", {"model_state": {}, "rng": state})
     expected = (random.random(), np.random.rand(), torch.rand(1))
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
-    rng.restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    rng.restore_rng_state(read_checkpoint(tmp_path / "rng.pt")["rng"])
     assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
 
 
@@ -126,7 +126,7 @@ def test_code_in_a_checkpoint_never_runs(tmp_path, monkeypatch, force_unsafe_env
     path = tmp_path / "evil.pt"
     torch.save({"model_state": Exploit(marker)}, path, _use_new_zipfile_serialization=zip_format)
     with pytest.raises(UserError, match="refusing to load .*could run code"):
-        load_checkpoint(path)
+        read_checkpoint(path)
     assert not marker.exists()
 
 
@@ -157,7 +157,7 @@ def test_a_flipped_bit_is_detected(tmp_path, capsys):
     save_checkpoint(path, {"model_state": {"w": torch.randn(1000)}, "model_name": "resnet20"})
     flip_one_bit_in_largest_tensor(path)
     with pytest.raises(UserError, match="failed its integrity check"):
-        load_checkpoint(path)
+        read_checkpoint(path)
 
 
 def test_newer_checkpoint_format_is_refused(tmp_path):
@@ -168,7 +168,7 @@ def test_newer_checkpoint_format_is_refused(tmp_path):
     payload["sha256"] = checkpoints.checksum(payload)
     torch.save(payload, path)
     with pytest.raises(UserError, match="format version 99, newer than this program's 1"):
-        load_checkpoint(path)
+        read_checkpoint(path)
 
 
 def make_bad_checkpoint(kind: str, tmp_path: Path) -> Path:
@@ -202,7 +202,7 @@ def test_bad_checkpoint_files(tmp_path, capsys, kind, message):
         for seed in range(30):
             (tmp_path / "r.pt").write_bytes(random.Random(seed).randbytes(4096))
             with pytest.raises(UserError, match="not a valid checkpoint"):
-                load_checkpoint(tmp_path / "r.pt")
+                read_checkpoint(tmp_path / "r.pt")
     for args in (["--mode", "eval", "--checkpoint", path], ["--resume", path]):
         code, _, err = run_cli(capsys, *args)
         assert code == 2 and message in err and err.count("\n") == 1, err

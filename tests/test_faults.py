@@ -2,25 +2,18 @@
 byte-identical; a full disk in any writer is one line naming the file; a process killed at any
 step, even while it writes a checkpoint, resumes bit-exactly."""
 import errno
-import hashlib
 import json
 import random
 from pathlib import Path
 
 import pytest
 from conftest import write_image_folder
-from helpers import python, run_cli, same_state, tiny_train_args, training_state
+from helpers import python, run_cli, same_state, snapshot, tiny_train_args, training_state
 
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.utils import atomic_files
 
 pytestmark = pytest.mark.slow  # every test here trains through the command line
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file under folder (hidden ones included) with the sha256 of its bytes."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

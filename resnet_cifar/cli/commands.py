@@ -26,7 +26,7 @@ from resnet_cifar.data.loader import Normalizer
 from resnet_cifar.errors import UserError
 from resnet_cifar.models.techniques import model_options
 from resnet_cifar.results.evaluation import evaluate_checkpoint, load_model
-from resnet_cifar.results.exporting import ATOL, RTOL, export_model, require_packages, sidecar_of
+from resnet_cifar.results.exporting import ATOL, RTOL, check_sidecar, export_model, require_packages, sidecar_of
 from resnet_cifar.results.metrics import format_report, write_json
 from resnet_cifar.results.predict import collect_paths, decode_all, predict_images
 from resnet_cifar.results.predict import write_csv as write_predictions_csv
@@ -435,8 +435,12 @@ def predict_command(config: PredictConfig) -> int:
 
     predictions = []
     size = trained_image_size(payload)
+    top_k = min(config.top_k, len(payload["classes"]))
+    if top_k < config.top_k:
+        print(f"note: --top-k {config.top_k} is more than the model's {top_k} classes; listing all {top_k}",
+              file=sys.stderr)
     for prediction in predict_images(model, decode_all(paths, size), payload["mean"], payload["std"],
-                                     payload["classes"], config.top_k, device, report_failure):
+                                     payload["classes"], top_k, device, report_failure):
         predictions.append(prediction)
         if config.output is None:
             ranked = ", ".join(f"{name} {100 * p:.1f}%" for name, p in zip(prediction.classes,
@@ -447,7 +451,7 @@ def predict_command(config: PredictConfig) -> int:
         print(f"note: {resized} of {len(predictions)} images were not {size}x{size} and were resized to "
               f"{size}x{size} (bilinear) first", file=sys.stderr)
     if config.output is not None and predictions:
-        write_predictions_csv(Path(config.output), predictions, config.top_k)
+        write_predictions_csv(Path(config.output), predictions, top_k)
         print(f"wrote {len(predictions)} predictions to {config.output}")
     if not predictions:
         print(f"error: none of the {len(paths)} files could be read as an image", file=sys.stderr)
@@ -459,6 +463,7 @@ def export_command(config: ExportConfig) -> int:
     """Write the model in the asked format, then check it against PyTorch on test images."""
     sidecar = sidecar_of(config.format, Path(config.output))
     check_export(config, sidecar=sidecar)
+    check_sidecar(config.format, Path(config.output))
     require_packages(config.format)
     path = Path(config.checkpoint)
     payload = load_checkpoint(path)

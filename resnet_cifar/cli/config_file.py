@@ -20,6 +20,7 @@ from resnet_cifar.errors import UserError
 NOT_REPEATED = frozenset({"num_classes", "run_dir", *RECORDED})
 # Options a file cannot set: they say what this command does, not how a model is trained.
 COMMAND_ONLY = frozenset({"config", "dry_run", "paths"})
+MAX_BYTES = 1_000_000  # far more than every option written out
 
 
 def settable() -> tuple[str, ...]:
@@ -29,6 +30,11 @@ def settable() -> tuple[str, ...]:
 def read_config_file(path: Path) -> dict[str, Any]:
     """The file's options as a dict; one-line errors for a missing, unreadable or malformed file."""
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise UserError(f"--config {path} is not a regular file (a FIFO, device or socket)")
+        if path.is_file() and path.stat().st_size > MAX_BYTES:
+            raise UserError(f"--config {path} is {path.stat().st_size:,} bytes; a file of options holds at most "
+                            f"{MAX_BYTES:,}")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"--config {path}: no such file") from None
@@ -44,6 +50,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
         except json.JSONDecodeError as e:
             raise UserError(f"--config {path} is not valid JSON (line {e.lineno}: {e.msg}); "
                             f"name a .yaml file for YAML") from None
+        except (ValueError, RecursionError) as e:  # a number of thousands of digits, arrays nested too deep
+            reason = "nested too deep" if isinstance(e, RecursionError) else str(e).split(";")[0]
+            raise UserError(f"--config {path} is not a file of options ({reason})") from None
     if not isinstance(values, dict):
         raise UserError(f"--config {path} must hold an object of option names and values, "
                         f"not {type(values).__name__}")
@@ -57,9 +66,15 @@ def _parse_yaml(text: str, path: Path) -> Any:
         raise UserError(f"--config {path}: reading YAML needs PyYAML (pip install pyyaml), or give a .json file") \
             from None
     try:
+        # Aliases let a few hundred bytes expand to gigabytes; a file of options never needs one.
+        if any(isinstance(token, yaml.AliasToken) for token in yaml.scan(text, Loader=yaml.SafeLoader)):
+            raise UserError(f"--config {path} uses YAML aliases (*name); write the values out")
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise UserError(f"--config {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deep" if isinstance(e, RecursionError) else str(e).split(";")[0]
+        raise UserError(f"--config {path} is not a file of options ({reason})") from None
 
 
 def option_tokens(values: Mapping[str, Any], source: str, skip: frozenset[str] = frozenset()) -> list[str]:
@@ -71,7 +86,10 @@ def option_tokens(values: Mapping[str, Any], source: str, skip: frozenset[str] =
             continue
         if key not in BY_DEST or key in COMMAND_ONLY:
             raise UserError(f"{source}: unknown option {key!r}; valid keys: {', '.join(settable())}")
-        tokens += _tokens(BY_DEST[key], value, source)
+        try:
+            tokens += _tokens(BY_DEST[key], value, source)
+        except ValueError:  # str() of an integer of thousands of digits
+            raise UserError(f"{source}: {key} holds a number too long to be a value") from None
     return tokens
 
 
@@ -80,17 +98,36 @@ def _tokens(option: Option, value: Any, source: str) -> list[str]:
         return []  # the option's default
     if option.kind in ("switch", "no-switch", "boolean"):
         if not isinstance(value, bool):
-            raise UserError(f"{source}: {option.dest} takes true or false, got {value!r}")
+            raise UserError(f"{source}: {option.dest} takes true or false, got {_short(value)}")
         if option.kind == "switch":
             return [option.flag] if value else []
         if option.kind == "no-switch":
             return [] if value else [option.flag]
         return [option.flag if value else "--no-" + option.flag[2:]]
     if isinstance(value, (dict, bool)) and option.type is not None:
-        raise UserError(f"{source}: {option.dest} takes {getattr(option.type, 'what', 'a value')}, got {value!r}")
+        raise UserError(f"{source}: {option.dest} takes {getattr(option.type, 'what', 'a value')}, got {_short(value)}")
     if option.nargs in ("+", "*"):
         items = value if isinstance(value, list) else [value]
+        for item in items:
+            _check_item(option, item, source)
         return [option.flag, *map(str, items)] if items else []
     if isinstance(value, (list, dict)):
-        raise UserError(f"{source}: {option.dest} takes one value, got {value!r}")
-    return [option.flag, str(value)]
+        raise UserError(f"{source}: {option.dest} takes one value, got {_short(value)}")
+    return [f"{option.flag}={value}"]  # one token: a value that looks like an option stays a value
+
+
+def _check_item(option: Option, item: Any, source: str) -> None:
+    """One of a list option's values: a number or a name, never something the parser would read as
+    another option."""
+    if isinstance(item, (list, dict, bool)) or item is None:
+        raise UserError(f"{source}: {option.dest} takes a list of values, got {_short(item)} in it")
+    if isinstance(item, str) and item.startswith("-"):
+        raise UserError(f"{source}: {option.dest} holds {item!r}, which is not a value")
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except ValueError:
+        return "a number too long to be a value"
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -20,7 +20,7 @@ from resnet_cifar.data.datasets import DataSpec
 from resnet_cifar.data.loader import check_global_batch
 from resnet_cifar.errors import UserError
 from resnet_cifar.results.evaluation import check_model_name, load_model, run_precision, run_tta
-from resnet_cifar.results.exporting import require_packages, sidecar_of
+from resnet_cifar.results.exporting import check_sidecar, require_packages, sidecar_of
 from resnet_cifar.results.predict import collect_paths
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.runfiles.destinations import check_eval, check_export, check_predict, check_summary, check_train
@@ -117,6 +117,7 @@ def plan_predict(config: PredictConfig) -> dict[str, Any]:
 def plan_export(config: ExportConfig) -> dict[str, Any]:
     sidecar = sidecar_of(config.format, Path(config.output))
     check_export(config, sidecar=sidecar)
+    check_sidecar(config.format, Path(config.output))
     require_packages(config.format)
     payload, checkpoint = _checkpoint_model(config.checkpoint, config.weights)
     check_export(config, payload, sidecar)

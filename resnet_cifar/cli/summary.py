@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,10 @@ from resnet_cifar.errors import UserError
 from resnet_cifar.results.seed_summary import SeedSummary
 from resnet_cifar.runfiles.run_files import MetricsLog
 from resnet_cifar.utils.atomic_files import atomic_path
+
+SEED_FOLDER = re.compile(r"seed[0-9]+", re.ASCII)
+MAX_CONFIG_BYTES = 1_000_000
+MAX_METRICS_BYTES = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -48,33 +53,62 @@ def read_run(run_dir: Path) -> RunLine:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.json)")
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"{config_path} is {config_path.stat().st_size:,} bytes, more than any run's options")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"{config_path} is not readable JSON ({e})") from None
     if not isinstance(config, dict):
         raise UserError(f"{config_path} holds {type(config).__name__}, not a run's options")
+    metrics = run_dir / "metrics.csv"
+    if metrics.exists() and not metrics.is_file():  # a FIFO would block the read forever
+        raise UserError(f"{metrics} is not a regular file")
+    if metrics.is_file() and metrics.stat().st_size > MAX_METRICS_BYTES:
+        raise UserError(f"{metrics} is {metrics.stat().st_size:,} bytes, more than any run's metrics")
     try:
-        return _run_line(run_dir, config, MetricsLog(run_dir / "metrics.csv").rows())
+        return _run_line(run_dir, config, MetricsLog(metrics).rows())
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"{run_dir / 'metrics.csv'} is not readable ({getattr(e, 'strerror', None) or e})") from None
-    except (ValueError, TypeError, KeyError) as e:
+        raise UserError(f"{metrics} is not readable ({getattr(e, 'strerror', None) or e})") from None
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
         raise UserError(f"{run_dir} holds a damaged config.json or metrics.csv ({e})") from None
+
+
+def _accuracy(text: str) -> float:
+    """A metrics.csv accuracy: a fraction from 0 to 1 (ValueError for anything else)."""
+    value = float(text)
+    if not 0 <= value <= 1:  # also NaN
+        raise ValueError(f"accuracy {text!r} is not a fraction from 0 to 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1e9:
+        raise ValueError(f"seconds {text!r} is not a duration")
+    return value
+
+
+def _count(config: dict, name: str, default: int) -> int:
+    value = config.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) > 2**63:
+        raise ValueError(f"{name} is {value!r}, not a count")
+    return int(value)
 
 
 def _run_line(run_dir: Path, config: dict, rows: list[dict]) -> RunLine:
     # A run without a test set (a folder without test/) reports its final figures on val.
     final_split = "test" if any(r.get("test_acc") for r in rows) or not any(r.get("val_acc") for r in rows) else "val"
-    final = float(rows[-1][f"{final_split}_acc"]) if rows and rows[-1].get(f"{final_split}_acc") else None
+    final = _accuracy(rows[-1][f"{final_split}_acc"]) if rows and rows[-1].get(f"{final_split}_acc") else None
     with_val = [r for r in rows if r.get("val_acc")]
-    best = max(with_val, key=lambda r: float(r["val_acc"])) if with_val else None
+    best = max(with_val, key=lambda r: _accuracy(r["val_acc"])) if with_val else None
     experiment = json.dumps({k: v for k, v in config.items() if k not in NOT_THE_EXPERIMENT}, sort_keys=True)
     return RunLine(
         run_dir=run_dir, model=config.get("model", "?"), recipe=config.get("recipe", "seed"),
-        seed=int(config.get("seed", 0)), epochs_done=len(rows), epochs=int(config.get("epochs", 0)),
-        final_test_acc=final, best_val_test_acc=float(best["test_acc"]) if best and best.get("test_acc") else None,
+        seed=_count(config, "seed", 0), epochs_done=len(rows), epochs=_count(config, "epochs", 0),
+        final_test_acc=final, best_val_test_acc=_accuracy(best["test_acc"]) if best and best.get("test_acc") else None,
         # Rows written before the epoch_seconds column existed count their training time only.
-        wall_seconds=sum(float(r.get("epoch_seconds") or r.get("seconds") or 0) for r in rows),
+        wall_seconds=sum(_seconds(r.get("epoch_seconds") or r.get("seconds") or "0") for r in rows),
         tta=(rows[-1].get("tta") or "none") if rows else config.get("tta", "none"), experiment=experiment,
         dataset=config.get("dataset", "cifar10"), final_split=final_split,
     )
@@ -82,7 +116,8 @@ def _run_line(run_dir: Path, config: dict, rows: list[dict]) -> RunLine:
 
 def _seed_folders(folder: Path) -> list[Path]:
     """A --seeds folder's runs (seed<N>/ holding config.json), in seed order."""
-    found = [p for p in folder.glob("seed*") if p.is_dir() and p.name[4:].isdigit() and (p / "config.json").exists()]
+    found = [p for p in folder.glob("seed*") if p.is_dir() and SEED_FOLDER.fullmatch(p.name)
+             and (p / "config.json").exists()]
     return sorted(found, key=lambda p: int(p.name[4:]))
 
 

@@ -78,6 +78,24 @@ def list_split(root: Path, split: str) -> dict[str, list[Path]]:
     return files
 
 
+
+def as_rgb(image):
+    """An 8-bit RGB copy of a PIL image of any mode. Images of more than 8 bits a channel (16-bit
+    grayscale "I;16*", 32-bit "I", float "F") are scaled to 0-255 first: Pillow's own convert
+    clips them, which turns most 16-bit pictures white."""
+    from PIL import Image
+
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64) / 257.0  # the 16-bit range onto the 8-bit one
+    elif image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        values = np.nan_to_num(values) * (255.0 if finite.size and finite.max() <= 1.0 else 1.0)
+    else:
+        return image.convert("RGB")
+    gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
+
 def decode_image(path: Path, size: int | None = None) -> np.ndarray:
     """(3, H, W) uint8 RGB; resized to size x size (bilinear, antialiased as Pillow does) when
     size is given and the image is not that size already."""
@@ -85,7 +103,7 @@ def decode_image(path: Path, size: int | None = None) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB")
+            rgb = as_rgb(image)
             if size is not None and rgb.size != (size, size):
                 rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
             pixels = np.asarray(rgb, dtype=np.uint8)

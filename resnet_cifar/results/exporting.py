@@ -3,6 +3,7 @@ loaded back in its own runtime and checked against the PyTorch model before the 
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,35 @@ def sidecar_of(fmt: str, path: Path) -> Path | None:
     return path.with_suffix(".json") if fmt in SIDECAR_FORMATS else None
 
 
+SIDECAR_MARK = "resnet-cifar export metadata"
+
+
+def sidecar_text(metadata: dict, output: Path) -> str:
+    """The metadata file's text: the model's metadata, marked as written for that output."""
+    return json.dumps({"written_by": SIDECAR_MARK, "weights_file": output.name, **metadata}, indent=2) + "\n"
+
+
+def check_sidecar(fmt: str, output: Path) -> None:
+    """The metadata file may be written: it is not the output itself, and it replaces only a
+    metadata file this program wrote for the same output."""
+    sidecar = sidecar_of(fmt, output)
+    if sidecar is None:
+        return
+    if os.path.realpath(sidecar) == os.path.realpath(output):
+        raise UserError(f"--output {output} would be its own metadata file ({sidecar.name}); name it "
+                        f"{output.with_suffix('.' + fmt).name}")
+    if not os.path.lexists(sidecar):
+        return
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.is_file() else None
+    except (OSError, ValueError, RecursionError):
+        recorded = None
+    if not (isinstance(recorded, dict) and recorded.get("written_by") == SIDECAR_MARK
+            and recorded.get("weights_file") == output.name):
+        raise UserError(f"--output {output}'s metadata file {sidecar} exists and was not written for it by this "
+                        f"program; move it away or choose another --output")
+
+
 def require_packages(fmt: str) -> None:
     """One line naming what to install, before anything is written."""
     import importlib.util
@@ -58,7 +88,7 @@ def export_model(model: nn.Module, fmt: str, path: Path, metadata: dict, check_i
     with torch.no_grad():
         expected = model(check_inputs)
     sidecar = sidecar_of(fmt, path)
-    sidecars = {sidecar: json.dumps(metadata, indent=2) + "\n"} if sidecar is not None else {}
+    sidecars = {sidecar: sidecar_text(metadata, path)} if sidecar is not None else {}
     caught: list[warnings.WarningMessage] = []
     with atomic_path(path) as tmp:
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resnet_cifar.data.image_folders import IMAGE_SUFFIXES
+from resnet_cifar.data.image_folders import IMAGE_SUFFIXES, as_rgb
 from resnet_cifar.data.loader import Normalizer
 from resnet_cifar.utils.atomic_files import atomic_path
 
@@ -51,7 +51,7 @@ def decode(path: Path, size: int = 32) -> Decoded:
     try:
         with Image.open(path) as image:
             original = image.size
-            rgb = image.convert("RGB")
+            rgb = as_rgb(image)
             if original != (size, size):
                 rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
             pixels = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import pickle
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from resnet_cifar.config import TrainConfig
 from resnet_cifar.errors import UserError
+from resnet_cifar.models.registry import MODEL_NAMES
 from resnet_cifar.utils.atomic_files import TEMP_MARKER, atomic_path, write_error
 
 FORMAT = "resnet-cifar-checkpoint"
@@ -168,7 +172,18 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Load and verify a checkpoint written by save_checkpoint; every failure is a UserError."""
+    """Load and verify a run's checkpoint: read_checkpoint, then its structure (structure_problem)."""
+    payload = read_checkpoint(path)
+    problem = structure_problem(payload)
+    if problem is not None:
+        raise UserError(f"checkpoint {path} is damaged or foreign: {problem}")
+    payload["model_state"] = strip_wrapper_prefixes(payload["model_state"])
+    return payload
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Load a file written by save_checkpoint and check it is whole (format marker, version and
+    checksum); every failure is a UserError. load_checkpoint also checks it is a run's."""
     path = Path(path)
     if not path.exists():
         if (path.parent / "config.json").is_file() and not (path.parent / "best.pt").exists():
@@ -181,7 +196,9 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"checkpoint {path} is empty")
     try:
         # weights_only=True is explicit so that TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD cannot turn it off.
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings (a legacy file) would add lines to the one
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # "Unsupported global" means the file names a Python class or function to call: a pickled
         # object, not data. Other unpickling errors are garbage bytes.
@@ -196,15 +213,67 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"checkpoint {path} is not a valid checkpoint (truncated or corrupted: {first_line})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint of this program (no '{FORMAT}' format marker)")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
+    version = payload.get("format_version", 0)
+    if not _is_int(version) or version < 1:
+        raise UserError(f"checkpoint {path} has an unknown format version {version!r}")
+    if version > FORMAT_VERSION:
         raise UserError(
-            f"checkpoint {path} has format version {payload['format_version']}, newer than this program's "
+            f"checkpoint {path} has format version {version}, newer than this program's "
             f"{FORMAT_VERSION}; update the program to load it"
         )
     if payload.get("sha256") != checksum(payload):
         raise UserError(f"checkpoint {path} failed its integrity check (SHA-256 mismatch): the file is corrupted")
-    payload["model_state"] = strip_wrapper_prefixes(payload["model_state"])
     return payload
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_state(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                           for k, v in value.items())
+
+
+def _is_numbers(value: Any, count: int) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value))
+
+
+def structure_problem(payload: dict) -> str | None:
+    """What is wrong with a checksummed payload's structure (its fields and their types), or None.
+    The checksum says the file is whole; this says it is one this program can use."""
+    if payload.get("model_name") not in MODEL_NAMES:
+        return f"model_name {payload.get('model_name')!r} is none of {', '.join(MODEL_NAMES)}"
+    num_classes = payload.get("num_classes")
+    if not _is_int(num_classes) or num_classes < 1:
+        return f"num_classes {num_classes!r} is not a count"
+    if not _is_state(payload.get("model_state")):
+        return "model_state is not a dict of named tensors"
+    if payload.get("ema_state") is not None and not _is_state(payload["ema_state"]):
+        return "ema_state is not a dict of named tensors"
+    for name in ("epoch", "step", "global_step"):
+        if not _is_int(payload.get(name)) or payload[name] < 0:
+            return f"{name} {payload.get(name)!r} is not a count"
+    if not isinstance(payload.get("config"), dict):
+        return f"config is {type(payload.get('config')).__name__}, not a dict of options"
+    try:
+        TrainConfig.from_dict(payload["config"])
+    except (TypeError, ValueError) as e:
+        return f"config: {e}"
+    classes = payload.get("classes")
+    if (not isinstance(classes, (list, tuple)) or len(classes) != num_classes
+            or not all(isinstance(c, str) for c in classes)):
+        return f"classes is not a list of {num_classes} names"
+    for name in ("mean", "std"):
+        if not _is_numbers(payload.get(name), 3):
+            return f"{name} is not 3 finite numbers"
+    if not all(value > 0 for value in payload["std"]):
+        return "std holds a value <= 0"
+    size = payload.get("image_size")
+    if size is not None and (not _is_int(size) or size < 1):
+        return f"image_size {size!r} is not a size"
+    return None
 
 
 def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

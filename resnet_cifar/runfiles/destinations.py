@@ -7,6 +7,7 @@ anything is written.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from dataclasses import dataclass
@@ -122,8 +123,8 @@ def _check_writable_folder(folder: Path, path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: the folder {folder} is not writable")
 
 
-def _check_named(path: Path, flag: str) -> None:
-    if not os.fspath(path).strip():
+def _check_named(path: str | Path, flag: str) -> None:
+    if not isinstance(path, Path) and not str(path).strip():
         raise UserError(f"{flag} is empty; give a path")
 
 
@@ -174,6 +175,7 @@ def check_folder(path: Path, flag: str, reads: tuple[Read, ...] = ()) -> None:
 
 def check_new_run_dir(path: Path, reads: tuple[Read, ...] = (), flag: str = "--run-dir") -> None:
     """A folder for a new run: new, empty, or left by a start that saved no checkpoint."""
+    _check_named(path, flag)
     path, target = Path(path), place(path)
     if holds_run(target):
         _check_not_read(path, flag, reads)  # the message below says more than check_folder's
@@ -232,9 +234,9 @@ def resume_target(checkpoint: Path, typed_run_dir: str | None, payload: dict, re
     home = real.parent
     origin = {"checkpoint": str(real), "run_dir": str(home), "epoch": payload["epoch"],
               "global_step": payload["global_step"]}
+    if typed_run_dir is not None:
+        _check_named(typed_run_dir, "--run-dir")
     typed = Path(typed_run_dir) if typed_run_dir is not None else None
-    if typed is not None:
-        _check_named(typed, "--run-dir")
     if real.name == "last.pt" and (typed is None or _same(typed, home)):
         if not os.access(home, os.W_OK | os.X_OK):
             raise UserError(f"--run-dir {home} is not writable")
@@ -267,6 +269,7 @@ def checkpoint_read(path: str | Path) -> Read:
 def check_seed_dirs(root: Path, seeds: list[int], reads: tuple[Read, ...]) -> None:
     """Every seed's folder of a --seeds run, before the first seed trains. A set that was stopped
     (no seeds.json yet) is finished by the same command: its seeds' folders with a last.pt go on."""
+    _check_named(root, "--run-dir")
     root, target = Path(root), place(root)
     if (target / "seeds.json").exists():
         raise UserError(f"--run-dir {root} already holds a finished --seeds set (seeds.json); choose another "
@@ -279,8 +282,25 @@ def check_seed_dirs(root: Path, seeds: list[int], reads: tuple[Read, ...]) -> No
         folder = seed_run_dir(root, seed)
         if (place(folder) / "last.pt").is_file():
             _check_not_read(folder, "--run-dir", reads)
+            recorded = _recorded_seed(place(folder))
+            if recorded != seed:
+                what = f"a run of seed {recorded}" if recorded is not None else "a run that is not of a --seeds set"
+                raise UserError(f"--run-dir {folder} already holds {what}, not this set's seed {seed}; choose "
+                                f"another --run-dir")
             continue  # resumed or kept, once its options are compared with the command's
         check_new_run_dir(folder, reads)
+
+
+def _recorded_seed(folder: Path) -> int | None:
+    """The seed a run folder's config.json records, when it was one of a --seeds set (its run_dir
+    is its folder seed<N>); None otherwise."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(config, dict) or not isinstance(config.get("seed"), int):
+        return None
+    return config["seed"] if Path(str(config.get("run_dir"))).name == folder.name else None
 
 
 def check_eval(config: EvalConfig, payload: dict | None = None) -> None:
@@ -289,20 +309,22 @@ def check_eval(config: EvalConfig, payload: dict | None = None) -> None:
     reads = (checkpoint_read(config.checkpoint),)
     if payload is not None:
         reads += data_reads(DataSpec.of(payload["config"], config.data_dir))
-    if config.output:
-        check_file(Path(config.output), "--output", reads)
-    if config.report_dir:
-        check_folder(Path(config.report_dir), "--report-dir", reads)
+    if config.output is not None:
+        check_file(config.output, "--output", reads)
+    if config.report_dir is not None:
+        check_folder(config.report_dir, "--report-dir", reads)
         if config.output and _same(Path(config.output).parent, config.report_dir) and Path(config.output).name in (
                 "report.json", "per_class.csv", "confusion.png", "calibration.png", "mistakes.png"):
             raise UserError(f"--output {config.output} is one of the files --report-dir writes; choose another name")
 
 
 def check_predict(config: PredictConfig) -> None:
-    if config.output:
+    for path in config.inputs:
+        _check_named(path, "an image path")
+    if config.output is not None:
         reads = (checkpoint_read(config.checkpoint), *(Read(Path(path), "an input to classify")
                                                         for path in config.inputs))
-        check_file(Path(config.output), "--output", reads)
+        check_file(config.output, "--output", reads)
 
 
 def check_export(config: ExportConfig, payload: dict | None = None, sidecar: Path | None = None) -> None:
@@ -310,16 +332,18 @@ def check_export(config: ExportConfig, payload: dict | None = None, sidecar: Pat
     reads = (checkpoint_read(config.checkpoint),)
     if payload is not None:
         reads += data_reads(DataSpec.of(payload["config"], config.data_dir))
-    check_file(Path(config.output), "--output", reads)
+    check_file(config.output, "--output", reads)
     if sidecar is not None:
         check_file(sidecar, f"--output {config.output}'s metadata file", reads)
 
 
 def check_summary(run_dirs: list[str], output: str | None) -> None:
-    if output:
+    for path in run_dirs:
+        _check_named(path, "a run folder path")
+    if output is not None:
         reads = tuple(Read(Path(folder) / name, f"a summarised run's {name}") for folder in run_dirs
                       for name in ("config.json", "metrics.csv"))
-        check_file(Path(output), "--output", reads)
+        check_file(output, "--output", reads)
 
 
 def check_train(config: TrainConfig, run_dir_typed: bool, resume: Path | None, payload: dict | None,
@@ -332,7 +356,7 @@ def check_train(config: TrainConfig, run_dir_typed: bool, resume: Path | None, p
     if config.run_dir is None:
         return None  # runs/<model>-<start time>: a new name
     if seeds is not None:
-        check_seed_dirs(Path(config.run_dir), seeds, reads)
+        check_seed_dirs(config.run_dir, seeds, reads)
     else:
-        check_new_run_dir(Path(config.run_dir), reads)
+        check_new_run_dir(config.run_dir, reads)
     return None

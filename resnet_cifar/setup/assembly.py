@@ -176,7 +176,11 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if model_state is not None:
-        model.load_state_dict(model_state)
+        try:
+            model.load_state_dict(model_state)
+        except RuntimeError as e:  # missing, unexpected or misshapen weights: a damaged or foreign checkpoint
+            raise UserError(f"the checkpoint's weights do not fit {config.model}: "
+                            f"{' '.join(str(e).split())[:300]}") from None
     elif fixed_whitening_layers(model):
         # A new run's whitening layer, from its training images (a resumed one loads it).
         init_whitening(model, normalizer(whitening_images(train_split.images).to(device), channels_last=False))

@@ -279,7 +279,12 @@ def train_model(
     state = TrainState()
     metrics = run_files.MetricsLog(run_dir / "metrics.csv")
     if resume is not None:
-        state = restore_payload(resume, ctx)
+        try:
+            state = restore_payload(resume, ctx)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+            # The checksum says the file is whole; these say its training state is not one a run wrote.
+            raise UserError(f"the checkpoint's training state cannot be restored (damaged or foreign: "
+                            f"{type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
         log(f"resumed {config.model} from epoch {state.epoch + 1}, step {state.step} "
             f"({state.global_step} steps done)")
     if dist.is_main:
@@ -287,7 +292,8 @@ def train_model(
             checkpoints.remove_stale_temporaries(run_dir)
             metrics.truncate_after(state.epoch)
         measured = parts.precision_choice.figures if parts.precision_choice is not None else None
-        options = recorded if recorded is not None else config.to_dict()
+        options = config.to_dict() if recorded is None else {**recorded, "run_dir": config.run_dir,
+                                                             "resumed_from": config.resumed_from}
         run_files.write_config(run_dir, {**options, "resolved_device": str(device),
                                          "resolved_precision": precision, "resolved_channels_last": channels_last,
                                          "auto_precision_img_per_s": measured,

@@ -82,9 +82,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise write_error(path, e) from None
     os.close(fd)
     tmp = Path(name)
+    mode = file_mode(path)
     try:
-        os.chmod(tmp, file_mode(path))
         yield tmp
+        # After the block: a writer that replaces the file by name (torch.onnx, safetensors) makes a
+        # new one with mkstemp's 0o600 or its own mode.
+        os.chmod(tmp, mode)
         _fsync_file(tmp)
         os.replace(tmp, path)
         fsync_directory(path.parent)
