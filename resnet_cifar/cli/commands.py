@@ -111,7 +111,8 @@ def check_start(config: TrainConfig, explicit: set[str], resume: Path | None, se
                 launch: Distributed) -> None:
     """The refusals of a training command that need nothing read: how it is started, not what it trains."""
     if resume is not None and seeds is not None:
-        raise UserError("--seeds starts new runs; resume each seed's run with --resume RUN_DIR/seed<N>/last.pt")
+        raise UserError("--seeds starts or finishes a set of runs: to finish a stopped set, run the command that "
+                        "started it again (without --resume)")
     if seeds is not None:
         if "seed" in explicit:
             raise UserError("--seed and --seeds both choose the seed; give one of them")
