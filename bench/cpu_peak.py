@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from model_cost import forward_macs  # noqa: E402
 
 from resnet_cifar.models.registry import MODEL_NAMES, modeltype  # noqa: E402
-from resnet_cifar.setup.precision_choice import img_per_s  # noqa: E402
+from resnet_cifar.training.precision_choice import img_per_s  # noqa: E402
 from resnet_cifar.utils.devices import autocast  # noqa: E402
 
 

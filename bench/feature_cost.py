@@ -30,7 +30,7 @@ from resnet_cifar.data.datasets import Split, load_cifar10  # noqa: E402
 from resnet_cifar.data.loader import BatchLoader  # noqa: E402
 from resnet_cifar.models.registry import MODEL_NAMES  # noqa: E402
 from resnet_cifar.results.evaluation import evaluate  # noqa: E402
-from resnet_cifar.setup.assembly import build_run  # noqa: E402
+from resnet_cifar.training.assembly import build_run  # noqa: E402
 from resnet_cifar.training.loop import EpochTotals, train_one_epoch  # noqa: E402
 from resnet_cifar.utils.progress import NoProgress  # noqa: E402
 

@@ -32,11 +32,11 @@ from resnet_cifar.data.datasets import trained_image_size
 from resnet_cifar.errors import UserError
 from resnet_cifar.models.registry import MODEL_NAMES, modeltype
 from resnet_cifar.models.techniques import BN_SCALES
+from resnet_cifar.recipes import apply_recipe
 from resnet_cifar.results.evaluation import evaluate_checkpoint
 from resnet_cifar.results.evaluation import load_model as _load_model
 from resnet_cifar.runfiles.checkpoints import load_checkpoint as _load_payload
 from resnet_cifar.runfiles.destinations import check_eval, check_train
-from resnet_cifar.setup.recipes import apply_recipe
 from resnet_cifar.utils.distributed import Distributed
 from resnet_cifar.utils.process_state import kept_process_state
 

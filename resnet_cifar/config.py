@@ -44,7 +44,7 @@ class TrainConfig:
     whitening: bool | None = None
     dirac: bool | None = None
     bn_scale: str | None = None  # "learned" or "fixed"
-    optimizer: str = "sgd"  # "muon": Muon on the convolution filters, SGD on the rest (setup/muon.py)
+    optimizer: str = "sgd"  # "muon": Muon on the convolution filters, SGD on the rest (optim/muon.py)
     muon_lr: float = 0.24
     muon_momentum: float = 0.6
     scheduler: str = "plateau"

@@ -24,9 +24,9 @@ from torch import nn
 from resnet_cifar.cli import main as cli
 from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from resnet_cifar.data.loader import Normalizer
-from resnet_cifar.results import epoch_results, plots
+from resnet_cifar.results import plots
 from resnet_cifar.runfiles import checkpoints, run_files
-from resnet_cifar.setup import assembly
+from resnet_cifar.training import assembly, epoch_results
 from resnet_cifar.training import loop as training
 from resnet_cifar.utils import distributed
 

@@ -17,10 +17,10 @@ from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, Split
 from resnet_cifar.data.loader import BatchLoader, Normalizer
 from resnet_cifar.models.airbench import Airbench94
 from resnet_cifar.models.registry import modeltype
+from resnet_cifar.optim.lookahead import Lookahead
+from resnet_cifar.optim.schedules import LRSchedule, build_optimizer, set_lr
+from resnet_cifar.recipes import apply_length, apply_recipe
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
-from resnet_cifar.setup.lookahead import Lookahead
-from resnet_cifar.setup.recipes import apply_length, apply_recipe
-from resnet_cifar.setup.schedules import LRSchedule, build_optimizer, set_lr
 
 
 def test_the_published_net_and_its_parameter_counts():

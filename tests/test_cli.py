@@ -170,7 +170,7 @@ def test_the_program_ends_without_teardown_but_with_its_output_and_exit_code():
 
     env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # pipes: block-buffered
     run = [sys.executable, "main.py"]
-    from resnet_cifar.setup.recipes import describe_recipes
+    from resnet_cifar.recipes import describe_recipes
 
     helped = subprocess.run([*run, "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     # Everything up to the help's last line (the last recipe's) comes out.

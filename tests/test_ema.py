@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_cifar.setup.ema import ModelEMA
+from resnet_cifar.optim.ema import ModelEMA
 
 
 def test_ema_update_on_two_parameters_with_the_warm_up():

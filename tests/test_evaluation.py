@@ -102,7 +102,7 @@ def test_a_finished_run_says_where_its_time_went(finished_run):
 def test_the_final_report_reuses_the_last_epochs_logits(batches_dir, tmp_path, capsys, monkeypatch):
     """last.pt holds the weights the last epoch evaluated: its report is built from that pass, and
     it is the report --mode eval writes for last.pt (best.pt, other weights, is evaluated anew)."""
-    from resnet_cifar.results import epoch_results
+    from resnet_cifar.training import epoch_results
     evaluated = []
     real = epoch_results.evaluate_checkpoint
     monkeypatch.setattr(epoch_results, "evaluate_checkpoint",

@@ -332,7 +332,7 @@ def test_a_file_a_writer_replaces_by_name_gets_the_umask_mode(tmp_path):
 # --- the resume hint, predict's images and columns, the API's arguments -----------------------------
 
 def test_the_program_is_named_as_it_was_started(tmp_path, monkeypatch):
-    from resnet_cifar.cli.launcher import program, torchrun_target
+    from resnet_cifar.utils.launcher import program, torchrun_target
 
     script = tmp_path / "my project" / "main.py"
     script.parent.mkdir()

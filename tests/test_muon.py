@@ -8,10 +8,10 @@ from helpers import read_metrics, run_cli, same_state, tiny_train_args, training
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.models.registry import modeltype
+from resnet_cifar.optim.muon import MuonSGD, orthogonalize
+from resnet_cifar.optim.schedules import LRSchedule, build_optimizer, set_lr
+from resnet_cifar.recipes import apply_recipe
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
-from resnet_cifar.setup.muon import MuonSGD, orthogonalize
-from resnet_cifar.setup.recipes import apply_recipe
-from resnet_cifar.setup.schedules import LRSchedule, build_optimizer, set_lr
 
 # --- the published update, as airbench94_muon.py (KellerJordan/cifar10-airbench) writes it -------------------
 

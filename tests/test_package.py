@@ -18,7 +18,8 @@ import resnet_cifar
 PACKAGE = ROOT / "resnet_cifar"
 FACES = ("main", "datasets", "models", "training")
 # The package's folders from the bottom up: each may import only the ones before it.
-LAYERS = ("errors", "config", "utils", "models", "data", "setup", "runfiles", "results", "training", "cli", "api")
+LAYERS = ("errors", "config", "utils", "models", "data", "optim", "recipes", "runfiles", "results", "training", "cli",
+          "api")
 
 
 def package_imports() -> dict[str, set[str]]:
@@ -60,6 +61,31 @@ def test_every_import_points_down_the_layers():
             if mine and theirs and LAYERS.index(theirs) > LAYERS.index(mine):
                 upward.add((module, name))
     assert upward == set()
+
+
+def floors() -> dict[str, int]:
+    """Each room's floor: 1 for a room that imports no other room, else one above the highest it imports."""
+    imports: dict[str, set[str]] = {}
+    for module, names in package_imports().items():
+        mine = layer_of(module)
+        if mine:
+            imports.setdefault(mine, set()).update(
+                theirs for name in names if name.startswith("resnet_cifar.") and (theirs := layer_of(name)) != mine
+                and theirs is not None)
+    found: dict[str, int] = {}
+
+    def floor(room: str) -> int:
+        if room not in found:
+            found[room] = 1 + max((floor(other) for other in imports.get(room, ())), default=0)
+        return found[room]
+    for room in imports:
+        floor(room)
+    return found
+
+
+def test_the_package_stands_on_eight_floors():
+    # errors; config, models, optim, utils; data; recipes, runfiles; results; training; cli; api
+    assert max(floors().values()) == 8, floors()
 
 
 def test_the_faces_give_the_names_users_know():

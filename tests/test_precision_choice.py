@@ -7,8 +7,8 @@ import torch
 from conftest import synthetic_dataset
 
 from resnet_cifar.config import TrainConfig
-from resnet_cifar.setup import assembly, precision_choice
-from resnet_cifar.setup.precision_choice import Choice, choose
+from resnet_cifar.training import assembly, precision_choice
+from resnet_cifar.training.precision_choice import Choice, choose
 
 CPU = torch.device("cpu")
 

@@ -9,9 +9,9 @@ from helpers import read_metrics, run_cli, tiny_train_args
 from resnet_cifar.cli import main as cli
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.errors import UserError
-from resnet_cifar.setup.assembly import build_run
-from resnet_cifar.setup.recipes import RECIPES, apply_recipe
-from resnet_cifar.setup.schedules import LRSchedule
+from resnet_cifar.optim.schedules import LRSchedule
+from resnet_cifar.recipes import RECIPES, apply_recipe
+from resnet_cifar.training.assembly import build_run
 
 PAPER_STEPS_PER_EPOCH = 50_000 // 128  # 390: the last partial batch is dropped
 

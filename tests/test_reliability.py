@@ -16,9 +16,9 @@ from helpers import python, run_cli, same_state, tiny_train_args, training_state
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.data import loader
-from resnet_cifar.results import epoch_results
 from resnet_cifar.runfiles import checkpoints
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
+from resnet_cifar.training import epoch_results
 from resnet_cifar.training import loop as training
 
 

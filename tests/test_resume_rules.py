@@ -46,7 +46,7 @@ def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, 
     """Another machine of the same kind may choose another `auto` precision or layout (a CPU with
     native bf16 chooses bf16 + channels_last): the resumed run goes on in the one it trained in,
     unless --precision/--channels-last is typed."""
-    from resnet_cifar.setup import precision_choice
+    from resnet_cifar.training import precision_choice
     from resnet_cifar.utils import devices
     monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)  # as on a CPU without AVX512-BF16
     # auto measures: here fp32 NCHW is the fastest, as it was on such a CPU for this rule

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from resnet_cifar.config import TrainConfig
-from resnet_cifar.setup.schedules import LRSchedule
+from resnet_cifar.optim.schedules import LRSchedule
 
 
 def schedule(**overrides):

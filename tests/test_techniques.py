@@ -10,8 +10,8 @@ from helpers import run_cli, skip_unless_installed, tiny_train_args
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.models.registry import modeltype
 from resnet_cifar.models.techniques import PatchWhitening, WhitenedStem, fixed_whitening_layers, init_whitening
+from resnet_cifar.optim.schedules import build_optimizer
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
-from resnet_cifar.setup.schedules import build_optimizer
 
 
 def counts(model):

@@ -4,7 +4,7 @@ import torch
 from conftest import synthetic_dataset
 
 from resnet_cifar.config import TrainConfig
-from resnet_cifar.setup import assembly
+from resnet_cifar.training import assembly
 from resnet_cifar.training import loop as training
 from resnet_cifar.training.loop import train_model
 from resnet_cifar.utils import progress

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from resnet_cifar.cli.config_file import option_tokens
-from resnet_cifar.cli.launcher import program, torchrun_target
 from resnet_cifar.cli.resume_rules import check_data_matches, keep_trained_precision, resume_config
 from resnet_cifar.cli.summary import format_lines as format_summary
 from resnet_cifar.cli.summary import read_runs
@@ -25,6 +24,7 @@ from resnet_cifar.data.datasets import DataSpec, check_spec, load_dataset, train
 from resnet_cifar.data.loader import Normalizer
 from resnet_cifar.errors import UserError
 from resnet_cifar.models.techniques import model_options
+from resnet_cifar.recipes import apply_length, apply_recipe, apply_short_run
 from resnet_cifar.results.evaluation import evaluate_checkpoint, load_model
 from resnet_cifar.results.exporting import ATOL, RTOL, check_sidecar, export_model, require_packages, sidecar_of
 from resnet_cifar.results.metrics import format_report, write_json
@@ -49,13 +49,13 @@ from resnet_cifar.runfiles.destinations import (
     writable_path,
 )
 from resnet_cifar.runfiles.run_files import create_run_dir, default_run_dir, seed_run_dir
-from resnet_cifar.setup.recipes import apply_length, apply_recipe, apply_short_run
 from resnet_cifar.training.loop import Interrupted, train_model
 from resnet_cifar.training.time_budget import measure_and_plan
 from resnet_cifar.utils import distributed
 from resnet_cifar.utils.devices import resolve_device
 from resnet_cifar.utils.distributed import Distributed
 from resnet_cifar.utils.interrupts import StopSignals
+from resnet_cifar.utils.launcher import program, torchrun_target
 from resnet_cifar.utils.timings import PhaseClock, format_timings, process_age_s, write_timings
 
 

@@ -19,13 +19,13 @@ from resnet_cifar.config import EvalConfig, ExportConfig, PredictConfig, TrainCo
 from resnet_cifar.data.datasets import DataSpec
 from resnet_cifar.data.loader import check_global_batch
 from resnet_cifar.errors import UserError
+from resnet_cifar.recipes import apply_length, apply_recipe, apply_short_run
 from resnet_cifar.results.evaluation import check_model_name, load_model, run_precision, run_tta
 from resnet_cifar.results.exporting import check_sidecar, require_packages, sidecar_of
 from resnet_cifar.results.predict import collect_paths
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.runfiles.destinations import check_eval, check_export, check_predict, check_summary, check_train
-from resnet_cifar.setup.assembly import check_schedule
-from resnet_cifar.setup.recipes import apply_length, apply_recipe, apply_short_run
+from resnet_cifar.training.assembly import check_schedule
 from resnet_cifar.utils import distributed
 from resnet_cifar.utils.devices import resolve_device, resolve_precision
 

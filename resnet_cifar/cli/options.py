@@ -31,8 +31,8 @@ from resnet_cifar.data.augmentations import PAD_MODES, POLICIES, TTA_MODES
 from resnet_cifar.data.datasets import DATASETS, LABEL_SETS
 from resnet_cifar.models.registry import DROPOUT_MODELS, MODEL_NAMES
 from resnet_cifar.models.techniques import BN_SCALES
+from resnet_cifar.recipes import RECIPE_NAMES
 from resnet_cifar.results.exporting import FORMATS
-from resnet_cifar.setup.recipes import RECIPE_NAMES
 from resnet_cifar.training.time_budget import parse_duration
 
 MODES = ("train", "eval", "predict", "export", "summary")

@@ -16,15 +16,15 @@ from resnet_cifar.config import TrainConfig
 from resnet_cifar.data.datasets import Dataset
 from resnet_cifar.data.loader import BatchLoader
 from resnet_cifar.errors import UserError
-from resnet_cifar.results.epoch_results import Log, epoch_row, evaluate_epoch, format_epoch_line, write_final_reports
+from resnet_cifar.optim.schedules import set_lr
+from resnet_cifar.recipes import describe_recipe
 from resnet_cifar.results.evaluation import EvalInterrupted
 from resnet_cifar.results.plots import CurvesPlot
 from resnet_cifar.results.tensorboard_log import TensorBoardLog
 from resnet_cifar.runfiles import checkpoints, run_files
-from resnet_cifar.runfiles.checkpoint_state import EpochTotals, TrainState, build_payload, restore_payload
-from resnet_cifar.setup.assembly import RunParts, StepContext, build_run, describe_run, unwrap
-from resnet_cifar.setup.recipes import describe_recipe
-from resnet_cifar.setup.schedules import set_lr
+from resnet_cifar.training.assembly import RunParts, StepContext, build_run, describe_run, unwrap
+from resnet_cifar.training.checkpoint_state import EpochTotals, TrainState, build_payload, restore_payload
+from resnet_cifar.training.epoch_results import Log, epoch_row, evaluate_epoch, format_epoch_line, write_final_reports
 from resnet_cifar.utils.devices import autocast
 from resnet_cifar.utils.distributed import Distributed, fault_injector
 from resnet_cifar.utils.interrupts import StopSignals

@@ -13,7 +13,7 @@ from resnet_cifar.errors import UserError
 from resnet_cifar.utils.rng import capture_rng_state, restore_rng_state
 
 if TYPE_CHECKING:
-    from resnet_cifar.setup.assembly import RunParts, StepContext
+    from resnet_cifar.training.assembly import RunParts, StepContext
 
 
 @dataclass

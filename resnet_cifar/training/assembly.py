@@ -16,10 +16,10 @@ from resnet_cifar.data.loader import BatchLoader, Normalizer
 from resnet_cifar.errors import UserError
 from resnet_cifar.models.registry import modeltype
 from resnet_cifar.models.techniques import fixed_whitening_layers, init_whitening, model_options, whitening_images
-from resnet_cifar.setup import precision_choice
-from resnet_cifar.setup.ema import ModelEMA
-from resnet_cifar.setup.lookahead import Lookahead
-from resnet_cifar.setup.schedules import LRSchedule, build_optimizer
+from resnet_cifar.optim.ema import ModelEMA
+from resnet_cifar.optim.lookahead import Lookahead
+from resnet_cifar.optim.schedules import LRSchedule, build_optimizer
+from resnet_cifar.training import precision_choice
 from resnet_cifar.utils.devices import configure_determinism, resolve_device, resolve_precision
 from resnet_cifar.utils.distributed import Distributed, shard_bounds, wrap_model
 from resnet_cifar.utils.rng import seed_everything

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from resnet_cifar.config import TrainConfig
-from resnet_cifar.setup.muon import MuonSGD
+from resnet_cifar.optim.muon import MuonSGD
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

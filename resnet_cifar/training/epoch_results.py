@@ -19,8 +19,8 @@ from resnet_cifar.results.evaluation import (
     write_report_dir,
 )
 from resnet_cifar.results.tensorboard_log import TensorBoardLog
-from resnet_cifar.runfiles.checkpoint_state import EpochTotals
-from resnet_cifar.setup.assembly import RunParts
+from resnet_cifar.training.assembly import RunParts
+from resnet_cifar.training.checkpoint_state import EpochTotals
 
 Log = Callable[[str], None]
 

@@ -1,0 +1,2 @@
+"""Optimisation: the optimizer and its parameter groups, the learning-rate schedules, Muon, lookahead
+and the weights' moving average."""
