@@ -16,6 +16,7 @@ FLIPS = ("random", "alternating")
 SPLITS = ("test", "val")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "muon")
+FORMATS = ("onnx", "torchscript", "pt2", "safetensors")  # --mode export
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from resnet_cifar import api
 from resnet_cifar.cli import main as cli
-from resnet_cifar.cli.options import OPTIONS
 from resnet_cifar.errors import UserError
+from resnet_cifar.options import OPTIONS
 from resnet_cifar.runfiles.checkpoints import save_checkpoint
 
 SECONDS_PER_CASE = 30

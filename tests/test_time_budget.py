@@ -13,14 +13,9 @@ from resnet_cifar.cli import commands
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.training import time_budget
-from resnet_cifar.training.time_budget import (
-    STEP_SLACK,
-    duration_seconds,
-    evaluations_in,
-    parse_duration,
-    plan_steps,
-)
+from resnet_cifar.training.time_budget import STEP_SLACK, evaluations_in, plan_steps
 from resnet_cifar.utils.distributed import Distributed
+from resnet_cifar.utils.durations import duration_seconds, parse_duration
 from resnet_cifar.utils.timings import seconds_per_call, warm_then_time
 
 

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from resnet_cifar.cli.config_file import option_tokens
-from resnet_cifar.cli.resume_rules import check_data_matches, keep_trained_precision, resume_config
 from resnet_cifar.cli.summary import format_lines as format_summary
 from resnet_cifar.cli.summary import read_runs
 from resnet_cifar.cli.summary import write_csv as write_summary_csv
@@ -50,6 +49,7 @@ from resnet_cifar.runfiles.destinations import (
 )
 from resnet_cifar.runfiles.run_files import create_run_dir, default_run_dir, seed_run_dir
 from resnet_cifar.training.loop import Interrupted, train_model
+from resnet_cifar.training.resume import check_data_matches, keep_trained_precision, resume_config
 from resnet_cifar.training.time_budget import measure_and_plan
 from resnet_cifar.utils import distributed
 from resnet_cifar.utils.devices import resolve_device

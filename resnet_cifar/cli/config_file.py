@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from resnet_cifar.cli.options import BY_DEST, RECORDED, Option
 from resnet_cifar.errors import UserError
+from resnet_cifar.options import BY_DEST, RECORDED, Option
 
 # What config.json records that is not a choice to repeat: the data's class count (read from the
 # data), the run's folder (a repeat is a new run) and what the run resolved on its machine.

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from resnet_cifar.cli.commands import check_start
-from resnet_cifar.cli.resume_rules import keep_trained_precision, resume_config
 from resnet_cifar.cli.summary import read_runs
 from resnet_cifar.config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from resnet_cifar.data.datasets import DataSpec
@@ -26,6 +25,7 @@ from resnet_cifar.results.predict import collect_paths
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.runfiles.destinations import check_eval, check_export, check_predict, check_summary, check_train
 from resnet_cifar.training.assembly import check_schedule
+from resnet_cifar.training.resume import keep_trained_precision, resume_config
 from resnet_cifar.utils import distributed
 from resnet_cifar.utils.devices import resolve_device, resolve_precision
 

@@ -21,11 +21,10 @@ from pathlib import Path
 from resnet_cifar.cli.commands import eval_command, export_command, predict_command, summary_command, train_command
 from resnet_cifar.cli.config_file import NOT_REPEATED, option_tokens, read_config_file
 from resnet_cifar.cli.dry_run import plan_eval, plan_export, plan_predict, plan_summary, plan_train, print_plan
-from resnet_cifar.cli.options import GROUPS, MODE_READS, MODES, OPTIONS, TRAIN_OPTIONS, Option, config_value
-from resnet_cifar.config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
+from resnet_cifar.config import FORMATS, EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from resnet_cifar.errors import UserError
+from resnet_cifar.options import GROUPS, MODE_READS, MODES, OPTIONS, TRAIN_OPTIONS, Option, config_value
 from resnet_cifar.recipes import describe_recipes
-from resnet_cifar.results.exporting import FORMATS
 from resnet_cifar.utils.launcher import program
 
 

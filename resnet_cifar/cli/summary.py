@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from resnet_cifar.cli.options import NOT_THE_EXPERIMENT
 from resnet_cifar.errors import UserError
+from resnet_cifar.options import NOT_THE_EXPERIMENT
 from resnet_cifar.results.seed_summary import SeedSummary
 from resnet_cifar.runfiles.run_files import MetricsLog
 from resnet_cifar.utils.atomic_files import atomic_path

@@ -15,7 +15,6 @@ from torch import nn
 from resnet_cifar.errors import UserError
 from resnet_cifar.utils.atomic_files import atomic_path, write_text
 
-FORMATS = ("onnx", "torchscript", "pt2", "safetensors")
 # Exported logits must match the PyTorch model's (fp32, eval mode) within
 # |exported - torch| <= ATOL + RTOL * |torch|: float operations may be reordered by another runtime.
 ATOL = 1e-4

@@ -8,10 +8,8 @@ resume continues the same schedule, and `--iterations N` with the recorded N rep
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,10 +24,9 @@ from resnet_cifar.training.assembly import RunParts, build_run
 from resnet_cifar.training.loop import train_step
 from resnet_cifar.utils.devices import autocast
 from resnet_cifar.utils.distributed import Distributed
+from resnet_cifar.utils.durations import duration_seconds
 from resnet_cifar.utils.timings import seconds_per_call, warm_then_time
 
-UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
-DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 UNTIMED_STEPS = 2  # the first steps pay for allocation and autotuning
 # Then steps are timed for 1% of the budget, 3 to 20 s (at least 3, at most 50 steps), and the median
 # step is planned with: on a 2-core CPU a 3-second window held two 2-second steps, and one slow
@@ -42,31 +39,6 @@ PER_EPOCH_S = 0.5  # checkpoint and curves after each epoch (bench/README.md, "T
 # measured (bench/README.md).
 STEP_SLACK = 1.03
 FINAL_S = 3.0  # the final report's pictures
-
-
-# Longer than any training run is planned for; it keeps the plan's arithmetic bounded.
-MAX_BUDGET_S = 30 * 24 * 3600
-
-
-def parse_duration(text: str) -> str:
-    """argparse type: '30m', '90s', '2h', '1h30m' (returned as typed, checked)."""
-    match = DURATION.match(text.strip())
-    if not text.strip() or match is None or not any(match.groups()):
-        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 30m, 2h or 1h30m, got {text!r}")
-    seconds = duration_seconds(text)
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
-    if seconds > MAX_BUDGET_S:
-        raise argparse.ArgumentTypeError(f"expected a duration of at most 30 days (720h), got {text!r}")
-    return text.strip()
-
-
-parse_duration.what = "a duration: 90s, 30m, 2h, 1h30m"  # for docs/options.md
-
-
-def duration_seconds(text: str) -> float:
-    hours, minutes, seconds = (float(g) if g else 0.0 for g in DURATION.match(text.strip()).groups())
-    return hours * UNITS["h"] + minutes * UNITS["m"] + seconds
 
 
 def measure_seconds(budget_s: float) -> float:

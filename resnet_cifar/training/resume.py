@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from resnet_cifar.cli.options import PER_INVOCATION, RESUME_OVERRIDABLE
 from resnet_cifar.config import LENGTH_SHAPED_SCHEDULERS, SCHEDULERS, TrainConfig
 from resnet_cifar.data.datasets import Dataset, check_matches
 from resnet_cifar.errors import UserError
+from resnet_cifar.options import PER_INVOCATION, RESUME_OVERRIDABLE
 from resnet_cifar.training.checkpoint_state import data_summary
 from resnet_cifar.utils.devices import resolve_device, resolve_precision
 

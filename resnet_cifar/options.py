@@ -3,7 +3,7 @@ that read it, what a resume may do with it, and whether it is part of the experi
 
 cli/main.py builds its parser from OPTIONS; the mode checks (MODE_READS), the resume rules
 (RESUME_OVERRIDABLE, PER_INVOCATION), the summary's grouping of runs by experiment
-(NOT_THE_EXPERIMENT) and docs/options.md (`python -m resnet_cifar.cli.options > docs/options.md`) are derived
+(NOT_THE_EXPERIMENT) and docs/options.md (`python -m resnet_cifar.options > docs/options.md`) are derived
 from the same list. A training option's default is its TrainConfig field's.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 from resnet_cifar.config import (
     FLIPS,
+    FORMATS,
     MILESTONE_UNITS,
     OPTIMIZERS,
     PRECISIONS,
@@ -32,8 +33,7 @@ from resnet_cifar.data.datasets import DATASETS, LABEL_SETS
 from resnet_cifar.models.registry import DROPOUT_MODELS, MODEL_NAMES
 from resnet_cifar.models.techniques import BN_SCALES
 from resnet_cifar.recipes import RECIPE_NAMES
-from resnet_cifar.results.exporting import FORMATS
-from resnet_cifar.training.time_budget import parse_duration
+from resnet_cifar.utils.durations import parse_duration
 
 MODES = ("train", "eval", "predict", "export", "summary")
 GROUPS = {
@@ -354,7 +354,7 @@ def _default_text(option: Option) -> str:
 def options_markdown() -> str:
     """docs/options.md: a table per group, generated from OPTIONS (tests fail when the file is stale)."""
     lines = ["# Options", "",
-             "Generated from `resnet_cifar/cli/options.py` by `python -m resnet_cifar.cli.options > docs/options.md`;",
+             "Generated from `resnet_cifar/options.py` by `python -m resnet_cifar.options > docs/options.md`;",
              "a test fails when this page",
              "and the code disagree. A recipe (`--recipe`, docs/recipes.md) changes some defaults of training",
              "options; an option typed on the command line overrides the recipe's value.", "",

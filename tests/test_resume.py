@@ -76,7 +76,7 @@ def test_a_resume_keeps_the_precision_the_run_trained_in(batches_dir, tmp_path, 
 
 
 def test_a_resume_on_another_device_kind_chooses_anew(monkeypatch):
-    from resnet_cifar.cli.resume_rules import keep_trained_precision
+    from resnet_cifar.training.resume import keep_trained_precision
     from resnet_cifar.utils import devices
 
     monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda: False)  # auto: fp32 NCHW, as on an AVX2 CPU
@@ -96,7 +96,7 @@ def test_a_resume_on_another_device_kind_chooses_anew(monkeypatch):
 
 @pytest.mark.parametrize("scheduler", ["cosine", "onecycle", "triangular"])
 def test_a_length_shaped_schedule_refuses_another_length_on_resume(scheduler):
-    from resnet_cifar.cli.resume_rules import resume_config
+    from resnet_cifar.training.resume import resume_config
 
     saved = TrainConfig(scheduler=scheduler, epochs=10)
     with pytest.raises(UserError, match=f"^--epochs 20: this run's {scheduler} schedule is laid out over its 10 "
@@ -113,7 +113,7 @@ def test_a_length_shaped_schedule_refuses_another_length_on_resume(scheduler):
 
 @pytest.mark.parametrize("scheduler", ["plateau", "step", "multistep"])
 def test_other_schedules_may_change_their_length_on_resume(scheduler):
-    from resnet_cifar.cli.resume_rules import resume_config
+    from resnet_cifar.training.resume import resume_config
 
     resumed = resume_config(TrainConfig(scheduler=scheduler, epochs=10), TrainConfig(epochs=20), {"epochs"})
     assert resumed.epochs == 20 and resumed.scheduler == scheduler
