@@ -18,26 +18,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet_cifar.cli.commands import check_start, run_training
-from resnet_cifar.cli.config_file import option_tokens
-from resnet_cifar.cli.main import (
-    check_mode_options,
-    eval_config_from_args,
-    explicit_options,
-    parse_args,
-    train_config_from_args,
-)
-from resnet_cifar.config import WEIGHTS
+from resnet_cifar.config import WEIGHTS, EvalConfig
 from resnet_cifar.data.datasets import trained_image_size
 from resnet_cifar.errors import UserError
 from resnet_cifar.models.registry import MODEL_NAMES, modeltype
 from resnet_cifar.models.techniques import BN_SCALES
-from resnet_cifar.recipes import apply_recipe
+from resnet_cifar.options import BY_DEST, MODE_READS, checked_value, mode_config, train_config_of
 from resnet_cifar.results.evaluation import evaluate_checkpoint
 from resnet_cifar.results.evaluation import load_model as _load_model
 from resnet_cifar.runfiles.checkpoints import load_checkpoint as _load_payload
-from resnet_cifar.runfiles.destinations import check_eval, check_train
-from resnet_cifar.utils.distributed import Distributed
+from resnet_cifar.runfiles.destinations import check_eval
+from resnet_cifar.training.session import resolve_run, run_training
 from resnet_cifar.utils.process_state import kept_process_state
 
 __all__ = ["list_models", "build_model", "Checkpoint", "load_checkpoint", "train", "evaluate"]
@@ -104,26 +95,15 @@ def load_checkpoint(path: str | Path, weights: str = "raw") -> Checkpoint:
                       payload["epoch"], dict(payload["config"]))
 
 
-def _parsed(mode: str, options: dict[str, Any], caller: str):
-    argv = ["--mode", mode, *option_tokens(options, caller)]
-    args = parse_args(argv)
-    explicit = explicit_options(argv)
-    check_mode_options(mode, explicit)
-    return args, explicit
-
-
 def train(**options: Any) -> dict[str, Any]:
     """Train a new run as `python main.py --mode train` would with these options; returns its summary
     (run_dir, checkpoint, final accuracy, split, tta). The recipe fills in what is not given."""
     if "resume" in options or "seeds" in options:
         raise UserError("train() starts one new run; resume or train several seeds from the command line")
-    args, explicit = _parsed("train", options, "train()")
-    config = apply_recipe(train_config_from_args(args), explicit)
-    check_start(config, explicit, None, None, Distributed())
-    if config.run_dir is not None:
-        check_train(config, True, None, None, None)
+    config, explicit = train_config_of(options, "train()")
+    run = resolve_run(config, explicit, environ={})
     with kept_process_state():  # the caller's process goes on: its threads, flags and generators as they were
-        code, summary = run_training(config, explicit)
+        code, summary = run_training(run)
     if code != 0:
         raise KeyboardInterrupt(f"training stopped by a signal after saving {summary.get('checkpoint', 'its state')}")
     return summary
@@ -132,10 +112,18 @@ def train(**options: Any) -> dict[str, Any]:
 def evaluate(checkpoint: str | Path, **options: Any) -> dict[str, Any]:
     """A checkpoint's report (accuracy, loss, per-class accuracy, confusion, calibration) as
     `python main.py --mode eval` computes it; options: split, tta, weights, data_dir, device, report_dir..."""
-    args, explicit = _parsed("eval", {"checkpoint": str(checkpoint), **options}, "evaluate()")
-    config = eval_config_from_args(args, explicit)
+    values = {"checkpoint": checkpoint if isinstance(checkpoint, str) else str(checkpoint), **options}
+    checked = {}
+    for name, value in values.items():
+        option = BY_DEST.get(name)
+        if option is None or "eval" not in option.modes:
+            raise UserError(f"evaluate(): unknown option {name!r}; valid options: "
+                            f"{', '.join(sorted(MODE_READS['eval'] - {'config', 'dry_run'}))}")
+        if value is not None:
+            checked[name] = checked_value(option, value, "evaluate()")
+    config = mode_config(EvalConfig, "eval", checked)
     check_eval(config)
     payload = _load_payload(Path(config.checkpoint))
     check_eval(config, payload)
     with kept_process_state():
-        return evaluate_checkpoint(config, expected_model=args.model if "model" in explicit else None, payload=payload)
+        return evaluate_checkpoint(config, expected_model=checked.get("model"), payload=payload)

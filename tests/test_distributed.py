@@ -15,7 +15,6 @@ import pytest
 import torch
 from conftest import ROOT, synthetic_images, write_batches
 
-from resnet_cifar.cli.commands import check_start, restart_checkpoint
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.data.augmentations import Augmentation
 from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, Split
@@ -23,6 +22,7 @@ from resnet_cifar.data.loader import BatchLoader, Normalizer
 from resnet_cifar.errors import UserError
 from resnet_cifar.results.evaluation import evaluate, load_model
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
+from resnet_cifar.training.session import check_start, restart_checkpoint
 from resnet_cifar.utils import distributed
 
 OUTER_TIMEOUT = 180  # seconds for one torchrun job here; a hang fails the test instead of CI

@@ -12,20 +12,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from resnet_cifar.cli.commands import check_start
 from resnet_cifar.cli.summary import read_runs
 from resnet_cifar.config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from resnet_cifar.data.datasets import DataSpec
 from resnet_cifar.data.loader import check_global_batch
 from resnet_cifar.errors import UserError
-from resnet_cifar.recipes import apply_length, apply_recipe, apply_short_run
+from resnet_cifar.recipes import apply_length, apply_short_run
 from resnet_cifar.results.evaluation import check_model_name, load_model, run_precision, run_tta
 from resnet_cifar.results.exporting import check_sidecar, require_packages, sidecar_of
 from resnet_cifar.results.predict import collect_paths
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
-from resnet_cifar.runfiles.destinations import check_eval, check_export, check_predict, check_summary, check_train
+from resnet_cifar.runfiles.destinations import check_eval, check_export, check_predict, check_summary, place
 from resnet_cifar.training.assembly import check_schedule
-from resnet_cifar.training.resume import keep_trained_precision, resume_config
+from resnet_cifar.training.session import resolve_run
 from resnet_cifar.utils import distributed
 from resnet_cifar.utils.devices import resolve_device, resolve_precision
 
@@ -40,20 +39,18 @@ def print_plan(plan: dict[str, Any]) -> int:
 
 def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = None,
                seeds: list[int] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The run that `train_command` would start, after the same refusals."""
-    launch = distributed.describe_launch(environ)
-    check_start(config, explicit, resume, seeds, launch)
+    """The run that `train_command` would start, resolved as it resolves it."""
+    run = resolve_run(config, explicit, resume, seeds, environ)
+    config, launch = run.config, run.launch
     plan: dict[str, Any] = {"mode": "train", "processes": launch.world_size}
-    if resume is not None:
-        payload = load_checkpoint(resume)
-        config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
-        config, _ = keep_trained_precision(config, payload, explicit)
-        target = check_train(config, "run_dir" in explicit, resume, payload, None)
-        run_dir = target.run_dir
-        plan.update(resume=str(resume), epochs_done=payload["epoch"], finished=payload["epoch"] >= config.epochs,
-                    continues_in_place=target.in_place, resumed_from=target.origin)
+    if run.resume is not None:
+        run_dir = run.target.run_dir if run.target is not None else place(run.resume).parent  # finished
+        plan.update(resume=str(run.resume), epochs_done=run.payload["epoch"], finished=run.finished is not None,
+                    continues_in_place=run.target is not None and run.target.in_place,
+                    resumed_from=run.target.origin if run.target is not None else None)
     else:
-        config = apply_recipe(config, explicit)
+        # The length a run of epochs or of a time budget gets is known once the data set is read; what
+        # can be said without it is said here.
         config, length = apply_length(config, explicit, steps_per_epoch=None)
         config, short = apply_short_run(config, explicit, steps_per_epoch=None)
         if short:
@@ -61,7 +58,6 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
         if length:
             plan["length"] = length
         run_dir = Path(config.run_dir) if config.run_dir else None
-        check_train(config, "run_dir" in explicit, None, None, seeds)
         plan["seeds"] = seeds
     check_schedule(config)
     spec = DataSpec.of(config.to_dict())

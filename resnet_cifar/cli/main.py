@@ -23,7 +23,7 @@ from resnet_cifar.cli.config_file import NOT_REPEATED, option_tokens, read_confi
 from resnet_cifar.cli.dry_run import plan_eval, plan_export, plan_predict, plan_summary, plan_train, print_plan
 from resnet_cifar.config import FORMATS, EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from resnet_cifar.errors import UserError
-from resnet_cifar.options import GROUPS, MODE_READS, MODES, OPTIONS, TRAIN_OPTIONS, Option, config_value
+from resnet_cifar.options import GROUPS, MODE_READS, MODES, OPTIONS, TRAIN_OPTIONS, Option, config_value, mode_config
 from resnet_cifar.recipes import describe_recipes
 from resnet_cifar.utils.launcher import program
 
@@ -108,20 +108,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 def eval_config_from_args(args: argparse.Namespace, explicit: set[str]) -> EvalConfig:
     if args.checkpoint is None:
         raise UserError("--mode eval needs --checkpoint PATH (e.g. runs/<run>/last.pt)")
-    return EvalConfig(
-        checkpoint=args.checkpoint,
-        data_dir=args.data_dir if "data_dir" in explicit else None,
-        download=args.download,
-        device=args.device,
-        precision=args.precision,
-        channels_last=args.channels_last,
-        output=args.output,
-        quiet=args.quiet,
-        weights=args.weights,
-        tta=args.tta if "tta" in explicit else None,
-        split=args.split,
-        report_dir=args.report_dir,
-    )
+    return mode_config(EvalConfig, "eval", {name: getattr(args, name) for name in explicit})
 
 
 def predict_config_from_args(args: argparse.Namespace) -> PredictConfig:
@@ -136,8 +123,7 @@ def predict_config_from_args(args: argparse.Namespace) -> PredictConfig:
 def export_config_from_args(args: argparse.Namespace, explicit: set[str]) -> ExportConfig:
     if args.checkpoint is None or args.format is None or args.output is None:
         raise UsageError(f"--mode export needs --checkpoint PATH, --format {{{','.join(FORMATS)}}} and --output FILE")
-    return ExportConfig(checkpoint=args.checkpoint, format=args.format, output=args.output,
-                        data_dir=args.data_dir if "data_dir" in explicit else None, weights=args.weights)
+    return mode_config(ExportConfig, "export", {name: getattr(args, name) for name in explicit})
 
 
 # The option the user probably meant, where one is taken for another.

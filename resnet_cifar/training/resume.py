@@ -2,7 +2,9 @@
 run trained in, and the data set it trained on."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 from resnet_cifar.config import LENGTH_SHAPED_SCHEDULERS, SCHEDULERS, TrainConfig
 from resnet_cifar.data.datasets import Dataset, check_matches
@@ -86,3 +88,20 @@ def check_data_matches(payload: dict, data: Dataset) -> None:
                 f"the data set differs from the checkpoint's: {key} is {found[key]} in --data-dir "
                 f"but {saved[key]} in the checkpoint"
             )
+
+
+def recorded_options(folder: Path, payload: dict, resumed: TrainConfig, explicit: set[str]) -> dict:
+    """What a resumed run's config.json keeps: the options its run recorded (config.json, or the
+    checkpoint's where that file is gone), with only what this command typed and changed."""
+    try:
+        previous = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    if not isinstance(previous, dict):
+        previous = dict(payload["config"])
+    saved, values = payload["config"], resumed.to_dict()
+    changed = {name: values[name] for name in explicit if name in values and values[name] != saved.get(name)}
+    if "epochs" in explicit:
+        changed["iterations"] = values["iterations"]
+    kept = {name: value for name, value in previous.items() if name in values}
+    return {**values, **kept, **changed, "run_dir": values["run_dir"], "resumed_from": values["resumed_from"]}
