@@ -28,7 +28,7 @@ from resnet_cifar.config import TrainConfig  # noqa: E402
 from resnet_cifar.models.registry import modeltype  # noqa: E402
 from resnet_cifar.recipes import apply_recipe  # noqa: E402
 from resnet_cifar.training.assembly import make_step_context  # noqa: E402
-from resnet_cifar.training.loop import train_step  # noqa: E402
+from resnet_cifar.training.step import train_step  # noqa: E402
 
 ROUTES = {"sgd": "airbench94", "muon": "airbench94-muon"}
 

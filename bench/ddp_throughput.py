@@ -41,7 +41,8 @@ def worker(args: argparse.Namespace) -> None:
     from resnet_cifar.config import TrainConfig
     from resnet_cifar.data.datasets import load_cifar10
     from resnet_cifar.training.assembly import build_run
-    from resnet_cifar.training.loop import EpochTotals, train_one_epoch
+    from resnet_cifar.training.checkpoint_state import EpochTotals
+    from resnet_cifar.training.epoch import train_one_epoch
     from resnet_cifar.utils import distributed
     from resnet_cifar.utils.progress import NoProgress
 

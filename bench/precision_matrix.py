@@ -25,8 +25,8 @@ from common import interleaved_img_per_s, medians  # noqa: E402
 from resnet_cifar.config import TrainConfig  # noqa: E402
 from resnet_cifar.models.registry import MODEL_NAMES, modeltype  # noqa: E402
 from resnet_cifar.training.assembly import make_step_context  # noqa: E402
-from resnet_cifar.training.loop import train_step  # noqa: E402
 from resnet_cifar.training.precision_choice import candidates  # noqa: E402
+from resnet_cifar.training.step import train_step  # noqa: E402
 from resnet_cifar.utils.devices import resolve_device  # noqa: E402
 
 

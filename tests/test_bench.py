@@ -6,7 +6,7 @@ import argparse
 import pytest
 
 from resnet_cifar.data import loader
-from resnet_cifar.training import loop as training
+from resnet_cifar.training import epoch as training
 
 
 @pytest.fixture

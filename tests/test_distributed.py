@@ -107,7 +107,7 @@ def test_weighting_each_share_makes_the_averaged_gradient_the_global_batchs():
     that average the gradient of the global batch's mean loss, whatever the shares."""
     from types import SimpleNamespace
 
-    from resnet_cifar.training.loop import share_weight
+    from resnet_cifar.training.step import share_weight
 
     losses = torch.randn(10, dtype=torch.float64)
     world = distributed.Distributed(torchrun=True, active=True, world_size=3)

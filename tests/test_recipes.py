@@ -59,7 +59,7 @@ def test_paper_run_ends_at_64k_iterations():
     parts = build_run(config, synthetic_dataset(n_train=50_000 // 100, n_test=10))
     assert len(parts.train_loader) == 3  # 500 // 128
     assert parts.config.epochs == math.ceil(64_000 / 3)
-    from resnet_cifar.training.loop import epoch_steps
+    from resnet_cifar.training.epoch import epoch_steps
     assert sum(epoch_steps(parts, e) for e in range(parts.config.epochs)) == 64_000
     assert epoch_steps(parts, parts.config.epochs - 1) == 64_000 - 3 * (parts.config.epochs - 1)
 

@@ -20,6 +20,7 @@ from resnet_cifar.runfiles import checkpoints
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.training import epoch_results
 from resnet_cifar.training import loop as training
+from resnet_cifar.training.epoch import NonFiniteLoss
 
 
 @pytest.fixture(autouse=True)
@@ -203,7 +204,7 @@ def test_huge_lr_stops_with_epoch_and_step(batches_dir, tmp_path, capsys):
 def test_nan_never_overwrites_the_last_good_checkpoint(tmp_path):
     run_dir = run_training(tmp_path, "run", replace(BASE, epochs=1))
     good = (run_dir / "last.pt").read_bytes()
-    with pytest.raises(training.NonFiniteLoss, match="epoch 2, step"):
+    with pytest.raises(NonFiniteLoss, match="epoch 2, step"):
         run_training(tmp_path, "run", replace(BASE, lr=1e30), resume=load_checkpoint(run_dir / "last.pt"))
     assert (run_dir / "last.pt").read_bytes() == good
 

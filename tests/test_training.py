@@ -4,9 +4,11 @@ import torch
 from conftest import synthetic_dataset
 
 from resnet_cifar.config import TrainConfig
-from resnet_cifar.training import assembly
-from resnet_cifar.training import loop as training
+from resnet_cifar.training import assembly, epoch
+from resnet_cifar.training.checkpoint_state import EpochTotals, TrainState
+from resnet_cifar.training.epoch import NonFiniteLoss, run_steps_left, train_one_epoch
 from resnet_cifar.training.loop import train_model
+from resnet_cifar.training.step import train_step
 from resnet_cifar.utils import progress
 
 
@@ -48,11 +50,11 @@ def test_the_training_loop_adds_few_ops_to_the_step():
     parts = assembly.build_run(config, synthetic_dataset(n_train=256))
     inputs, targets = next(parts.train_loader.epoch(5))
     steps = 32  # one epoch
-    training.train_step(parts.ctx, inputs, targets, 0.1)  # creates the momentum buffers first
-    compute = count_dispatched_ops(lambda: [training.train_step(parts.ctx, inputs, targets, 0.1)
+    train_step(parts.ctx, inputs, targets, 0.1)  # creates the momentum buffers first
+    compute = count_dispatched_ops(lambda: [train_step(parts.ctx, inputs, targets, 0.1)
                                             for _ in range(steps)])
-    loop = count_dispatched_ops(lambda: training.train_one_epoch(
-        parts.ctx, parts.train_loader, 0, 0, training.EpochTotals(), None, lambda: False, progress.NoProgress))
+    loop = count_dispatched_ops(lambda: train_one_epoch(
+        parts.ctx, parts.train_loader, 0, 0, EpochTotals(), None, lambda: False, progress.NoProgress))
     extra_per_step = (loop - compute) / steps
     # 8.0 now (7.7 with batches of 32); 39.5 with per-batch crops and a chain of per-step NaN-check ops
     assert 0 < extra_per_step <= 10, extra_per_step
@@ -71,10 +73,10 @@ def test_nan_is_reported_at_its_exact_step(monkeypatch, start_step, first_bad):
         step["n"] += 1
         return torch.tensor(loss) * len(targets), torch.tensor(0)
 
-    monkeypatch.setattr(training, "train_step", fake_step)
-    with pytest.raises(training.NonFiniteLoss, match=f"epoch 1, step {first_bad + 1};"):
-        training.train_one_epoch(parts.ctx, parts.train_loader, 0, start_step, training.EpochTotals(), None,
-                                 lambda: False, progress.NoProgress)
+    monkeypatch.setattr(epoch, "train_step", fake_step)
+    with pytest.raises(NonFiniteLoss, match=f"epoch 1, step {first_bad + 1};"):
+        train_one_epoch(parts.ctx, parts.train_loader, 0, start_step, EpochTotals(), None, lambda: False,
+                        progress.NoProgress)
 
 
 def test_the_run_eta_counts_every_step_left_in_the_run():
@@ -90,17 +92,17 @@ def test_the_run_eta_counts_every_step_left_in_the_run():
 def test_the_progress_line_shows_the_run_eta_from_the_run_and_max_steps():
     config = TrainConfig(model="resnet20", batch_size=8, precision="fp32", epochs=3)
     parts = assembly.build_run(config, synthetic_dataset(n_train=160))  # 20 steps an epoch
-    assert training.run_steps_left(parts, training.TrainState(epoch=1, step=5, global_step=25)) == 35
+    assert run_steps_left(parts, TrainState(epoch=1, step=5, global_step=25)) == 35
     capped = assembly.build_run(TrainConfig(model="resnet20", batch_size=8, precision="fp32", epochs=3,
                                             max_steps=30), synthetic_dataset(n_train=160))
-    assert training.run_steps_left(capped, training.TrainState(global_step=25)) == 5
+    assert run_steps_left(capped, TrainState(global_step=25)) == 5
     postfixes = []
 
     class Recording(progress.NoProgress):
         def set_postfix_str(self, text, refresh=True):
             postfixes.append(text)
 
-    training.train_one_epoch(parts.ctx, parts.train_loader, 0, 0, training.EpochTotals(), None, lambda: False,
+    train_one_epoch(parts.ctx, parts.train_loader, 0, 0, EpochTotals(), None, lambda: False,
                              Recording, run_steps_left=60)
     assert postfixes and all(" run ETA " in text for text in postfixes)
 

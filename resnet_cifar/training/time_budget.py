@@ -21,7 +21,7 @@ from resnet_cifar.data.augmentations import tta_logits
 from resnet_cifar.data.datasets import Dataset
 from resnet_cifar.errors import UserError
 from resnet_cifar.training.assembly import RunParts, build_run
-from resnet_cifar.training.loop import train_step
+from resnet_cifar.training.step import train_step
 from resnet_cifar.utils.devices import autocast
 from resnet_cifar.utils.distributed import Distributed
 from resnet_cifar.utils.durations import duration_seconds
