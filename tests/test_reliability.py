@@ -18,7 +18,7 @@ from resnet_cifar.config import TrainConfig
 from resnet_cifar.data import loader
 from resnet_cifar.runfiles import checkpoints
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
-from resnet_cifar.training import epoch_results
+from resnet_cifar.training import epoch_results, run_record
 from resnet_cifar.training import loop as training
 from resnet_cifar.training.epoch import NonFiniteLoss
 
@@ -49,7 +49,7 @@ BASE = TrainConfig(model="resnet20", epochs=2, batch_size=32, lr=0.05, precision
 @pytest.mark.slow
 def test_resume_is_bit_exact_with_checkpoints_written_in_the_background(tmp_path, monkeypatch):
     # The background writer is chosen on accelerators only; forced here on the CPU.
-    monkeypatch.setattr(training, "writes_in_background", lambda device, world_size: True)
+    monkeypatch.setattr(run_record, "writes_in_background", lambda device, world_size: True)
     modes = []
     original_save = checkpoints.CheckpointWriter.save
     monkeypatch.setattr(checkpoints.CheckpointWriter, "save",
