@@ -48,13 +48,35 @@ class Recipe:
     length_epochs: float | None = None
 
 
-# airbench94_muon.py's values (mapped in the recipe's comment), shared by its CPU variant.
+def airbench_sgd(lr: float, weight_decay: float, momentum: float) -> dict[str, Any]:
+    """airbench94's SGD as its script writes it, in decoupled form: lr and weight decay "per 1024
+    examples" on the loss summed over a batch of 1024, Nesterov momentum m. Its SGD steps at
+    lr / (1024 (1 + 1 / (1 - m))) on the sum, i.e. lr (1 - m) / (2 - m) on this trainer's mean loss,
+    and decays each weight by lr x weight decay a step: the same update here takes that lr and a
+    weight decay of weight_decay / lr."""
+    # Rounded: 1 - 0.85 is not exact in binary, and airbench's 11.5 is 1.5 on the mean loss.
+    mean_lr = round(lr * (1 - momentum) / (2 - momentum), 12)
+    return dict(lr=mean_lr, weight_decay=weight_decay / lr, momentum=momentum, nesterov=True)
+
+
+def airbench_muon_sgd(head_lr: float, bias_lr: float, weight_decay: float, batch_size: int) -> dict[str, Any]:
+    """airbench94_muon's SGD groups as its script writes them: the head's lr and the biases' on the loss
+    summed over the batch, weight decay x batch / lr each, logits / 256 with the head kept at std 1.
+    This net divides its logits by 9 and keeps PyTorch's initialisation (a 2.7% smaller start, the
+    same function), so on the mean loss the same updates are the head's lr x batch x (9/256)^2 and
+    weight decay / lr x (256/9)^2, and the BatchNorm biases' lr that many times the head's
+    (--bn-bias-lr-scale; weight decay divided by it). Muon normalises its update: no scale to map."""
+    logit_ratio = (9 / 256) ** 2
+    return dict(lr=head_lr * batch_size * logit_ratio, weight_decay=weight_decay / head_lr * (256 / 9) ** 2,
+                bn_bias_lr_scale=bias_lr / (head_lr * logit_ratio), batch_size=batch_size)
+
+
+# airbench94_muon.py's values, in its units, shared by its CPU variant.
 AIRBENCH94_MUON: Mapping[str, Any] = MappingProxyType(dict(
-    epochs=8, batch_size=2000, optimizer="muon", muon_lr=0.24, muon_momentum=0.6, lr=0.67 * 2000 * (9 / 256) ** 2,
-    momentum=0.85, nesterov=True, weight_decay=2e-6 / 0.67 * (256 / 9) ** 2,
-    bn_bias_lr_scale=0.053 / (0.67 * (9 / 256) ** 2), label_smoothing=0.2, scheduler="triangular",
-    triangular_peak=0.0, whiten_bias_epochs=3, translate=2, translate_pad="reflect", flip="alternating",
-    tta="flip-translate", eval_every=0))
+    epochs=8, optimizer="muon", muon_lr=0.24, muon_momentum=0.6, momentum=0.85, nesterov=True,
+    **airbench_muon_sgd(head_lr=0.67, bias_lr=0.053, weight_decay=2e-6, batch_size=2000),
+    label_smoothing=0.2, scheduler="triangular", triangular_peak=0.0, whiten_bias_epochs=3, translate=2,
+    translate_pad="reflect", flip="alternating", tta="flip-translate", eval_every=0))
 
 RECIPES: dict[str, Recipe] = {
     "seed": Recipe(
@@ -84,16 +106,14 @@ RECIPES: dict[str, Recipe] = {
                 "Cutout 12 (not for the 6n+2 nets), flip + translate TTA, evaluated after the last epoch only; "
                 "26 epochs (resnet18), 30 (others)",
         source="the published fast ResNet-18 route, its ResNet-20 values measured on the JPEG copy (docs/recipes.md)",
-        # Evaluating with flip-translate TTA (6 passes over the test set) took 57 s after a 181 s
-        # resnet20 epoch on the CPU (bench/README.md): after every epoch, a third more time.
-        # Per-epoch curves need --eval-every 1.
+        # Evaluated after the last epoch only: flip-translate TTA is 6 passes over the test set, a third
+        # of a resnet20 epoch's time on a CPU (bench/README.md). Per-epoch curves need --eval-every 1.
         values=dict(epochs=30, batch_size=500, lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-4,
                     scheduler="triangular", translate_pad="reflect", cutout=12, tta="flip-translate", eval_every=0),
-        # Cutout cost resnet20 3.1 points at a 3-epoch budget (65.06% with, 68.17% without; bench/README.md).
+        # No Cutout for the 6n+2 nets: it cost resnet20 points at short lengths (bench/README.md).
         per_model={"resnet18": dict(epochs=26), **{name: dict(cutout=0) for name in PAPER_MODELS}},
-        # ResNet-20 on the CPU: 71.90% at lr 0.2 against 68.17% at 0.4 in 3 epochs, 75.86% against
-        # 74.66% in 4, but 83.54% against 84.06% in 9 (docs/recipes.md, "Peak lr"). The advantage,
-        # +1.2 at 4 and -0.5 at 9, crosses zero near 7.5 epochs if linear between: 6 stays short of it.
+        # The lower peak wins short runs and loses long ones; 6 epochs stays short of where the measured
+        # advantage crosses zero (docs/recipes.md, "Peak lr").
         short_run=ShortRun(6, dict(lr=0.2), PAPER_MODELS,
                            why="measured on resnet20: +3.7 points at 3 epochs, +1.2 at 4; 0.4 wins at 9"),
     ),
@@ -119,13 +139,8 @@ RECIPES: dict[str, Recipe] = {
                 "flip-translate TTA",
         source="Keller Jordan, airbench94 (arXiv 2404.00498; KellerJordan/cifar10-airbench): 94.01% in 9.9 epochs on "
                "the official data",
-        # airbench sums the loss over the batch and states lr and weight decay "per 1024 examples" in the
-        # decoupled form: its SGD takes lr 11.5 / (1024 (1 + 1 / (1 - m))) on the summed loss and a decay of
-        # 0.0153 x 1024 / (1024 (1 + 1 / (1 - m))) x the schedule's factor a step. On this trainer's mean
-        # loss the same update is lr 11.5 (1 - m) / (2 - m) = 1.5 and weight decay 0.0153 / 11.5 (lr x wd
-        # is the decay a step); BatchNorm biases take lr x 64 and weight decay / 64, as there.
-        values=dict(epochs=10, batch_size=1024, lr=11.5 * 0.15 / 1.15, momentum=0.85, nesterov=True,
-                    weight_decay=0.0153 / 11.5, bn_bias_lr_scale=64.0, label_smoothing=0.2, scheduler="triangular",
+        values=dict(epochs=10, batch_size=1024, **airbench_sgd(lr=11.5, weight_decay=0.0153, momentum=0.85),
+                    bn_bias_lr_scale=64.0, label_smoothing=0.2, scheduler="triangular",
                     triangular_start=0.2, triangular_peak=0.23, triangular_end=0.07, lookahead=True,
                     whiten_bias_epochs=3, translate=2, translate_pad="reflect", flip="alternating",
                     tta="flip-translate", eval_every=0),
@@ -138,23 +153,17 @@ RECIPES: dict[str, Recipe] = {
                 "bias's lr falling to 0 over 3 epochs, 8 epochs, flip-translate TTA",
         source="Keller Jordan, airbench94_muon.py (KellerJordan/cifar10-airbench): 94.01% in 8 epochs on the "
                "official data",
-        # airbench94_muon sums the loss over the batch of 2000, gives the head lr 0.67 and the biases
-        # 0.053 (weight decay 2e-6 x 2000 / lr each), and keeps the head's weights at std 1 with the
-        # logits divided by 256. This net divides its logits by 9 and keeps PyTorch's initialisation
-        # (a 2.7% smaller start, the same function): the same updates on the mean loss are the head's
-        # lr 0.67 x 2000 x (9/256)^2 = 1.66 and weight decay 2e-6 / 0.67 x (256/9)^2 = 0.00242, and the
-        # biases' lr 64.0x that (weight decay / 64.0). Muon normalises its update: no scale to map.
         values=dict(AIRBENCH94_MUON),
     ),
     "airbench94-muon-cpu": Recipe(
         summary="airbench94-muon for a CPU: batch 1024 and the head's lr halved with it (0.848), 7.5 epochs; "
                 "measured on 2 CPU cores to reach the published airbench94 script's accuracy in 0.78x its time",
         source="airbench94_muon.py's recipe at the batch that runs fastest on a CPU, measured with this trainer",
-        # Batches of 2000 run 7% slower than 1024 on a CPU (the activations outgrow the caches), and
-        # the twice as many steps an epoch let 7.5 epochs do what 8 did: 90.60% (one seed, JPEG copy)
-        # against 90.12% for airbench94-muon's batch of 2000 at 7 epochs. The head's lr keeps the
-        # per-example step (0.67 x 1024 x (9/256)^2); Muon's lr is a step's size and stays 0.24.
-        values={**AIRBENCH94_MUON, "batch_size": 1024, "lr": 0.67 * 1024 * (9 / 256) ** 2},
+        # Batches of 2000 run slower than 1024 on a CPU (the activations outgrow the caches), and twice
+        # as many steps an epoch let fewer epochs do as much (docs/results.md). Muon's lr is a step's
+        # size and stays 0.24; the SGD groups keep their per-example step at the new batch.
+        values={**AIRBENCH94_MUON, **airbench_muon_sgd(head_lr=0.67, bias_lr=0.053, weight_decay=2e-6,
+                                                       batch_size=1024)},
         length_epochs=7.5,
     ),
     "wrn": Recipe(

@@ -18,7 +18,7 @@ from resnet_cifar.data.loader import BatchLoader, Normalizer
 from resnet_cifar.models.airbench import Airbench94
 from resnet_cifar.models.registry import modeltype
 from resnet_cifar.optim.lookahead import Lookahead
-from resnet_cifar.optim.schedules import LRSchedule, build_optimizer, set_lr
+from resnet_cifar.optim.schedules import LRSchedule, build_optimizer, set_lrs
 from resnet_cifar.recipes import apply_length, apply_recipe
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 
@@ -83,20 +83,22 @@ def test_the_schedule_rises_to_its_peak_and_ends_at_its_end_fraction():
 def test_bn_biases_take_the_scaled_lr_and_the_whitening_bias_freezes():
     config = apply_recipe(TrainConfig(model="airbench94", recipe="airbench94"), set())
     model = modeltype("airbench94")
-    optimizer = build_optimizer(model, config)
+    optimizer, rules = build_optimizer(model, config)
     groups = {group["kind"]: group for group in optimizer.param_groups}
     assert len(groups["norm_bias"]["params"]) == 6 and groups["whiten_bias"]["params"] == [model.whiten.bias]
     assert groups["norm_bias"]["lr_scale"] == 64 and groups["norm_bias"]["weight_decay"] == pytest.approx(
         config.weight_decay / 64)
-    schedule = LRSchedule(config, steps_per_epoch=10)
-    set_lr(optimizer, 1.5, schedule.whiten_bias_lr(2, 9, 1.5))
-    assert [groups[k]["lr"] for k in ("other", "norm_bias", "whiten_bias")] == [1.5, 96.0, 1.5]
-    set_lr(optimizer, 1.5, schedule.whiten_bias_lr(3, 0, 1.5))
-    assert groups["whiten_bias"]["lr"] == 0.0 and groups["other"]["lr"] == 1.5
+    schedule = LRSchedule(config, 10, rules)
+    at = {k: schedule.lr(2, 9) for k in groups}  # every group's schedule, at its last step before the freeze
+    set_lrs(optimizer, schedule.group_lrs(2, 9))
+    assert [groups[k]["lr"] for k in ("other", "norm_bias", "whiten_bias")] == [at["other"], 64 * at["other"],
+                                                                                at["other"]]
+    set_lrs(optimizer, schedule.group_lrs(3, 0))
+    assert groups["whiten_bias"]["lr"] == 0.0 and groups["other"]["lr"] == schedule.lr(3, 0)
     # The recipe's mean-loss values are airbench's per-1024 decoupled ones.
     assert config.lr == pytest.approx(1.5) and config.lr * config.weight_decay == pytest.approx(0.0153 / 7.6666667,
                                                                                                 rel=1e-6)
-    one_group = build_optimizer(modeltype("resnet20"), TrainConfig())
+    one_group, _ = build_optimizer(modeltype("resnet20"), TrainConfig())
     assert len(one_group.param_groups) == 1  # the layout of checkpoints written before the groups
 
 

@@ -8,8 +8,9 @@ from helpers import read_metrics, run_cli, same_state, tiny_train_args, training
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.models.registry import modeltype
+from resnet_cifar.optim.groups import group_rules
 from resnet_cifar.optim.muon import MuonSGD, orthogonalize
-from resnet_cifar.optim.schedules import LRSchedule, build_optimizer, set_lr
+from resnet_cifar.optim.schedules import LRSchedule, build_optimizer, set_lrs
 from resnet_cifar.recipes import apply_recipe
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 
@@ -92,7 +93,7 @@ def muon_config(**values):
 def test_the_groups_under_muon():
     config = muon_config()
     model = modeltype("airbench94")
-    optimizer = build_optimizer(model, config)
+    optimizer, rules = build_optimizer(model, config)
     assert isinstance(optimizer, MuonSGD)
     groups = {group["kind"]: group for group in optimizer.param_groups}
     filters = [p for p in model.parameters() if p.dim() == 4 and p.requires_grad]
@@ -100,9 +101,7 @@ def test_the_groups_under_muon():
     assert groups["muon"]["muon"] and groups["muon"]["momentum"] == 0.6 and groups["muon"]["weight_decay"] == 0
     assert groups["other"]["params"] == [model.fc.weight] and not groups["other"]["muon"]
     assert groups["whiten_bias"]["params"] == [model.whiten.bias]
-    schedule = LRSchedule(config, steps_per_epoch=25)
-    lr = schedule.lr(0, 0)
-    set_lr(optimizer, lr, schedule.whiten_bias_lr(0, 0, lr))
+    set_lrs(optimizer, LRSchedule(config, 25, rules).group_lrs(0, 0))
     # airbench94_muon's lrs: filters 0.24, biases 0.053 x 2000 (mean loss), head 0.67 x 2000 x (9/256)^2
     assert groups["muon"]["lr"] == pytest.approx(0.24)
     assert groups["norm_bias"]["lr"] == pytest.approx(106) == groups["whiten_bias"]["lr"]
@@ -113,15 +112,17 @@ def test_the_groups_under_muon():
 
 def test_the_schedule_falls_linearly_and_the_whitening_bias_faster():
     config = muon_config()
-    schedule = LRSchedule(config, steps_per_epoch=25)  # 50,000 images in batches of 2000: 200 steps
-    base = config.lr
+    rules = group_rules(config)
+    schedule = LRSchedule(config, 25, [rules["other"], rules["whiten_bias"]])  # 50,000 images of 2000: 200 steps
+    base, scale = config.lr, rules["whiten_bias"].lr_scale
     assert schedule.lr(0, 0) == pytest.approx(base) and schedule.lr(4, 0) == pytest.approx(base / 2)
     assert schedule.lr(7, 24) == pytest.approx(base / 200)
-    assert schedule.whiten_bias_lr(0, 0, base) == pytest.approx(base)
-    assert schedule.whiten_bias_lr(1, 12, schedule.lr(1, 12)) == pytest.approx(base * (1 - 37 / 75))
-    assert schedule.whiten_bias_lr(3, 0, schedule.lr(3, 0)) == 0.0 == schedule.whiten_bias_lr(5, 3, 1.0)
-    sgd = LRSchedule(TrainConfig(whiten_bias_epochs=3), steps_per_epoch=25)
-    assert sgd.whiten_bias_lr(2, 24, 0.7) == 0.7 and sgd.whiten_bias_lr(3, 0, 0.7) == 0.0
+    assert schedule.group_lrs(0, 0) == pytest.approx([base, base * scale])
+    assert schedule.group_lrs(1, 12)[1] == pytest.approx(base * scale * (1 - 37 / 75))
+    assert schedule.group_lrs(3, 0)[1] == 0.0 == schedule.group_lrs(5, 3)[1]
+    sgd = TrainConfig(whiten_bias_epochs=3)
+    sgd_schedule = LRSchedule(sgd, 25, [group_rules(sgd)["whiten_bias"]])
+    assert sgd_schedule.group_lrs(2, 24) == [sgd.lr] and sgd_schedule.group_lrs(3, 0) == [0.0]
 
 
 def test_the_recipe_dry_run(capsys):

@@ -74,13 +74,13 @@ def test_fixed_bn_scales_are_left_out_of_the_optimizer():
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and all(not m.weight.requires_grad and torch.equal(m.weight, torch.ones_like(m.weight))
                          for m in norms)
-    optimized = {id(p) for group in build_optimizer(model, TrainConfig()).param_groups for p in group["params"]}
+    optimized = {id(p) for group in build_optimizer(model, TrainConfig())[0].param_groups for p in group["params"]}
     assert not any(id(m.weight) in optimized for m in norms) and all(id(m.bias) in optimized for m in norms)
 
 
 def test_a_whitened_models_bias_is_frozen_apart():
     model = modeltype("resnet20", whitening=True)
-    groups = {g["kind"]: g for g in build_optimizer(model, TrainConfig(whiten_bias_epochs=2)).param_groups}
+    groups = {g["kind"]: g for g in build_optimizer(model, TrainConfig(whiten_bias_epochs=2))[0].param_groups}
     assert groups["whiten_bias"]["params"] == [model.whiten.bias]
 
 

@@ -1,53 +1,36 @@
-"""The optimizer and the learning rate as a function of (epoch, step)."""
+"""The optimizer, and the learning rate as a function of (epoch, step) for each of its groups."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from resnet_cifar.config import TrainConfig
+from resnet_cifar.optim.groups import GroupRule, parameter_groups
 from resnet_cifar.optim.muon import MuonSGD
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (or, with --optimizer muon, MuonSGD) over the learned parameters in groups, each with an
-    "lr_scale" the step multiplies the schedule's lr by: BatchNorm biases at --bn-bias-lr-scale K
-    (weight decay / K, so that their decay a step stays the others'), the whitening bias apart
-    (frozen after --whiten-bias-epochs), and under Muon the convolution filters at --muon-lr."""
-    muon = config.optimizer == "muon"
-    groups = {"other": [], "norm_bias": [], "whiten_bias": [], "muon": []}
-    norm_biases = {id(m.bias) for m in model.modules()
-                   if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None}
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        # One group unless something differs: a checkpoint's optimizer state keeps its layout.
-        kind = ("muon" if muon and parameter.dim() == 4
-                else "whiten_bias" if name.endswith("whiten.bias") and config.whiten_bias_epochs is not None
-                else "norm_bias" if id(parameter) in norm_biases and config.bn_bias_lr_scale != 1 else "other")
-        groups[kind].append(parameter)
-    scale, decay = config.bn_bias_lr_scale, config.weight_decay
-    settings = {"other": (1.0, decay), "norm_bias": (scale, decay / scale),
-                # airbench94_muon trains the whitening bias as a bias; airbench94 as the other weights
-                "whiten_bias": (scale, decay / scale) if muon else (1.0, decay),
-                "muon": (config.muon_lr / config.lr, 0.0)}
-    param_groups = [{"params": params, "lr_scale": settings[kind][0], "weight_decay": settings[kind][1],
-                     "kind": kind} for kind, params in groups.items() if params]
-    if not muon:
-        return torch.optim.SGD(param_groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
-    for group in param_groups:
-        group.update(muon=group["kind"] == "muon",
-                     momentum=config.muon_momentum if group["kind"] == "muon" else config.momentum)
-    return MuonSGD(param_groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+def build_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.Optimizer, list[GroupRule]]:
+    """SGD (or, with --optimizer muon, MuonSGD) over the learned parameters in the groups of
+    optim/groups.py, and each group's rule (the schedule applies them)."""
+    groups, rules = parameter_groups(model, config)
+    if config.optimizer != "muon":
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+        return optimizer, rules
+    for group, rule in zip(groups, rules, strict=True):
+        group.update(muon=rule.orthogonalised,
+                     momentum=rule.momentum if rule.momentum is not None else config.momentum)
+    return MuonSGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov), rules
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float, whiten_bias_lr: float | None = None) -> None:
-    """Each group's lr for this step: the schedule's (whiten_bias_lr for the whitening bias's
-    group, LRSchedule.whiten_bias_lr), times the group's scale."""
-    for group in optimizer.param_groups:
-        own = whiten_bias_lr if group.get("kind") == "whiten_bias" and whiten_bias_lr is not None else lr
-        group["lr"] = own * group.get("lr_scale", 1.0)
+def set_lrs(optimizer: torch.optim.Optimizer, lrs: float | Sequence[float]) -> None:
+    """Each group's lr for this step: its own (LRSchedule.group_lrs), or one lr times each group's scale."""
+    if isinstance(lrs, (int, float)):
+        lrs = [lrs * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
 
 
 class LRSchedule:
@@ -57,7 +40,8 @@ class LRSchedule:
     with all of them and resume needs only `state_dict()` (plateau's best and patience count).
     """
 
-    def __init__(self, config: TrainConfig, steps_per_epoch: int):
+    def __init__(self, config: TrainConfig, steps_per_epoch: int, rules: Sequence[GroupRule] = (GroupRule(),)):
+        self.rules = tuple(rules)  # the optimizer's groups', in its order
         self.kind = config.scheduler
         self.base_lr = config.lr
         self.epochs = config.epochs
@@ -73,8 +57,6 @@ class LRSchedule:
         self.step_size = config.step_size
         self.gamma = config.gamma
         self.patience = config.plateau_patience
-        self.whiten_bias_epochs = config.whiten_bias_epochs
-        self.whiten_bias_decays = config.optimizer == "muon"
         self.plateau_scale = 1.0
         self.plateau_best = math.inf
         self.plateau_bad_epochs = 0
@@ -102,16 +84,10 @@ class LRSchedule:
             lr *= 0.1 if self.warmup_style == "constant" else (global_step + 1) / self.warmup_steps
         return lr
 
-    def whiten_bias_lr(self, epoch: int, step: int, lr: float) -> float:
-        """The whitening bias's lr: the others' (lr) for its first --whiten-bias-epochs, then 0 (as
-        airbench94); under Muon the peak lr falling linearly to 0 over those epochs (as airbench94_muon).
-        A function of (epoch, step): nothing to resume."""
-        if self.whiten_bias_epochs is None:
-            return lr
-        if not self.whiten_bias_decays:
-            return lr if epoch < self.whiten_bias_epochs else 0.0
-        steps = math.ceil(self.whiten_bias_epochs * self.steps_per_epoch)
-        return self.base_lr * max(0.0, 1 - (epoch * self.steps_per_epoch + step) / max(1, steps))
+    def group_lrs(self, epoch: int, step: int) -> list[float]:
+        """Each optimizer group's lr for this step: the schedule's, through the group's rule."""
+        lr = self.lr(epoch, step)
+        return [rule.lr(lr, self.base_lr, epoch, step, self.steps_per_epoch) for rule in self.rules]
 
     def _triangular(self, global_step: int) -> float:
         # Linear from triangular_start x the peak (0.2; Page's ResNet-9: 0) up to the peak at

@@ -63,11 +63,12 @@ def make_step_context(model: nn.Module, config: TrainConfig, device: torch.devic
     dist = dist if dist is not None else Distributed()
     compile_ = torch.compile if config.compile else (lambda module: module)
     trained = compile_(wrap_model(model, dist))
+    optimizer, rules = build_optimizer(model, config)
     return StepContext(
         model=trained,
-        optimizer=build_optimizer(model, config),
+        optimizer=optimizer,
         scaler=torch.amp.GradScaler(device.type, enabled=precision == "fp16"),
-        schedule=LRSchedule(config, steps_per_epoch),
+        schedule=LRSchedule(config, steps_per_epoch, rules),
         criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         device=device,
         precision=precision,

@@ -2,23 +2,25 @@
 weights' moving average, lookahead)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
-from resnet_cifar.optim.schedules import set_lr
+from resnet_cifar.optim.schedules import set_lrs
 from resnet_cifar.training.assembly import StepContext, unwrap
 from resnet_cifar.utils.devices import autocast
 
 
-def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lr: float,
-               whiten_bias_lr: float | None = None):
-    """One SGD step; returns (summed loss, number correct) as device tensors (no sync).
+def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lrs: float | Sequence[float]):
+    """One optimizer step at these lrs (each group's, or one lr times each group's scale); returns
+    (summed loss, number correct) as device tensors (no sync).
 
     targets are labels (B,) or, with mixup/CutMix, probabilities (B, classes); then "correct"
     is the weight the target gives the predicted class (lambda or 1 - lambda when the prediction
     is one of the two mixed classes), so train accuracy measures agreement with the mixed target.
     """
-    set_lr(ctx.optimizer, lr, whiten_bias_lr)
+    set_lrs(ctx.optimizer, lrs)
     with autocast(ctx.device, ctx.precision):
         logits = ctx.model(inputs)
         loss = ctx.criterion(logits, targets)

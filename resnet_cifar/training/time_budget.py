@@ -29,14 +29,13 @@ from resnet_cifar.utils.timings import seconds_per_call, warm_then_time
 
 UNTIMED_STEPS = 2  # the first steps pay for allocation and autotuning
 # Then steps are timed for 1% of the budget, 3 to 20 s (at least 3, at most 50 steps), and the median
-# step is planned with: on a 2-core CPU a 3-second window held two 2-second steps, and one slow
-# moment made a 30-minute plan 17% too short (bench/README.md).
+# step is planned with: a window of a few slow steps let one slow moment shorten a whole plan
+# (bench/README.md).
 MEASURE_FRACTION = 0.01
 MEASURE_SECONDS = (3.0, 20.0)
 PER_EPOCH_S = 0.5  # checkpoint and curves after each epoch (bench/README.md, "The work after each epoch")
-# The plan takes steps as this much slower than measured (the median step): over seven CPU runs
-# the steps averaged from 4.8% slower (a 30-minute run ended 10 s late) to 7% faster than
-# measured (bench/README.md).
+# The plan takes steps as this much slower than measured (the median step): CPU runs drift both ways
+# from their first steps (bench/README.md, where the runs are listed).
 STEP_SLACK = 1.03
 FINAL_S = 3.0  # the final report's pictures
 
