@@ -1,7 +1,7 @@
 """What each choice of a recipe buys: final test accuracy at one fixed epoch budget, the recipe as
 it is against variants that change one thing, each a whole `main.py` training command.
 
-    python bench/ablation.py --data-dir /tmp/cifar10 --out OUT --model resnet18 --recipe fast --epochs 10 \
+    python bench/ablation.py --data-dir data/cifar10-jpeg --out OUT --model resnet18 --recipe fast --epochs 10 \
         --seeds 0 1 --variants "fast=" "no Cutout=--cutout 0" "zero padding=--translate-pad zeros" \
         "no Nesterov=--no-nesterov" "label smoothing 0.2=--label-smoothing 0.2" "EMA 0.99=--ema 0.99" \
         [--deadline-s 300] [--eval-args "--device cpu"] [-- MAIN.PY OPTIONS FOR EVERY RUN]

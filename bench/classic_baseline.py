@@ -4,7 +4,7 @@ Per-image PIL transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTen
 in a DataLoader with worker processes, fp32 NCHW. bench/throughput.py times it beside the real
 path; run on its own it trains --steps steps, so bench/memory.py can measure its footprint:
 
-    python bench/classic_baseline.py --model resnet18 --data-dir /tmp/cifar10 --steps 20
+    python bench/classic_baseline.py --model resnet18 --data-dir data/cifar10-jpeg --steps 20
 """
 from __future__ import annotations
 

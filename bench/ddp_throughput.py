@@ -1,8 +1,9 @@
 """One process with T threads against T gloo processes (torchrun) with one thread each, same
 global batch, on this CPU; and the share of a DDP step spent on the gradient all-reduce.
 
-    python bench/ddp_throughput.py --data-dir /tmp/cifar10 [--model resnet20] [--batch-size 256] [--steps 20]
-    python bench/ddp_throughput.py --data-dir /tmp/cifar10 --device cuda --processes 1 --model resnet18 --batch-size 512
+    python bench/ddp_throughput.py --data-dir data/cifar10-jpeg [--model resnet20] [--batch-size 256] [--steps 20]
+    python bench/ddp_throughput.py --data-dir data/cifar10-jpeg --device cuda --processes 1 --model resnet18 \
+        --batch-size 512
 
 With --device cuda: the plain run on the GPU against torchrun with --processes NCCL processes (1 on
 a one-GPU machine: what DDP's wrapper and its all-reduce of one cost), bf16 + channels_last.

@@ -1,6 +1,6 @@
 """Evaluation speed against the forward batch: why TTA runs its views as separate passes.
 
-    python bench/eval_batch.py [--data-dir /tmp/cifar10] [--model resnet20] [--batches 250 500 1000]
+    python bench/eval_batch.py [--data-dir data/cifar10-jpeg] [--model resnet20] [--batches 250 500 1000]
 
 Forward rows: img/s of the bare model (eval mode, no_grad) on --images test images cut into
 batches of each size. Evaluation rows: evaluate() (the loop training and --mode eval use) over the

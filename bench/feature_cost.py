@@ -1,6 +1,6 @@
 """What each training/evaluation feature costs, side by side in one process, against the plain path.
 
-    python bench/feature_cost.py --data-dir /tmp/cifar10 [--model resnet20] [--batch-size 500]
+    python bench/feature_cost.py --data-dir data/cifar10-jpeg [--model resnet20] [--batch-size 500]
 
 Loader rows: img/s of BatchLoader.epoch() alone (gather, crop, flip, normalise, plus the feature),
 over --images training images a round. Step rows: img/s of the whole training path (train_one_epoch,

@@ -7,11 +7,11 @@
 # Starts the run in RUN_DIR, or resumes RUN_DIR/last.pt when there is one, and stops it after
 # LIMIT_S seconds (default 540) with SIGTERM, on which main.py saves a resumable checkpoint at the
 # step it reached (the resumed run equals an uninterrupted one). Then copies RUN_DIR to OUT_DIR.
-# Call it again with the same RUN_DIR (carried back to the device) to go on; a finished run says so.
+# Call it again with the same RUN_DIR to go on; a finished run says so.
 # SEED (default 1: the 2-core CPU runs seed 0) and PAPER_ARGS (more main.py options) choose the run.
 # CPU dry run on the tests' synthetic batches (stopped after 8 s, then finished):
-#   PAPER_ARGS="--device cpu --iterations 40 --batch-size 32" bash bench/gpu_paper.sh DATA_FOLDER /tmp/p OUT 8
-#   bash bench/gpu_paper.sh DATA_FOLDER /tmp/p OUT 120
+#   PAPER_ARGS="--device cpu --iterations 40 --batch-size 32" bash bench/gpu_paper.sh DATA_FOLDER runs/paper OUT 8
+#   bash bench/gpu_paper.sh DATA_FOLDER runs/paper OUT 120
 set -uo pipefail
 source=${1:?usage: bench/gpu_paper.sh CIFAR10_TARBALL_OR_FOLDER RUN_DIR OUT_DIR [LIMIT_S]}
 run_dir=${2:?usage: bench/gpu_paper.sh CIFAR10_TARBALL_OR_FOLDER RUN_DIR OUT_DIR [LIMIT_S]}

@@ -1,7 +1,7 @@
 """Every GPU speed measurement in one prepared run, most important first, each result saved
 as soon as it exists (a run cut short by its time limit still leaves what it measured).
 
-    python bench/gpu_suite.py --data-dir /tmp/cifar10 --out OUT [--deadline-s 480]
+    python bench/gpu_suite.py --data-dir data/cifar10-jpeg --out OUT [--deadline-s 480]
 
 1. bench/throughput.py, eager bf16 + channels_last (the `auto` choice on CUDA): ResNet-18 at every
    --r18-batches size (the first with the classic baseline, for (a)/(d) on this machine), then the

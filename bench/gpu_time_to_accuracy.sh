@@ -12,8 +12,8 @@
 # tta_table.md, with ABLATION=1 ablation.log + ablation_results.jsonl + ablation_table.md, with
 # GPU_SUITE=1 gpu.log + gpu_results.jsonl, and details.tar.gz (each run's config.json, metrics.csv
 # and report.json, and the commands' output).
-# 2026-11-29 it ran as LADDER="26:0 80:0 18:0 12:0" GPU_SUITE=1 ABLATION=0 (seeds 1 and 2 in a
-# second call); the default now re-measures the three 26-epoch seeds (the epoch-end work changed
+# 2026-11-29 it ran as LADDER="26:0 80:0 18:0 12:0" GPU_SUITE=1 ABLATION=0 (and again for seeds 1
+# and 2); the default now re-measures the three 26-epoch seeds (the epoch-end work changed
 # since) and then runs the ablation (bench/README.md).
 # CPU dry run on the tests' synthetic batches:
 #   MODEL=resnet20 LADDER="1:0 2:0" MAIN_ARGS="--device cpu --batch-size 64" GPU_SUITE=1 DDP=0 \

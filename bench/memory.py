@@ -1,6 +1,6 @@
 """Peak memory of a real CPU training run against the classic baseline, process trees included.
 
-    python bench/memory.py --model resnet18 --data-dir /tmp/cifar10 --steps 10
+    python bench/memory.py --model resnet18 --data-dir data/cifar10-jpeg --steps 10
 
 Each command runs in its own process; a sampler sums PSS (proportional set size: shared pages
 counted once across processes, so forked DataLoader workers are not over-counted) over the

@@ -1,6 +1,6 @@
 """Pack an image-folder tree of 32x32 images into the official cifar-100-python/ layout.
 
-    python bench/pack_cifar100_layout.py /tmp/cifar10 /tmp/cifar100-layout/cifar-100-python
+    python bench/pack_cifar100_layout.py data/cifar10-jpeg data/cifar100-layout/cifar-100-python
 
 Where real CIFAR-100 cannot be downloaded, this puts real images through the trainer's CIFAR-100
 code path (--dataset cifar100: the pickled train/test/meta files, a 100-way classifier, reports

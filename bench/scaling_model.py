@@ -4,7 +4,7 @@ efficiency it leaves, for ResNet-18 and ResNet-50 on H200s over NVLink or 100 Gb
     python bench/scaling_model.py
 
 Inputs (printed with the table):
-- gradient bytes: the parameter count of this project's model x 4 (DDP reduces fp32 gradients,
+- gradient bytes: the parameter count of the trained model x 4 (DDP reduces fp32 gradients,
   also under bf16 autocast, whose weights stay fp32);
 - step time a GPU at each per-GPU batch: measured on one H200 (bench/README.md, "GPU (NVIDIA H200)":
   bf16 + channels_last, img/s of the training path as main.py runs it);

@@ -1,6 +1,6 @@
 """Start-up time: from the command to the end of the first training step.
 
-    python bench/startup.py --model resnet18 --data-dir /tmp/cifar10
+    python bench/startup.py --model resnet18 --data-dir data/cifar10-jpeg
 
 Runs `main.py --max-steps 1` twice: cold (the image-folder cache removed first, so every image is
 decoded) and warm (cache present). The figure is the wall time of the whole command, which after

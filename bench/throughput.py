@@ -1,6 +1,6 @@
 """Training throughput, side by side in one process: the real path against its parts and a baseline.
 
-    python bench/throughput.py --model resnet18 --data-dir /tmp/cifar10 [--device cpu] [--steps 5]
+    python bench/throughput.py --model resnet18 --data-dir data/cifar10-jpeg [--device cpu] [--steps 5]
 
 (a) train: the training path exactly as main.py runs it (train_one_epoch: loader, augmentation,
     precision, layout, step, NaN checks);

@@ -1,7 +1,7 @@
 """Time to accuracy: whole `main.py` training commands at several epoch budgets, timed from the
 outside, and the shortest budget whose final-epoch test accuracy reaches each target.
 
-    python bench/time_to_accuracy.py --data-dir /tmp/cifar10 --out OUT --model resnet18 --recipe fast \
+    python bench/time_to_accuracy.py --data-dir data/cifar10-jpeg --out OUT --model resnet18 --recipe fast \
         --runs 12:0 18:0 26:0 80:0 26:1 26:2 --targets 0.91 0.94 --deadline-s 300 [-- MAIN.PY OPTIONS]
 
 Each --runs item is EPOCHS:SEED, one `python main.py --mode train` command a run, run one after

@@ -22,3 +22,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'resnet_cifar' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The API's names with the module's own, for dir() and a notebook's tab completion."""
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

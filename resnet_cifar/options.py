@@ -33,7 +33,7 @@ from resnet_cifar.data.datasets import DATASETS, LABEL_SETS
 from resnet_cifar.errors import UserError
 from resnet_cifar.models.registry import DROPOUT_MODELS, MODEL_NAMES
 from resnet_cifar.models.techniques import BN_SCALES
-from resnet_cifar.recipes import RECIPE_NAMES
+from resnet_cifar.recipes import RECIPE_NAMES, RECIPES
 from resnet_cifar.utils.durations import parse_duration
 
 MODES = ("train", "eval", "predict", "export", "summary")
@@ -448,6 +448,10 @@ def options_markdown() -> str:
             lines.append(f"| {flag} | {_accepts(o)} | {_default_text(o)} | {modes} | {resume} | {experiment} "
                          f"| {text} |")
         lines.append("")
+    lines += ["## Recipes", "", "`--recipe NAME` sets these values; an option typed on the command line overrides its "
+              "value ([recipes.md](recipes.md)).", ""]
+    lines += [f"- `{name}`: {recipe.summary}" for name, recipe in RECIPES.items()]
+    lines.append("")
     return "\n".join(lines)
 
 

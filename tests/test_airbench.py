@@ -5,11 +5,11 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, synthetic_images
-from helpers import run_cli, same_state, skip_unless_installed, tiny_train_args, training_state
+from helpers import ROOT, run_cli, same_state, skip_unless_installed, synthetic_images, tiny_train_args, training_state
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.data.augmentations import Augmentation
@@ -161,9 +161,11 @@ def test_a_resume_mid_run_is_bit_exact(batches_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_eval_reports_the_runs_final_line(batches_dir, tmp_path, capsys):
+@pytest.mark.parametrize("recipe", ["airbench94", "airbench94-muon"])
+def test_eval_reports_the_runs_final_line(batches_dir, tmp_path, capsys, recipe):
     run_dir = tmp_path / "run"
-    code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, *ARGS, "--epochs", "2"))
+    args = tiny_train_args(batches_dir, run_dir, *ARGS, "--recipe", recipe, "--epochs", "2")
+    code, out, err = run_cli(capsys, *args)
     assert code == 0, err
     done = next(line for line in out.splitlines() if line.startswith("done:"))
     assert "tta flip-translate" in done
@@ -173,13 +175,20 @@ def test_eval_reports_the_runs_final_line(batches_dir, tmp_path, capsys):
     assert f"accuracy {accuracy}%" in out.splitlines()[0]
 
 
+@pytest.fixture(scope="module")
+def trained(module_batches, tmp_path_factory) -> Path:
+    """One airbench94 run of one epoch, for the tests that only read it."""
+    from resnet_cifar.cli.main import main
+
+    run_dir = tmp_path_factory.mktemp("airbench") / "run"
+    assert main([str(a) for a in tiny_train_args(module_batches, run_dir, *ARGS, "--epochs", "1")]) == 0
+    return run_dir
+
+
 @pytest.mark.slow
-def test_export_to_onnx_matches_pytorch(batches_dir, tmp_path, capsys):
+def test_export_to_onnx_matches_pytorch(trained, tmp_path, capsys):
     skip_unless_installed("onnx", "onnxscript", "onnxruntime")
-    run_dir = tmp_path / "run"
-    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, *ARGS, "--epochs", "1"))
-    assert code == 0, err
-    code, out, err = run_cli(capsys, "--mode", "export", "--checkpoint", run_dir / "last.pt", "--format", "onnx",
+    code, out, err = run_cli(capsys, "--mode", "export", "--checkpoint", trained / "last.pt", "--format", "onnx",
                              "--output", tmp_path / "airbench94.onnx")
     assert code == 0, err
     assert "64 test images match PyTorch's" in out  # checked in onnxruntime
@@ -204,7 +213,7 @@ def test_other_data_sets_whiten_from_their_own_images(kind, tmp_path, capsys):
     """CIFAR-100, and a folder of 40x40 images in 3 classes: the head has their class count and the
     fixed whitening filters decorrelate the patches of their own normalised training images (filters
     left at their initialisation, or taken from other images, would not)."""
-    from conftest import write_cifar100, write_image_folder
+    from helpers import write_cifar100, write_image_folder
 
     from resnet_cifar import api
     from resnet_cifar.data.datasets import DataSpec, load_dataset

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import synthetic_images
+from helpers import synthetic_images
 from torch import nn
 
 from resnet_cifar.data.augmentations import (

@@ -256,3 +256,18 @@ def test_airbench_steps_times_both_routes_at_each_batch(capsys):
     assert set(result["img_per_s"]) == {"sgd batch 8", "sgd batch 16", "muon batch 8", "muon batch 16"}
     assert all(speed > 0 for speed in result["img_per_s"].values())
     assert "vs first" in capsys.readouterr().out
+
+
+def test_the_benchmark_copy_is_made_from_the_official_layout(tmp_path):
+    from helpers import write_batches
+    from make_jpeg_copy import main as make_copy
+
+    from resnet_cifar.data.datasets import DataSpec, load_dataset
+
+    write_batches(tmp_path / "official", n_train=50, n_test=20)
+    assert make_copy([str(tmp_path / "official"), str(tmp_path / "copy")]) == 0
+    copy = load_dataset(DataSpec("cifar10", str(tmp_path / "copy"), download=False))
+    official = load_dataset(DataSpec("cifar10", str(tmp_path / "official"), download=False))
+    assert len(copy.train) == 50 and len(copy.test) == 20 and copy.classes == official.classes
+    assert sorted(p.name for p in (tmp_path / "copy" / "train" / "airplane").iterdir())[0] == "0000.jpg"
+    assert make_copy([str(tmp_path / "official"), str(tmp_path / "copy")]) == 2  # never over a copy

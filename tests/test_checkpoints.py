@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
-from helpers import python, run_cli, tiny_train_args
+from helpers import ROOT, python, run_cli, tiny_train_args
 
 from resnet_cifar.errors import UserError
 from resnet_cifar.runfiles import checkpoints

@@ -166,7 +166,7 @@ def test_the_program_ends_without_teardown_but_with_its_output_and_exit_code():
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # pipes: block-buffered
     run = [sys.executable, "main.py"]

@@ -63,3 +63,16 @@ def test_a_bad_file_is_one_line(tmp_path, capsys, content, message):
     code, out, err = run_cli(capsys, "--config", path, "--dry-run")
     assert code == 2 and out == ""
     assert err.startswith("error: " + message.format(path=path)) and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["--model", "airbench94", "--recipe", "airbench94-muon-cpu", "--precision", "bf16"],
+    ["--model", "resnet20", "--recipe", "fast", "--epochs", "3", "--seed", "7"],
+    ["--model", "resnet18"],
+])
+def test_what_the_dry_run_prints_is_a_config_file_that_repeats_it(tmp_path, capsys, args):
+    code, out, err = run_cli(capsys, *args, "--data-dir", tmp_path, "--dry-run")
+    assert code == 0, err
+    (tmp_path / "plan.json").write_text(out)
+    again = dry_config(capsys, "--config", tmp_path / "plan.json")
+    assert again == json.loads(out)["config"]

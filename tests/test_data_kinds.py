@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_images, write_cifar100, write_image_folder
-from helpers import run_cli
+from helpers import run_cli, synthetic_images, write_cifar100, write_image_folder
 
 from resnet_cifar.data.cifar100_classes import COARSE_CLASSES, FINE_CLASSES, SUPERCLASS_OF
 from resnet_cifar.data.datasets import CIFAR100_MEAN, CIFAR100_STD, DataSpec, load_dataset

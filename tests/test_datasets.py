@@ -2,7 +2,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import CLASSES, synthetic_images, write_batches, write_image_folder
+from helpers import CLASSES, synthetic_images, write_batches, write_image_folder
 
 from resnet_cifar.data.datasets import Split, load_cifar10, split_validation
 from resnet_cifar.errors import UserError

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, synthetic_images, write_batches
+from helpers import ROOT, synthetic_images, write_batches
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.data.augmentations import Augmentation

@@ -7,8 +7,14 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import write_batches, write_image_folder
-from helpers import optional_packages, run_cli, skip_unless_installed, tiny_train_args
+from helpers import (
+    optional_packages,
+    run_cli,
+    skip_unless_installed,
+    tiny_train_args,
+    write_batches,
+    write_image_folder,
+)
 
 from resnet_cifar.cli import main as cli
 

@@ -6,8 +6,7 @@ import io
 import json
 
 import pytest
-from conftest import write_batches
-from helpers import png_ok, read_metrics, run_cli, tiny_train_args
+from helpers import png_ok, read_metrics, run_cli, tiny_train_args, write_batches
 
 from resnet_cifar.cli import main as cli
 

@@ -7,8 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import write_image_folder
-from helpers import python, run_cli, same_state, snapshot, tiny_train_args, training_state
+from helpers import python, run_cli, same_state, snapshot, tiny_train_args, training_state, write_image_folder
 
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.utils import atomic_files
@@ -17,15 +16,10 @@ pytestmark = pytest.mark.slow  # every test here trains through the command line
 
 
 @pytest.fixture(scope="module")
-def data(module_batches) -> Path:
-    return module_batches
-
-
-@pytest.fixture(scope="module")
-def finished(data, tmp_path_factory) -> Path:
+def finished(module_batches, tmp_path_factory) -> Path:
     """A finished 3-epoch run with a validation split (so best.pt), its report and timings."""
     run_dir = tmp_path_factory.mktemp("finished") / "run"
-    code = run_cli_plain(*tiny_train_args(data, run_dir, "--epochs", "3", "--val-size", "30"))
+    code = run_cli_plain(*tiny_train_args(module_batches, run_dir, "--epochs", "3", "--val-size", "30"))
     assert code == 0 and (run_dir / "best.pt").exists() and (run_dir / "report").is_dir()
     return run_dir
 
@@ -53,7 +47,7 @@ def refused(capsys, *args) -> str:
 # --- refused and forked commands leave every run byte-identical -----------------------------------
 
 @pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
-def test_commands_that_would_overwrite_a_run_are_refused(finished, data, tmp_path, capsys, dry_run):
+def test_commands_that_would_overwrite_a_run_are_refused(finished, module_batches, tmp_path, capsys, dry_run):
     before = snapshot(finished)
     image = write_image_folder(tmp_path / "img", n_train=10, n_test=0) / "train" / "cat"
     one_image = sorted(image.iterdir())[0]
@@ -69,22 +63,23 @@ def test_commands_that_would_overwrite_a_run_are_refused(finished, data, tmp_pat
          f"--output {finished / 'config.json'} is the config.json of the run in {finished}"),
         (["--mode", "eval", "--checkpoint", last, "--report-dir", finished / "report"],
          f"--report-dir {finished / 'report'} is the report/ of the run in {finished}"),
-        (["--mode", "eval", "--checkpoint", last, "--output", data / "cifar-10-batches-py" / "eval.json"],
-         f"--output {data / 'cifar-10-batches-py' / 'eval.json'} is inside the CIFAR-10 data"),
+        (["--mode", "eval", "--checkpoint", last, "--output", module_batches / "cifar-10-batches-py" / "eval.json"],
+         f"--output {module_batches / 'cifar-10-batches-py' / 'eval.json'} is inside the CIFAR-10 data"),
         (["--mode", "predict", "--checkpoint", last, one_image, "--output", one_image],
          f"--output {one_image} is an input to classify, which this command reads"),
         (["--mode", "summary", finished, "--output", finished / "timings.json"],
          f"--output {finished / 'timings.json'} is the timings.json of the run in {finished}"),
         (["--resume", finished / "best.pt", "--run-dir", finished, "--epochs", "5"],
          f"--run-dir {finished} is the run that best.pt comes from, whose later state"),
-        ([*tiny_train_args(data, finished)], f"--run-dir {finished} already holds a run; resume it with --resume"),
-        ([*tiny_train_args(data, data / "cifar-10-batches-py" / "run")],
-         f"--run-dir {data / 'cifar-10-batches-py' / 'run'} is inside the CIFAR-10 data"),
+        ([*tiny_train_args(module_batches, finished)],
+         f"--run-dir {finished} already holds a run; resume it with --resume"),
+        ([*tiny_train_args(module_batches, module_batches / "cifar-10-batches-py" / "run")],
+         f"--run-dir {module_batches / 'cifar-10-batches-py' / 'run'} is inside the CIFAR-10 data"),
     ]
     for args, message in cases:
         assert refused(capsys, *args, *dry).startswith(message), args
     assert snapshot(finished) == before
-    assert not (data / "cifar-10-batches-py" / "run").exists()
+    assert not (module_batches / "cifar-10-batches-py" / "run").exists()
 
 
 def test_resuming_an_older_checkpoint_continues_as_a_new_run(finished, tmp_path, capsys, monkeypatch):
@@ -108,10 +103,10 @@ def test_resuming_an_older_checkpoint_continues_as_a_new_run(finished, tmp_path,
     assert (new_dir / "metrics.csv").read_text().splitlines() == parent_rows[:1 + best["epoch"]]
 
 
-def test_a_run_continues_in_a_new_or_empty_folder_only(finished, data, tmp_path, capsys):
+def test_a_run_continues_in_a_new_or_empty_folder_only(finished, module_batches, tmp_path, capsys):
     before = snapshot(finished)
     other = tmp_path / "other"
-    assert run_cli(capsys, *tiny_train_args(data, other, "--max-steps", "1"))[0] == 0
+    assert run_cli(capsys, *tiny_train_args(module_batches, other, "--max-steps", "1"))[0] == 0
     other_before = snapshot(other)
     message = refused(capsys, "--resume", finished / "last.pt", "--run-dir", other, "--epochs", "4")
     assert message == (f"--run-dir {other} holds another run; continuing the run of {finished / 'last.pt'} needs a "
@@ -126,19 +121,19 @@ def test_a_run_continues_in_a_new_or_empty_folder_only(finished, data, tmp_path,
         str(finished.resolve())
 
 
-def test_seeds_check_every_folder_before_the_first_seed_trains(data, tmp_path, capsys):
+def test_seeds_check_every_folder_before_the_first_seed_trains(module_batches, tmp_path, capsys):
     root = tmp_path / "seeds"
-    assert run_cli(capsys, *tiny_train_args(data, root / "seed1", "--max-steps", "1"))[0] == 0
+    assert run_cli(capsys, *tiny_train_args(module_batches, root / "seed1", "--max-steps", "1"))[0] == 0
     before = snapshot(root)
-    message = refused(capsys, *tiny_train_args(data, root), "--seeds", "0", "1", "2")
+    message = refused(capsys, *tiny_train_args(module_batches, root), "--seeds", "0", "1", "2")
     assert message.startswith(f"--run-dir {root / 'seed1'} already holds a run")
     assert snapshot(root) == before and not (root / "seed0").exists()
 
 
-def test_summary_takes_whatever_runs_star_expands_to(finished, data, tmp_path, capsys):
+def test_summary_takes_whatever_runs_star_expands_to(finished, module_batches, tmp_path, capsys):
     runs = tmp_path / "runs"
     seeds = runs / "s"
-    code, _, err = run_cli(capsys, *tiny_train_args(data, seeds, "--epochs", "1"), "--seeds", "0", "1")
+    code, _, err = run_cli(capsys, *tiny_train_args(module_batches, seeds, "--epochs", "1"), "--seeds", "0", "1")
     assert code == 0, err
     (runs / "notes.txt").write_text("a file")
     (runs / "empty").mkdir()
@@ -185,9 +180,9 @@ def full_disk(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["config.json", "metrics.csv", "curves.png", "last.pt", "timings.json"])
-def test_a_full_disk_in_a_training_writer_is_one_line(data, tmp_path, capsys, full_disk, name):
+def test_a_full_disk_in_a_training_writer_is_one_line(module_batches, tmp_path, capsys, full_disk, name):
     run_dir = tmp_path / "run"
-    assert run_cli(capsys, *tiny_train_args(data, run_dir, "--epochs", "1"))[0] == 0
+    assert run_cli(capsys, *tiny_train_args(module_batches, run_dir, "--epochs", "1"))[0] == 0
     before = snapshot(run_dir)
     full_disk(name)
     message, _ = failed(capsys, "--resume", run_dir / "last.pt", "--epochs", "2")
@@ -249,9 +244,9 @@ def kill_args(data: Path, run_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(data, tmp_path_factory) -> dict:
+def uninterrupted(module_batches, tmp_path_factory) -> dict:
     run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    result = python("main.py", *kill_args(data, run_dir))
+    result = python("main.py", *kill_args(module_batches, run_dir))
     assert result.returncode == 0, result.stderr
     return training_state(load_checkpoint(run_dir / "last.pt"))
 
@@ -261,9 +256,9 @@ KILL_STEPS = sorted(random.Random(0).sample(range(16, STEPS), 3))  # after the f
 
 
 @pytest.mark.parametrize("step", KILL_STEPS)
-def test_a_kill_at_a_random_step_resumes_bit_exactly(data, tmp_path, uninterrupted, step):
+def test_a_kill_at_a_random_step_resumes_bit_exactly(module_batches, tmp_path, uninterrupted, step):
     run_dir = tmp_path / "run"
-    killed = python("main.py", *kill_args(data, run_dir), env={"RESNET_CIFAR_TEST_FAULT": f"0:{step}:kill"})
+    killed = python("main.py", *kill_args(module_batches, run_dir), env={"RESNET_CIFAR_TEST_FAULT": f"0:{step}:kill"})
     assert killed.returncode == -9
     resumed = python("main.py", "--resume", str(run_dir / "last.pt"), "--quiet")
     assert resumed.returncode == 0, resumed.stderr
@@ -271,9 +266,10 @@ def test_a_kill_at_a_random_step_resumes_bit_exactly(data, tmp_path, uninterrupt
 
 
 @pytest.mark.parametrize("save", [2, 3])
-def test_a_kill_during_a_checkpoint_write_resumes_bit_exactly(data, tmp_path, uninterrupted, save):
+def test_a_kill_during_a_checkpoint_write_resumes_bit_exactly(module_batches, tmp_path, uninterrupted, save):
     run_dir = tmp_path / "run"
-    killed = python("-c", KILL_IN_A_CHECKPOINT_WRITE, *kill_args(data, run_dir), env={"KILL_AT_SAVE": str(save)})
+    killed = python("-c", KILL_IN_A_CHECKPOINT_WRITE, *kill_args(module_batches, run_dir),
+                    env={"KILL_AT_SAVE": str(save)})
     assert killed.returncode == -9
     assert list(run_dir.glob(f".last.pt{atomic_files.TEMP_MARKER}*"))  # the write it died in
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == save - 1  # the one before, whole

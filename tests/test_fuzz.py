@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_batches
-from helpers import fake_run, handmade_payload, snapshot
+from helpers import fake_run, handmade_payload, snapshot, write_batches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_batches
-from helpers import fake_run, handmade_payload, run_cli, snapshot, tiny_train_args
+from helpers import fake_run, handmade_payload, run_cli, snapshot, tiny_train_args, write_batches
 
 from resnet_cifar import api
 from resnet_cifar.errors import UserError

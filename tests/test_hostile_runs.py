@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
-from helpers import python, run_cli, snapshot, tiny_train_args
+from helpers import ROOT, python, run_cli, snapshot, tiny_train_args
 
 from resnet_cifar import api
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
@@ -21,21 +20,16 @@ pytestmark = pytest.mark.slow  # every test here trains
 
 
 @pytest.fixture(scope="module")
-def data(module_batches) -> Path:
-    return module_batches
-
-
-@pytest.fixture(scope="module")
-def finished(data, tmp_path_factory) -> Path:
+def finished(module_batches, tmp_path_factory) -> Path:
     """A finished 2-epoch run with a validation split (so best.pt)."""
     from resnet_cifar.cli.main import main
 
     run_dir = tmp_path_factory.mktemp("finished") / "runs" / "R"
-    assert main([str(a) for a in tiny_train_args(data, run_dir, "--val-size", "30")]) == 0
+    assert main([str(a) for a in tiny_train_args(module_batches, run_dir, "--val-size", "30")]) == 0
     return run_dir
 
 
-def test_a_resume_into_another_spelling_of_its_own_run_is_refused(finished, data, capsys, monkeypatch):
+def test_a_resume_into_another_spelling_of_its_own_run_is_refused(finished, module_batches, capsys, monkeypatch):
     monkeypatch.chdir(finished.parent.parent)
     before = snapshot(finished)
     code, out, err = run_cli(capsys, "--resume", "runs/R/best.pt", "--run-dir", "runs/nope/../R", "--epochs", "3")
@@ -57,9 +51,9 @@ def test_a_link_named_last_pt_to_a_best_pt_continues_as_a_new_run(finished, tmp_
         str((finished / "best.pt").resolve())
 
 
-def test_two_processes_racing_for_one_folder_leave_one_run(data, tmp_path):
+def test_two_processes_racing_for_one_folder_leave_one_run(module_batches, tmp_path):
     run_dir = tmp_path / "race"
-    commands = [[sys.executable, "main.py", *map(str, tiny_train_args(data, run_dir, "--seed", str(seed),
+    commands = [[sys.executable, "main.py", *map(str, tiny_train_args(module_batches, run_dir, "--seed", str(seed),
                                                                       "--max-steps", "4", "--threads", "1"))]
                 for seed in (1, 2)]
     procs = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -87,28 +81,28 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_stop_as_the_first_file_appears_leaves_a_run_that_resumes(data, tmp_path):
+def test_a_stop_as_the_first_file_appears_leaves_a_run_that_resumes(module_batches, tmp_path):
     run_dir = tmp_path / "run"
-    stopped = python("-c", SIGINT_AFTER_CONFIG, *map(str, tiny_train_args(data, run_dir, "--epochs", "1")))
+    stopped = python("-c", SIGINT_AFTER_CONFIG, *map(str, tiny_train_args(module_batches, run_dir, "--epochs", "1")))
     assert stopped.returncode == 130, stopped.stderr
     assert "SIGINT: stopped after saving" in stopped.stderr and (run_dir / "last.pt").exists()
     resumed = python("main.py", "--resume", str(run_dir / "last.pt"))
     assert resumed.returncode == 0, resumed.stderr
 
 
-def test_a_start_that_crashed_before_its_checkpoint_can_be_run_again(data, tmp_path, capsys):
+def test_a_start_that_crashed_before_its_checkpoint_can_be_run_again(module_batches, tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "config.json").write_text('{"model": "resnet20"}')  # what a killed start leaves
     (run_dir / "metrics.csv").write_text("epoch\n")
-    code, out, err = run_cli(capsys, *tiny_train_args(data, run_dir, "--max-steps", "2"))
+    code, out, err = run_cli(capsys, *tiny_train_args(module_batches, run_dir, "--max-steps", "2"))
     assert code == 0 and "holds a start that saved no checkpoint; starting anew in it" in err
     assert json.loads((run_dir / "config.json").read_text())["max_steps"] == 2
 
 
-def test_a_resume_keeps_the_options_its_run_recorded(data, tmp_path, capsys):
+def test_a_resume_keeps_the_options_its_run_recorded(module_batches, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    assert run_cli(capsys, *tiny_train_args(data, run_dir, "--max-steps", "3"))[0] == 0
+    assert run_cli(capsys, *tiny_train_args(module_batches, run_dir, "--max-steps", "3"))[0] == 0
     recorded = json.loads((run_dir / "config.json").read_text())
     code, _, err = run_cli(capsys, "--resume", run_dir / "last.pt", "--max-steps", "5")
     assert code == 0, err
@@ -118,9 +112,9 @@ def test_a_resume_keeps_the_options_its_run_recorded(data, tmp_path, capsys):
     assert recorded["quiet"] is True and recorded["channels_last"] is None and again["max_steps"] == 5
 
 
-def test_an_interrupted_seeds_set_is_finished_by_the_same_command(data, tmp_path):
+def test_an_interrupted_seeds_set_is_finished_by_the_same_command(module_batches, tmp_path):
     root = tmp_path / "set"
-    command = ["main.py", *map(str, tiny_train_args(data, root, "--threads", "1")), "--seeds", "0", "1", "2"]
+    command = ["main.py", *map(str, tiny_train_args(module_batches, root, "--threads", "1")), "--seeds", "0", "1", "2"]
     killed = python(*command, env={"RESNET_CIFAR_TEST_FAULT": "0:10:kill"})  # seed 0, in its second epoch
     assert killed.returncode == -9 and not (root / "seeds.json").exists()
     finished = python(*command)
@@ -134,16 +128,16 @@ def test_an_interrupted_seeds_set_is_finished_by_the_same_command(data, tmp_path
     assert snapshot(root / "seed0") == before
 
 
-def test_a_stopped_seeds_set_prints_the_command_that_finishes_it(data, tmp_path):
+def test_a_stopped_seeds_set_prints_the_command_that_finishes_it(module_batches, tmp_path):
     root = tmp_path / "set"
-    run = python("-c", SIGINT_AFTER_CONFIG, *map(str, tiny_train_args(data, root, "--epochs", "1")),
+    run = python("-c", SIGINT_AFTER_CONFIG, *map(str, tiny_train_args(module_batches, root, "--epochs", "1")),
                  "--seeds", "3", "4")
     assert run.returncode == 130
     hint = run.stderr.strip().splitlines()[-1]
     assert "finish the set with: python main.py --mode train " in hint and "--seeds 3 4" in hint
 
 
-def test_the_api_leaves_the_callers_process_as_it_was(data, tmp_path):
+def test_the_api_leaves_the_callers_process_as_it_was(module_batches, tmp_path):
     torch.set_num_threads(2)
     random.seed(5)
     np.random.seed(5)
@@ -151,7 +145,7 @@ def test_the_api_leaves_the_callers_process_as_it_was(data, tmp_path):
     before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
               os.environ.get("CUBLAS_WORKSPACE_CONFIG"), random.getstate(), np.random.get_state()[1].tolist(),
               torch.get_rng_state())
-    api.train(model="resnet20", data_dir=str(data), run_dir=str(tmp_path / "run"), batch_size=32, epochs=1,
+    api.train(model="resnet20", data_dir=str(module_batches), run_dir=str(tmp_path / "run"), batch_size=32, epochs=1,
               max_steps=2, quiet=True, download=False, precision="fp32", deterministic=True, threads=1, seed=9)
     after = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
              os.environ.get("CUBLAS_WORKSPACE_CONFIG"), random.getstate(), np.random.get_state()[1].tolist(),

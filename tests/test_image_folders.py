@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, synthetic_images, write_image_folder
-from helpers import run_cli, tiny_train_args
+from helpers import CLASSES, run_cli, synthetic_images, tiny_train_args, write_image_folder
 
 from resnet_cifar.data import image_folders
 from resnet_cifar.data.datasets import load_cifar10

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import synthetic_images
+from helpers import synthetic_images
 
 from resnet_cifar.data.augmentations import random_crop_flip
 from resnet_cifar.data.datasets import (

@@ -171,14 +171,3 @@ def test_a_resume_mid_run_is_bit_exact(batches_dir, tmp_path, capsys):
     assert code == 0, err
     assert same_state(training_state(load_checkpoint(stopped / "last.pt")),
                       training_state(load_checkpoint(straight / "last.pt")))
-
-
-@pytest.mark.slow
-def test_eval_reports_the_runs_final_line(batches_dir, tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    code, out, err = run_cli(capsys, *tiny_train_args(batches_dir, run_dir, *ARGS, "--epochs", "1"))
-    assert code == 0, err
-    done = next(line for line in out.splitlines() if line.startswith("done:"))
-    code, out, err = run_cli(capsys, "--mode", "eval", "--checkpoint", run_dir / "last.pt")
-    assert code == 0, err
-    assert f"accuracy {done.split('accuracy ')[1].split('%')[0]}%" in out.splitlines()[0]

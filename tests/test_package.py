@@ -6,12 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from helpers import run_cli, skip_unless_installed, tiny_train_args
+from helpers import ROOT, run_cli, tiny_train_args
 
 import resnet_cifar
 
@@ -88,6 +86,11 @@ def test_the_package_stands_on_seven_floors():
     assert max(floors().values()) == 7, floors()
 
 
+def test_the_api_names_show_in_dir_before_first_use():
+    names = [name for name in dir(resnet_cifar) if not name.startswith("_")]
+    assert names == sorted(resnet_cifar.__all__)
+
+
 def test_the_api_and_the_command_line_stand_side_by_side():
     """The API builds its configuration itself: it never goes through the command line's parser."""
     assert not {name for module, names in package_imports().items() if module == "resnet_cifar.api"
@@ -149,29 +152,25 @@ def test_api_trains_evaluates_and_loads_like_the_command_line(batches_dir, tmp_p
 
 @pytest.mark.slow
 def test_pip_install_gives_the_command_and_the_api(tmp_path):
-    """`pip install .` into a fresh environment (the machine's torch seen through system site-packages,
-    so that nothing is downloaded); the command and the API work from a folder without the checkout."""
-    import setuptools
-
-    if tuple(map(int, setuptools.__version__.split(".")[:2])) < (70, 1):
-        skip_unless_installed("wheel")  # older setuptools build wheels through it
-    env_dir = tmp_path / "env"
-    # Without a pip of its own the environment sees this one's setuptools and build tools.
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
-    python = env_dir / "bin" / "python"
+    """`pip install .` with this interpreter into a folder of its own (nothing downloaded: its
+    dependencies are this environment's, whatever kind of environment that is); the command and the
+    API work from a folder without the checkout."""
+    target = tmp_path / "installed"
     # Built from a copy: an in-place build would leave build/ and *.egg-info in the checkout.
     source = tmp_path / "source"
+
     def skipped(folder: str, names: list[str]) -> set[str]:
         top = {".git", "build", "runs", "data", "tests", "bench", "docs"} if Path(folder) == ROOT else set()
         return {name for name in names if name in top or name == "__pycache__" or name.endswith(".egg-info")}
 
     shutil.copytree(ROOT, source, ignore=skipped)
-    install = subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps",
-                              "--no-build-isolation", str(source)], capture_output=True, text=True, timeout=300)
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                              "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
+    env_dir, python = target, sys.executable
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    clean_env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(target)}
     command = subprocess.run([env_dir / "bin" / "resnet-cifar", "--model", "resnet20", "--dry-run"], cwd=elsewhere,
                              capture_output=True, text=True, timeout=120, env=clean_env)
     assert command.returncode == 0, command.stderr

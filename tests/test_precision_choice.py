@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import synthetic_dataset
+from helpers import synthetic_dataset
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.training import assembly, precision_choice

@@ -19,7 +19,7 @@ from resnet_cifar.utils.atomic_files import TEMP_MARKER
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """One tiny trained ResNet-20 shared by the tests of this module (training is the slow part)."""
-    from conftest import write_batches
+    from helpers import write_batches
 
     from resnet_cifar.cli import main as cli
 
@@ -191,7 +191,7 @@ def test_export_without_its_package_names_it(checkpoint, tmp_path, capsys, monke
 @pytest.mark.slow
 def test_a_wide_resnet_trains_evaluates_and_exports(tmp_path, capsys):
     # The pre-activation nets come through the same factory, checkpoint and export paths.
-    from conftest import write_batches
+    from helpers import write_batches
 
     data_dir = write_batches(tmp_path / "data" / "cifar-10-batches-py").parent
     args = tiny_train_args(data_dir, tmp_path / "run", "--epochs", "1", "--model", "wrn-28-2")  # the last --model wins

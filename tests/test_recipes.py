@@ -3,8 +3,7 @@ import json
 import math
 
 import pytest
-from conftest import synthetic_dataset
-from helpers import read_metrics, run_cli, tiny_train_args
+from helpers import read_metrics, run_cli, synthetic_dataset, tiny_train_args
 
 from resnet_cifar.cli import main as cli
 from resnet_cifar.config import TrainConfig

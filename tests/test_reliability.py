@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, synthetic_dataset
-from helpers import python, run_cli, same_state, tiny_train_args, training_state
+from helpers import ROOT, python, run_cli, same_state, synthetic_dataset, tiny_train_args, training_state
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.data import loader
@@ -130,24 +129,19 @@ def interrupt_args(data_dir, run_dir):
 
 
 @pytest.fixture(scope="module")
-def signal_data(module_batches) -> Path:
-    return module_batches
-
-
-@pytest.fixture(scope="module")
-def straight_run(signal_data, tmp_path_factory) -> Path:
+def straight_run(module_batches, tmp_path_factory) -> Path:
     """The uninterrupted run both signal tests compare with."""
     run_dir = tmp_path_factory.mktemp("straight") / "run"
-    straight = python(*interrupt_args(signal_data, run_dir))
+    straight = python(*interrupt_args(module_batches, run_dir))
     assert straight.returncode == 0, straight.stderr
     return run_dir
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.slow
-def test_signal_saves_and_resume_matches_uninterrupted(signal_data, straight_run, tmp_path, sig, code):
+def test_signal_saves_and_resume_matches_uninterrupted(module_batches, straight_run, tmp_path, sig, code):
     run_dir = tmp_path / "stopped"
-    proc = subprocess.Popen([sys.executable, *interrupt_args(signal_data, run_dir)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, *interrupt_args(module_batches, run_dir)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout.readline().startswith("training resnet20")  # printed once the handlers are set

@@ -4,8 +4,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import write_batches
-from helpers import run_cli, tiny_train_args
+from helpers import run_cli, tiny_train_args, write_batches
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.errors import UserError

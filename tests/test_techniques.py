@@ -4,8 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import synthetic_images
-from helpers import run_cli, skip_unless_installed, tiny_train_args
+from helpers import run_cli, skip_unless_installed, synthetic_images, tiny_train_args
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.models.registry import modeltype

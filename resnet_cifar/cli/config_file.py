@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_cifar.errors import UserError
-from resnet_cifar.options import BY_DEST, RECORDED, Option
+from resnet_cifar.options import BY_DEST, MODE_READS, RECORDED, Option
 
 # What config.json records that is not a choice to repeat: the data's class count (read from the
 # data), the run's folder (a repeat is a new run) and what the run resolved on its machine.
@@ -56,7 +56,17 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise UserError(f"--config {path} must hold an object of option names and values, "
                         f"not {type(values).__name__}")
-    return values
+    return plan_options(values)
+
+
+def plan_options(values: dict[str, Any]) -> dict[str, Any]:
+    """What --dry-run prints (a plan: its mode, what it resolved, and its configuration) as the options
+    that repeat it: the mode and the configuration's values its mode reads. Any other file as it is."""
+    if not (isinstance(values.get("config"), dict) and values.get("mode") in MODE_READS and "not_checked" in values):
+        return values
+    mode = values["mode"]
+    return {"mode": mode, **{name: value for name, value in values["config"].items()
+                             if name in MODE_READS[mode] and name not in COMMAND_ONLY}}
 
 
 def _parse_yaml(text: str, path: Path) -> Any:

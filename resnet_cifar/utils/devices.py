@@ -42,7 +42,7 @@ def resolve_precision(device: torch.device, precision: str, channels_last: bool 
     """Choose (precision, channels_last) for 'auto' from measurements (bench/precision_matrix.py).
 
     CPU with native bf16 (AVX512-BF16/AMX): bf16 + channels_last trains ResNet-18 2.7x faster
-    than fp32 NCHW on this project's machine. On another CPU bf16 NCHW and fp32 channels_last
+    than fp32 NCHW on a 2-core AVX512-BF16 CPU (bench/README.md). On another CPU bf16 NCHW and fp32 channels_last
     were each ~3x *slower* than fp32 NCHW, so the pair is chosen together or not at all, and
     without native bf16 fp32 NCHW is kept. CUDA: bf16 where supported (no loss scaling needed),
     else fp16 with a GradScaler; channels_last lets cuDNN use its NHWC tensor-core kernels.
