@@ -23,7 +23,8 @@ from resnet_cifar.data.datasets import trained_image_size
 from resnet_cifar.errors import UserError
 from resnet_cifar.models.registry import MODEL_NAMES, modeltype
 from resnet_cifar.models.techniques import BN_SCALES
-from resnet_cifar.options import BY_DEST, MODE_READS, checked_value, mode_config, train_config_of
+from resnet_cifar.option_values import checked_value, mode_config, train_config_of
+from resnet_cifar.options import BY_DEST, MODE_READS
 from resnet_cifar.results.evaluation import evaluate_checkpoint
 from resnet_cifar.results.evaluation import load_model as _load_model
 from resnet_cifar.runfiles.checkpoints import load_checkpoint as _load_payload

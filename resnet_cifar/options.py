@@ -3,14 +3,12 @@ that read it, what a resume may do with it, and whether it is part of the experi
 
 cli/main.py builds its parser from OPTIONS; the mode checks (MODE_READS), the resume rules
 (RESUME_OVERRIDABLE, PER_INVOCATION), the summary's grouping of runs by experiment
-(NOT_THE_EXPERIMENT) and docs/options.md (`python -m resnet_cifar.options > docs/options.md`) are derived
+(NOT_THE_EXPERIMENT) and docs/options.md (`python -m resnet_cifar.cli.options_page > docs/options.md`) are derived
 from the same list. A training option's default is its TrainConfig field's.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +28,22 @@ from resnet_cifar.config import (
 )
 from resnet_cifar.data.augmentations import PAD_MODES, POLICIES, TTA_MODES
 from resnet_cifar.data.datasets import DATASETS, LABEL_SETS
-from resnet_cifar.errors import UserError
 from resnet_cifar.models.registry import DROPOUT_MODELS, MODEL_NAMES
 from resnet_cifar.models.techniques import BN_SCALES
-from resnet_cifar.recipes import RECIPE_NAMES, RECIPES
+from resnet_cifar.recipes import RECIPE_NAMES
 from resnet_cifar.utils.durations import parse_duration
+from resnet_cifar.utils.value_types import (
+    cutout_size,
+    gamma_type,
+    image_size_type,
+    non_negative_float,
+    non_negative_int,
+    open_unit_interval,
+    positive_float,
+    positive_int,
+    seed_type,
+    unit_interval,
+)
 
 MODES = ("train", "eval", "predict", "export", "summary")
 GROUPS = {
@@ -53,38 +62,6 @@ INVOCATION = "per invocation"  # always this command line's value (typed or defa
 RESUME_RULES = (REFUSED, ALLOWED, INVOCATION)
 
 
-def _number(kind, low=None, low_inclusive=False, high=None, high_inclusive=True, what="number"):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite {what}, got {text!r}")
-        if low is not None and (value < low or (value == low and not low_inclusive)):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        if high is not None and (value > high or (value == high and not high_inclusive)):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    parse.what = what  # for docs/options.md
-    return parse
-
-
-# Upper bounds far beyond any sensible value, so that a typo such as --lr 1e300 or --epochs 1e20 is one
-# line here rather than an overflow deep in torch (float32 holds at most ~3.4e38; counts fit 32 bits).
-MAX_COUNT = 2**31 - 1
-MAX_REAL = 1e6
-positive_int = _number(int, low=1, low_inclusive=True, high=MAX_COUNT, what="an integer from 1 to 2147483647")
-non_negative_int = _number(int, low=0, low_inclusive=True, high=MAX_COUNT, what="an integer from 0 to 2147483647")
-positive_float = _number(float, low=0, high=MAX_REAL, what="a number > 0 and at most 1e6")
-non_negative_float = _number(float, low=0, low_inclusive=True, high=MAX_REAL, what="a number from 0 to 1e6")
-unit_interval = _number(float, low=0, low_inclusive=True, high=1, high_inclusive=False, what="a number in [0, 1)")
-open_unit_interval = _number(float, low=0, high=1, high_inclusive=False, what="a number in (0, 1)")
-cutout_size = _number(int, low=0, low_inclusive=True, high=32, what="an integer from 0 (off) to 32")
-image_size_type = _number(int, low=8, low_inclusive=True, what="an integer >= 8")
-# NumPy's and torch's generators both take seeds below 2**32.
-seed_type = _number(int, low=0, low_inclusive=True, high=2**32 - 1, what="an integer from 0 to 4294967295")
-gamma_type = _number(float, low=0, high=1, what="a number in (0, 1]")
 
 _TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _FROM_TRAIN_CONFIG = object()  # the default is the TrainConfig field's
@@ -320,140 +297,3 @@ def config_value(option: Option, value: Any) -> Any:
     if isinstance(value, list):
         return tuple(value)
     return value
-
-
-def checked_value(option: Option, value: Any, caller: str) -> Any:
-    """A value given in Python (the API) checked as the parser checks a typed one: the same types,
-    ranges and choices; UserError naming the option and what it takes."""
-    def refuse(what: str) -> UserError:
-        return UserError(f"{caller}: {option.dest} takes {what}, got {_short(value)}")
-
-    if option.kind in ("switch", "no-switch", "boolean"):
-        if not isinstance(value, bool):
-            raise refuse("true or false")
-        return value
-    if option.nargs in ("+", "*"):
-        items = list(value) if isinstance(value, (list, tuple)) else None
-        if items is None or (option.nargs == "+" and not items):
-            raise refuse("a list of values")
-        return [_checked_item(option, item, caller) for item in items]
-    return _checked_item(option, value, caller)
-
-
-def _checked_item(option: Option, value: Any, caller: str) -> Any:
-    if option.choices is not None:
-        if not isinstance(value, str) or value not in option.choices:
-            raise UserError(f"{caller}: {option.dest} {_short(value)} is none of: {', '.join(option.choices)}")
-        return value
-    if option.type is None:
-        if not isinstance(value, str):
-            raise UserError(f"{caller}: {option.dest} takes a string, got {_short(value)}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise UserError(f"{caller}: {option.dest} takes {getattr(option.type, 'what', 'a value')}, "
-                        f"got {_short(value)}")
-    try:
-        return option.type(str(value))
-    except argparse.ArgumentTypeError as e:
-        raise UserError(f"{caller}: {option.dest}: {e}") from None
-    except ValueError:  # str() of an integer of thousands of digits
-        raise UserError(f"{caller}: {option.dest} holds a number too long to be a value") from None
-
-
-def _short(value: Any) -> str:
-    try:
-        text = repr(value)
-    except ValueError:
-        return "a number too long to be a value"
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def train_config_of(values: dict[str, Any], caller: str) -> tuple[TrainConfig, set[str]]:
-    """A new run's configuration from options given by name (as config.json spells them), each
-    checked as if typed; the names given are the explicit ones (a recipe leaves them)."""
-    readable = sorted(o.dest for o in TRAIN_OPTIONS if "train" in o.modes)
-    given: dict[str, Any] = {}
-    for name, value in values.items():
-        option = BY_DEST.get(name)
-        if option is None or not option.in_train_config or "train" not in option.modes:
-            raise UserError(f"{caller}: unknown option {name!r}; valid options: {', '.join(readable)}")
-        if value is not None:
-            given[name] = config_value(option, checked_value(option, value, caller))
-    defaults = {o.dest: config_value(o, o.default_value) for o in TRAIN_OPTIONS if o.dest not in given}
-    return TrainConfig(**defaults, **given), set(given)
-
-
-def mode_config(cls: type, mode: str, values: dict[str, Any]) -> Any:
-    """A mode's configuration (EvalConfig, ExportConfig) from the options given for it: each field an
-    option of that mode, given or else the field's own default."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{name: value for name, value in values.items() if name in fields and name in MODE_READS[mode]})
-
-
-# --- docs/options.md ------------------------------------------------------------------------------
-
-def _accepts(option: Option) -> str:
-    if option.choices is not None and len(option.choices) > 8:
-        return "a name listed in what it does"
-    if option.choices is not None:
-        return ", ".join(f"`{c}`" for c in option.choices)
-    if option.kind in ("switch", "no-switch"):
-        return "switch"
-    if option.kind == "boolean":
-        return f"switch (`--no-{option.flag[2:]}`)"
-    what = getattr(option.type, "what", "text")
-    return what + {"+": ", one or more", "*": ", any number"}.get(option.nargs or "", "")
-
-
-def _default_text(option: Option) -> str:
-    value = option.default_value
-    if option.kind == "no-switch":
-        return f"not given: {option.dest.replace('_', ' ')} on"
-    if value is None or value == []:
-        return "—"
-    if value is False:
-        return "off"
-    if value is True:
-        return "on"
-    if isinstance(value, list):
-        return " ".join(map(str, value))
-    return f"`{value}`"
-
-
-def options_markdown() -> str:
-    """docs/options.md: a table per group, generated from OPTIONS (tests fail when the file is stale)."""
-    lines = ["# Options", "",
-             "Generated from `resnet_cifar/options.py` by `python -m resnet_cifar.options > docs/options.md`;",
-             "a test fails when this page",
-             "and the code disagree. A recipe (`--recipe`, docs/recipes.md) changes some defaults of training",
-             "options; an option typed on the command line overrides the recipe's value.", "",
-             "**Resume**: what `--resume` does with a training option typed again: *refused* when it differs from",
-             "the checkpoint's (it would be another experiment), *allowed* (the typed value replaces the",
-             "checkpoint's), *per invocation* (always this command line's value). **Experiment**: whether two",
-             "runs that differ in it are different experiments for `--mode summary` (runs that differ only in",
-             "options marked *no* are grouped, and their final accuracies averaged).", ""]
-    for group in GROUPS:
-        members = [o for o in OPTIONS if o.group == group]
-        lines += [f"## {group.capitalize()}", ""]
-        if GROUPS[group]:
-            lines += [GROUPS[group][0].upper() + GROUPS[group][1:] + ".", ""]
-        lines += ["| option | accepts | default | modes | resume | experiment | what it does |",
-                  "|---|---|---|---|---|---|---|"]
-        for o in members:
-            resume = o.resume or "—"
-            experiment = ("yes" if o.experiment else "no") if o.in_train_config else "—"
-            modes = "all" if o.modes == MODES else ", ".join(o.modes)
-            text = o.help.replace("|", "\\|")
-            flag = "PATH ..." if o.kind == "positional" else f"`{o.flag}`"
-            lines.append(f"| {flag} | {_accepts(o)} | {_default_text(o)} | {modes} | {resume} | {experiment} "
-                         f"| {text} |")
-        lines.append("")
-    lines += ["## Recipes", "", "`--recipe NAME` sets these values; an option typed on the command line overrides its "
-              "value ([recipes.md](recipes.md)).", ""]
-    lines += [f"- `{name}`: {recipe.summary}" for name, recipe in RECIPES.items()]
-    lines.append("")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(options_markdown(), end="")

@@ -8,6 +8,7 @@ import pytest
 
 from resnet_cifar import options
 from resnet_cifar.cli import main as cli
+from resnet_cifar.cli import options_page
 from resnet_cifar.cli.summary import format_lines, read_run
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.runfiles.run_files import MetricsLog
@@ -17,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_docs_options_page_is_generated_from_the_declarations():
     page = (ROOT / "docs" / "options.md").read_text()
-    assert page == options.options_markdown(), \
-        "docs/options.md is stale: python -m resnet_cifar.options > docs/options.md"
+    assert page == options_page.options_markdown(), \
+        "docs/options.md is stale: python -m resnet_cifar.cli.options_page > docs/options.md"
 
 
 def test_every_train_config_field_is_one_option_and_defaults_agree():

@@ -23,7 +23,8 @@ from resnet_cifar.cli.config_file import NOT_REPEATED, option_tokens, read_confi
 from resnet_cifar.cli.dry_run import plan_eval, plan_export, plan_predict, plan_summary, plan_train, print_plan
 from resnet_cifar.config import FORMATS, EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from resnet_cifar.errors import UserError
-from resnet_cifar.options import GROUPS, MODE_READS, MODES, OPTIONS, TRAIN_OPTIONS, Option, config_value, mode_config
+from resnet_cifar.option_values import mode_config
+from resnet_cifar.options import GROUPS, MODE_READS, MODES, OPTIONS, TRAIN_OPTIONS, Option, config_value
 from resnet_cifar.recipes import describe_recipes
 from resnet_cifar.utils.launcher import program
 

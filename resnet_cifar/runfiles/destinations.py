@@ -7,7 +7,6 @@ anything is written.
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from dataclasses import dataclass
@@ -16,17 +15,18 @@ from pathlib import Path
 from resnet_cifar.config import EvalConfig, ExportConfig, PredictConfig, TrainConfig
 from resnet_cifar.data.datasets import DataSpec, data_paths
 from resnet_cifar.errors import UserError
-from resnet_cifar.runfiles.claim import LOCK_NAME
-from resnet_cifar.runfiles.run_files import seed_run_dir
-from resnet_cifar.utils.atomic_files import TEMP_MARKER
-
-# The files of a run directory (and of a --seeds folder) that only that run writes.
-RUN_FILES = ("last.pt", "best.pt", "config.json", "metrics.csv", "timings.json", "curves.png", "seeds.json")
-REPORT_FOLDERS = ("report", "report-best")  # a run's final reports
-# A folder holds a run (or a --seeds set of runs) when it holds one of these.
-RUN_MARKERS = ("config.json", "metrics.csv", "last.pt", "seeds.json")
-CHECKPOINTS = ("last.pt", "best.pt")
-CACHE_PREFIX = ".cifar-cache"  # an image folder's decoded images (data/image_folders.py)
+from resnet_cifar.runfiles.places import (
+    CACHE_PREFIX,
+    REPORT_FOLDERS,
+    RUN_FILES,
+    abandoned_start,
+    entries,
+    holds_run,
+    inside,
+    place,
+    same_place,
+    writable_path,
+)
 
 
 @dataclass(frozen=True)
@@ -38,53 +38,6 @@ class Read:
     path: Path
     what: str
     inside: str = "all"
-
-
-def place(path: str | Path) -> Path:
-    """The place a path names: symlinks followed, `..` and `.` resolved, a tail that does not exist
-    yet normalised (the way mkdir -p and open will walk it). Two spellings of one place are equal."""
-    return Path(os.path.realpath(os.fspath(path)))
-
-
-def writable_path(path: str | Path) -> Path:
-    """The path to write in: as typed where its normal spelling leads to its place (runs/x/../R
-    becomes runs/R), else the place itself (a link followed), so no folder is made on the way."""
-    normal = Path(os.path.normpath(os.fspath(path)))
-    return normal if place(normal) == place(path) else place(path)
-
-
-def holds_run(folder: Path) -> bool:
-    return any((Path(folder) / marker).exists() for marker in RUN_MARKERS)
-
-
-def abandoned_start(folder: Path) -> bool:
-    """A run folder whose run stopped before its first checkpoint (config.json, maybe metrics.csv
-    and the like, no last.pt, best.pt or seeds.json): nothing in it can be resumed, so a new start
-    may take its place."""
-    folder = Path(folder)
-    if not (folder / "config.json").is_file() or any((folder / name).exists() for name in (*CHECKPOINTS,
-                                                                                           "seeds.json")):
-        return False
-    return all(_left_by_a_start(entry) for entry in folder.iterdir())
-
-
-def _left_by_a_start(entry: Path) -> bool:
-    name = entry.name
-    return ((name in RUN_FILES and entry.is_file()) or name == LOCK_NAME or TEMP_MARKER in name
-            or name.startswith("events.out.tfevents"))
-
-
-def _entries(folder: Path) -> list[Path]:
-    """What a folder holds, but a claim's lock file (which only says who writes in it)."""
-    return [entry for entry in folder.iterdir() if entry.name != LOCK_NAME]
-
-
-def _same(a: Path, b: Path) -> bool:
-    return place(a) == place(b)
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return place(folder) in place(path).parents
 
 
 def _owner(path: Path) -> tuple[Path, str] | None:
@@ -101,11 +54,11 @@ def _owner(path: Path) -> tuple[Path, str] | None:
     return None
 
 
-def _check_not_read(path: Path, flag: str, reads: tuple[Read, ...]) -> None:
+def check_not_read(path: Path, flag: str, reads: tuple[Read, ...]) -> None:
     for read in reads:
-        if _same(path, read.path):
+        if same_place(path, read.path):
             raise UserError(f"{flag} {path} is {read.what}, which this command reads; choose another name")
-        if not read.inside or not read.path.is_dir() or not _inside(path, read.path):
+        if not read.inside or not read.path.is_dir() or not inside(path, read.path):
             continue
         if read.inside == "all":
             raise UserError(f"{flag} {path} is inside {read.what} ({read.path}); write somewhere else")
@@ -123,7 +76,7 @@ def _check_writable_folder(folder: Path, path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path}: the folder {folder} is not writable")
 
 
-def _check_named(path: str | Path, flag: str) -> None:
+def check_named(path: str | Path, flag: str) -> None:
     if not isinstance(path, Path) and not str(path).strip():
         raise UserError(f"{flag} is empty; give a path")
 
@@ -131,7 +84,7 @@ def _check_named(path: str | Path, flag: str) -> None:
 def check_file(path: Path, flag: str, reads: tuple[Read, ...] = ()) -> None:
     """A file the command will write (--output, an export's sidecar, summary's CSV): never a folder,
     a special file (FIFO, device, socket), what the command reads, a file of a run or data folder."""
-    _check_named(path, flag)
+    check_named(path, flag)
     path, target = Path(path), place(path)
     if target.is_dir():
         raise UserError(f"{flag} {path} is a folder; give a file name")
@@ -139,7 +92,7 @@ def check_file(path: Path, flag: str, reads: tuple[Read, ...] = ()) -> None:
         raise UserError(f"{flag} {path} is not a regular file (a FIFO, device or socket); give a file name")
     if target.name.startswith(CACHE_PREFIX):
         raise UserError(f"{flag} {path} is an image folder's cache, which is never replaced; choose another name")
-    _check_not_read(path, flag, reads)
+    check_not_read(path, flag, reads)
     owner = _owner(target)
     if owner is not None:
         run, name = owner
@@ -157,11 +110,11 @@ def _nearest_existing(path: Path) -> Path:
 
 def check_folder(path: Path, flag: str, reads: tuple[Read, ...] = ()) -> None:
     """A folder the command will create if needed and write files into (--report-dir)."""
-    _check_named(path, flag)
+    check_named(path, flag)
     path, target = Path(path), place(path)
     if target.exists() and not target.is_dir():
         raise UserError(f"{flag} {path} is a file, not a folder")
-    _check_not_read(path, flag, reads)
+    check_not_read(path, flag, reads)
     for folder in (target, *target.parents):
         if folder.name in REPORT_FOLDERS and holds_run(folder.parent):
             raise UserError(f"{flag} {path} is the {folder.name}/ of the run in {folder.parent}, which is never "
@@ -175,10 +128,10 @@ def check_folder(path: Path, flag: str, reads: tuple[Read, ...] = ()) -> None:
 
 def check_new_run_dir(path: Path, reads: tuple[Read, ...] = (), flag: str = "--run-dir") -> None:
     """A folder for a new run: new, empty, or left by a start that saved no checkpoint."""
-    _check_named(path, flag)
+    check_named(path, flag)
     path, target = Path(path), place(path)
     if holds_run(target):
-        _check_not_read(path, flag, reads)  # the message below says more than check_folder's
+        check_not_read(path, flag, reads)  # the message below says more than check_folder's
     else:
         check_folder(path, flag, reads)
     if not target.is_dir() or abandoned_start(target):
@@ -188,9 +141,9 @@ def check_new_run_dir(path: Path, reads: tuple[Read, ...] = (), flag: str = "--r
         raise UserError(f"{flag} {path} already holds {what}; resume it with --resume "
                         f"{shlex.quote(str(writable_path(path) / 'last.pt'))} "
                         f"or choose another {flag}")
-    if _entries(target):
-        raise UserError(f"{flag} {path} holds other files ({', '.join(sorted(e.name for e in _entries(target))[:3])}"
-                        f"{', ...' if len(_entries(target)) > 3 else ''}); a new run starts in a new or empty "
+    if entries(target):
+        raise UserError(f"{flag} {path} holds other files ({', '.join(sorted(e.name for e in entries(target))[:3])}"
+                        f"{', ...' if len(entries(target)) > 3 else ''}); a new run starts in a new or empty "
                         f"folder")
 
 
@@ -199,7 +152,7 @@ def check_empty_run_dir(path: Path, reads: tuple[Read, ...], continuing: Path) -
     path, target = Path(path), place(path)
     if not holds_run(target):
         check_folder(path, "--run-dir", reads)
-    if target.is_dir() and _entries(target):
+    if target.is_dir() and entries(target):
         what = "another run" if holds_run(target) else "other files"
         raise UserError(f"--run-dir {path} holds {what}; continuing the run of {continuing} needs a new or "
                         f"empty folder")
@@ -235,13 +188,13 @@ def resume_target(checkpoint: Path, typed_run_dir: str | None, payload: dict, re
     origin = {"checkpoint": str(real), "run_dir": str(home), "epoch": payload["epoch"],
               "global_step": payload["global_step"]}
     if typed_run_dir is not None:
-        _check_named(typed_run_dir, "--run-dir")
+        check_named(typed_run_dir, "--run-dir")
     typed = Path(typed_run_dir) if typed_run_dir is not None else None
-    if real.name == "last.pt" and (typed is None or _same(typed, home)):
+    if real.name == "last.pt" and (typed is None or same_place(typed, home)):
         if not os.access(home, os.W_OK | os.X_OK):
             raise UserError(f"--run-dir {home} is not writable")
         return ResumeTarget(home, True, None)
-    if typed is not None and _same(typed, home):
+    if typed is not None and same_place(typed, home):
         raise UserError(f"--run-dir {typed} is the run that {checkpoint.name} comes from, whose later state "
                         f"(last.pt, metrics.csv) would be replaced; resume {home / 'last.pt'}, or give a new "
                         f"--run-dir")
@@ -257,50 +210,13 @@ def data_reads(spec: DataSpec) -> tuple[Read, ...]:
     its files is replaced)."""
     reads = tuple(Read(path, f"the {spec.name} data") for path in data_paths(spec))
     data_dir = Path(spec.data_dir)
-    if data_dir.is_dir() and not any(_same(read.path, data_dir) for read in reads):
+    if data_dir.is_dir() and not any(same_place(read.path, data_dir) for read in reads):
         reads += (Read(data_dir, f"the data folder of {spec.name}", inside="existing"),)
     return reads
 
 
 def checkpoint_read(path: str | Path) -> Read:
     return Read(Path(path), "the checkpoint")
-
-
-def check_seed_dirs(root: Path, seeds: list[int], reads: tuple[Read, ...]) -> None:
-    """Every seed's folder of a --seeds run, before the first seed trains. A set that was stopped
-    (no seeds.json yet) is finished by the same command: its seeds' folders with a last.pt go on."""
-    _check_named(root, "--run-dir")
-    root, target = Path(root), place(root)
-    if (target / "seeds.json").exists():
-        raise UserError(f"--run-dir {root} already holds a finished --seeds set (seeds.json); choose another "
-                        f"--run-dir")
-    folders = {seed_run_dir(target, seed).name for seed in seeds}
-    ours = target.is_dir() and not holds_run(target) and all(e.name in folders for e in _entries(target))
-    if not ours:
-        check_new_run_dir(root, reads)
-    for seed in seeds:
-        folder = seed_run_dir(root, seed)
-        if (place(folder) / "last.pt").is_file():
-            _check_not_read(folder, "--run-dir", reads)
-            recorded = _recorded_seed(place(folder))
-            if recorded != seed:
-                what = f"a run of seed {recorded}" if recorded is not None else "a run that is not of a --seeds set"
-                raise UserError(f"--run-dir {folder} already holds {what}, not this set's seed {seed}; choose "
-                                f"another --run-dir")
-            continue  # resumed or kept, once its options are compared with the command's
-        check_new_run_dir(folder, reads)
-
-
-def _recorded_seed(folder: Path) -> int | None:
-    """The seed a run folder's config.json records, when it was one of a --seeds set (its run_dir
-    is its folder seed<N>); None otherwise."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    if not isinstance(config, dict) or not isinstance(config.get("seed"), int):
-        return None
-    return config["seed"] if Path(str(config.get("run_dir"))).name == folder.name else None
 
 
 def check_eval(config: EvalConfig, payload: dict | None = None) -> None:
@@ -313,14 +229,14 @@ def check_eval(config: EvalConfig, payload: dict | None = None) -> None:
         check_file(config.output, "--output", reads)
     if config.report_dir is not None:
         check_folder(config.report_dir, "--report-dir", reads)
-        if config.output and _same(Path(config.output).parent, config.report_dir) and Path(config.output).name in (
+        if config.output and same_place(Path(config.output).parent, config.report_dir) and Path(config.output).name in (
                 "report.json", "per_class.csv", "confusion.png", "calibration.png", "mistakes.png"):
             raise UserError(f"--output {config.output} is one of the files --report-dir writes; choose another name")
 
 
 def check_predict(config: PredictConfig) -> None:
     for path in config.inputs:
-        _check_named(path, "an image path")
+        check_named(path, "an image path")
     if config.output is not None:
         reads = (checkpoint_read(config.checkpoint), *(Read(Path(path), "an input to classify")
                                                         for path in config.inputs))
@@ -339,24 +255,21 @@ def check_export(config: ExportConfig, payload: dict | None = None, sidecar: Pat
 
 def check_summary(run_dirs: list[str], output: str | None) -> None:
     for path in run_dirs:
-        _check_named(path, "a run folder path")
+        check_named(path, "a run folder path")
     if output is not None:
         reads = tuple(Read(Path(folder) / name, f"a summarised run's {name}") for folder in run_dirs
                       for name in ("config.json", "metrics.csv"))
         check_file(output, "--output", reads)
 
 
-def check_train(config: TrainConfig, run_dir_typed: bool, resume: Path | None, payload: dict | None,
-                seeds: list[int] | None) -> ResumeTarget | None:
-    """Where a training command will write, before it reads the data; for a resume, where it continues."""
+def check_train(config: TrainConfig, run_dir_typed: bool, resume: Path | None = None,
+                payload: dict | None = None) -> ResumeTarget | None:
+    """Where a training run will write, before it reads the data; for a resume, where it continues.
+    (A --seeds set's folders: training/run_folder.check_seed_dirs.)"""
     reads = data_reads(DataSpec.of(config.to_dict()))
     if resume is not None:
         return resume_target(resume, config.run_dir if run_dir_typed else None, payload, (checkpoint_read(resume),
                                                                                           *reads))
-    if config.run_dir is None:
-        return None  # runs/<model>-<start time>: a new name
-    if seeds is not None:
-        check_seed_dirs(config.run_dir, seeds, reads)
-    else:
+    if config.run_dir is not None:  # else runs/<model>-<start time>: a new name
         check_new_run_dir(config.run_dir, reads)
     return None

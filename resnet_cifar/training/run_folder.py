@@ -2,6 +2,7 @@
 was when a start saves no checkpoint."""
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,13 +15,15 @@ from resnet_cifar.errors import UserError
 from resnet_cifar.runfiles import run_files
 from resnet_cifar.runfiles.claim import Claim, claim
 from resnet_cifar.runfiles.destinations import (
+    Read,
     ResumeTarget,
-    abandoned_start,
+    check_named,
     check_new_run_dir,
+    check_not_read,
     data_reads,
-    writable_path,
 )
-from resnet_cifar.runfiles.run_files import create_run_dir, default_run_dir
+from resnet_cifar.runfiles.places import abandoned_start, entries, holds_run, place, writable_path
+from resnet_cifar.runfiles.run_files import create_run_dir, default_run_dir, seed_run_dir
 from resnet_cifar.utils.distributed import Distributed
 
 
@@ -92,3 +95,40 @@ def prepare_run_dir(config: TrainConfig, target: ResumeTarget | None, resume_pat
     config = replace(config, run_dir=run_dir, resumed_from=origin) if origin is not None else \
         replace(config, run_dir=run_dir) if config.run_dir is not None else config
     return Path(run_dir), created, config, (held[0] if held else None)
+
+
+def check_seed_dirs(root: Path, seeds: list[int], reads: tuple[Read, ...]) -> None:
+    """Every seed's folder of a --seeds run, before the first seed trains. A set that was stopped
+    (no seeds.json yet) is finished by the same command: its seeds' folders with a last.pt go on."""
+    check_named(root, "--run-dir")
+    root, target = Path(root), place(root)
+    if (target / "seeds.json").exists():
+        raise UserError(f"--run-dir {root} already holds a finished --seeds set (seeds.json); choose another "
+                        f"--run-dir")
+    folders = {seed_run_dir(target, seed).name for seed in seeds}
+    ours = target.is_dir() and not holds_run(target) and all(e.name in folders for e in entries(target))
+    if not ours:
+        check_new_run_dir(root, reads)
+    for seed in seeds:
+        folder = seed_run_dir(root, seed)
+        if (place(folder) / "last.pt").is_file():
+            check_not_read(folder, "--run-dir", reads)
+            recorded = _recorded_seed(place(folder))
+            if recorded != seed:
+                what = f"a run of seed {recorded}" if recorded is not None else "a run that is not of a --seeds set"
+                raise UserError(f"--run-dir {folder} already holds {what}, not this set's seed {seed}; choose "
+                                f"another --run-dir")
+            continue  # resumed or kept, once its options are compared with the command's
+        check_new_run_dir(folder, reads)
+
+
+def _recorded_seed(folder: Path) -> int | None:
+    """The seed a run folder's config.json records, when it was one of a --seeds set (its run_dir
+    is its folder seed<N>); None otherwise."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(config, dict) or not isinstance(config.get("seed"), int):
+        return None
+    return config["seed"] if Path(str(config.get("run_dir"))).name == folder.name else None

@@ -13,10 +13,10 @@ from resnet_cifar.results.seed_summary import SeedSummary, write_summary
 from resnet_cifar.runfiles import run_files
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.runfiles.claim import claim
-from resnet_cifar.runfiles.destinations import check_seed_dirs, check_train, data_reads, writable_path
+from resnet_cifar.runfiles.destinations import check_train, data_reads, writable_path
 from resnet_cifar.runfiles.run_files import create_run_dir, default_run_dir, seed_run_dir
 from resnet_cifar.training.resume import recorded_options, resume_config
-from resnet_cifar.training.run_folder import on_main
+from resnet_cifar.training.run_folder import check_seed_dirs, on_main
 from resnet_cifar.training.session import ResolvedRun, run_training
 from resnet_cifar.utils.distributed import Distributed
 
@@ -50,7 +50,7 @@ def train_seeds(run: ResolvedRun, dist: Distributed, finish_hint: str) -> int:
                 payload = load_checkpoint(folder / "last.pt")
                 resumed = resume_config(TrainConfig.from_dict(payload["config"]), seed_config, explicit)
                 continued = ResolvedRun(resumed, run.explicit, run.launch, folder / "last.pt", payload,
-                                        target=check_train(resumed, False, folder / "last.pt", payload, None),
+                                        target=check_train(resumed, False, folder / "last.pt", payload),
                                         recorded=recorded_options(folder, payload, resumed, explicit))
                 code, summary = run_training(continued, dist=dist, first_in_process=seed == seeds[0],
                                              resume_hint=hint)

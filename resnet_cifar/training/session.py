@@ -19,7 +19,7 @@ from resnet_cifar.recipes import apply_length, apply_recipe, apply_short_run
 from resnet_cifar.results.tensorboard_log import require_tensorboard
 from resnet_cifar.runfiles import run_files
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
-from resnet_cifar.runfiles.destinations import ResumeTarget, check_train, place
+from resnet_cifar.runfiles.destinations import ResumeTarget, check_train, data_reads, place
 from resnet_cifar.training.loop import Interrupted, train_model
 from resnet_cifar.training.resume import (
     check_data_matches,
@@ -27,7 +27,7 @@ from resnet_cifar.training.resume import (
     recorded_options,
     resume_config,
 )
-from resnet_cifar.training.run_folder import prepare_run_dir, remove_if_unused
+from resnet_cifar.training.run_folder import check_seed_dirs, prepare_run_dir, remove_if_unused
 from resnet_cifar.training.time_budget import measure_and_plan
 from resnet_cifar.utils import distributed
 from resnet_cifar.utils.devices import resolve_device
@@ -64,7 +64,10 @@ def resolve_run(config: TrainConfig, explicit: set[str], resume: Path | None = N
     restarted = restart_checkpoint(config, launch) if launch.max_restarts > 0 and resume is None else None
     if restarted is None and resume is None:
         config = apply_recipe(config, explicit)
-        check_train(config, "run_dir" in explicit, None, None, seeds)
+        if seeds is not None and config.run_dir is not None:
+            check_seed_dirs(config.run_dir, seeds, data_reads(DataSpec.of(config.to_dict())))
+        else:
+            check_train(config, "run_dir" in explicit)
         return ResolvedRun(config, frozenset(explicit), launch, seeds=tuple(seeds) if seeds is not None else None)
     resume, payload = restarted if restarted is not None else (resume, load_checkpoint(resume))
     config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
@@ -75,7 +78,7 @@ def resolve_run(config: TrainConfig, explicit: set[str], resume: Path | None = N
                    else "pass a larger --epochs to train further")
         return replace(resolved, finished=f"{resume}: this run already finished all {payload['epoch']} epochs; "
                                           f"nothing to do ({further})")
-    target = check_train(config, "run_dir" in explicit, resume, payload, None)
+    target = check_train(config, "run_dir" in explicit, resume, payload)
     return replace(resolved, target=target, recorded=recorded_options(place(resume).parent, payload, config,
                                                                       explicit))
 
