@@ -20,32 +20,33 @@ FORMATS = ("onnx", "torchscript", "pt2", "safetensors")  # --mode export
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Defaults are the seed recipe; recipes.py overrides them, explicit flags override both."""
+    """A training run's options. Defaults are the seed recipe; recipes.py overrides them, typed options
+    override both. What each field means, the values it takes and what a resume may do with it are
+    declared once, with its option, in options.py (docs/options.md)."""
 
     model: str = "resnet18"
     recipe: str = "seed"
-    dataset: str = "cifar10"  # datasets.DATASETS
-    labels: str = "fine"  # CIFAR-100's 100 classes, or its 20 superclasses ("coarse")
-    image_size: int | None = None  # --dataset folder: resize every image to this size (None: their own size)
-    num_classes: int = 10  # the data's, set when the data set is read
+    dataset: str = "cifar10"
+    labels: str = "fine"
+    image_size: int | None = None
+    num_classes: int = 10  # not an option: the data's, set when the data set is read
     data_dir: str = "./data"
     download: bool = True
-    run_dir: str | None = None  # None: runs/<model>-<timestamp>
+    run_dir: str | None = None
     epochs: int = 200
-    iterations: int | None = None  # total optimizer steps; sets epochs (the last one may be partial)
-    time_budget: str | None = None  # e.g. "30m": iterations resolved at the start from a measured warm-up
+    iterations: int | None = None
+    time_budget: str | None = None
     batch_size: int = 256
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
     nesterov: bool = False
     label_smoothing: float = 0.0
-    dropout: float = 0.0  # between a pre-activation basic block's convolutions (Wide ResNets)
-    # airbench94's techniques for any model (models/techniques.py); None: the model's own
+    dropout: float = 0.0
     whitening: bool | None = None
     dirac: bool | None = None
-    bn_scale: str | None = None  # "learned" or "fixed"
-    optimizer: str = "sgd"  # "muon": Muon on the convolution filters, SGD on the rest (optim/muon.py)
+    bn_scale: str | None = None
+    optimizer: str = "sgd"
     muon_lr: float = 0.24
     muon_momentum: float = 0.6
     scheduler: str = "plateau"
@@ -55,40 +56,40 @@ class TrainConfig:
     gamma: float = 0.1
     plateau_patience: int = 5
     warmup_epochs: float = 0.0
-    warmup_steps: int = 0  # overrides warmup_epochs when > 0
+    warmup_steps: int = 0
     warmup_style: str = "linear"
-    triangular_start: float = 0.2  # the triangular schedule's first lr, as a fraction of its peak
-    triangular_peak: float = 0.2  # where it peaks, as a fraction of the run (a --warmup-* length overrides it)
-    triangular_end: float = 0.0  # its last lr, as a fraction of its peak (airbench: 0.07)
-    bn_bias_lr_scale: float = 1.0  # BatchNorm biases take lr x this and weight decay / this (airbench: 64)
-    lookahead: bool = False  # airbench's lookahead: every 5 steps the weights are set to their moving average
-    whiten_bias_epochs: int | None = None  # airbench94: epochs its whitening bias learns (None: all)
+    triangular_start: float = 0.2
+    triangular_peak: float = 0.2
+    triangular_end: float = 0.0
+    bn_bias_lr_scale: float = 1.0
+    lookahead: bool = False
+    whiten_bias_epochs: int | None = None
     translate_pad: str = "zeros"
-    translate: int | None = None  # the random crop's padding in pixels (None: 4 at 32 pixels, scaled with the size)
-    flip: str = "random"  # random: each image flipped with p 1/2 each epoch; alternating: flipped every other epoch
+    translate: int | None = None
+    flip: str = "random"
     cutout: int = 0
     augment: str = "none"
     mixup: float = 0.0
     cutmix: float = 0.0
-    ema: float | None = None  # decay of the weights' exponential moving average
+    ema: float | None = None
     tta: str = "none"
-    eval_every: int = 1  # epochs between val/test evaluations (0: none but the last, which always is)
+    eval_every: int = 1
     val_size: int = 0
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
-    channels_last: bool | None = None  # None: chosen with precision, by measurement (devices.resolve_precision)
+    channels_last: bool | None = None
     compile: bool = False
     max_steps: int | None = None
     clip_grad_norm: float | None = None
     deterministic: bool = False
     tensorboard: bool = False
-    sync_bn: bool = False  # SyncBatchNorm across torchrun's processes (CUDA only)
-    dist_timeout: float = 600.0  # seconds a collective waits for a lost peer before the job fails
-    threads: int | None = None  # None: torch's default; recorded in checkpoints once resolved
+    sync_bn: bool = False
+    dist_timeout: float = 600.0
+    threads: int | None = None
     quiet: bool = False
-    # Where a run continued in another folder came from: the checkpoint, its run, epoch and step
-    # (destinations.resume_target); None for a run in its own folder.
+    # Where a run continued in another folder came from (not an option): the checkpoint, its run,
+    # epoch and step (destinations.resume_target); None for a run in its own folder.
     resumed_from: dict | None = None
 
     def evaluates_after(self, epoch: int) -> bool:
