@@ -15,7 +15,7 @@ def checked_value(option: Option, value: Any, caller: str) -> Any:
     """A value given in Python (the API) checked as the parser checks a typed one: the same types,
     ranges and choices; UserError naming the option and what it takes."""
     def refuse(what: str) -> UserError:
-        return UserError(f"{caller}: {option.dest} takes {what}, got {_short(value)}")
+        return UserError(f"{caller}: {option.dest} takes {what}, got {shown(value)}")
 
     if option.kind in ("switch", "no-switch", "boolean"):
         if not isinstance(value, bool):
@@ -32,15 +32,15 @@ def checked_value(option: Option, value: Any, caller: str) -> Any:
 def _checked_item(option: Option, value: Any, caller: str) -> Any:
     if option.choices is not None:
         if not isinstance(value, str) or value not in option.choices:
-            raise UserError(f"{caller}: {option.dest} {_short(value)} is none of: {', '.join(option.choices)}")
+            raise UserError(f"{caller}: {option.dest} {shown(value)} is none of: {', '.join(option.choices)}")
         return value
     if option.type is None:
         if not isinstance(value, str):
-            raise UserError(f"{caller}: {option.dest} takes a string, got {_short(value)}")
+            raise UserError(f"{caller}: {option.dest} takes a string, got {shown(value)}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise UserError(f"{caller}: {option.dest} takes {getattr(option.type, 'what', 'a value')}, "
-                        f"got {_short(value)}")
+                        f"got {shown(value)}")
     try:
         return option.type(str(value))
     except argparse.ArgumentTypeError as e:
@@ -49,7 +49,8 @@ def _checked_item(option: Option, value: Any, caller: str) -> Any:
         raise UserError(f"{caller}: {option.dest} holds a number too long to be a value") from None
 
 
-def _short(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value as an error message shows it: its repr, cut at 80 characters."""
     try:
         text = repr(value)
     except ValueError:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_cifar.errors import UserError
+from resnet_cifar.option_values import shown
 from resnet_cifar.options import BY_DEST, MODE_READS, RECORDED, Option
 
 # What config.json records that is not a choice to repeat: the data's class count (read from the
@@ -108,21 +109,21 @@ def _tokens(option: Option, value: Any, source: str) -> list[str]:
         return []  # the option's default
     if option.kind in ("switch", "no-switch", "boolean"):
         if not isinstance(value, bool):
-            raise UserError(f"{source}: {option.dest} takes true or false, got {_short(value)}")
+            raise UserError(f"{source}: {option.dest} takes true or false, got {shown(value)}")
         if option.kind == "switch":
             return [option.flag] if value else []
         if option.kind == "no-switch":
             return [] if value else [option.flag]
         return [option.flag if value else "--no-" + option.flag[2:]]
     if isinstance(value, (dict, bool)) and option.type is not None:
-        raise UserError(f"{source}: {option.dest} takes {getattr(option.type, 'what', 'a value')}, got {_short(value)}")
+        raise UserError(f"{source}: {option.dest} takes {getattr(option.type, 'what', 'a value')}, got {shown(value)}")
     if option.nargs in ("+", "*"):
         items = value if isinstance(value, list) else [value]
         for item in items:
             _check_item(option, item, source)
         return [option.flag, *map(str, items)] if items else []
     if isinstance(value, (list, dict)):
-        raise UserError(f"{source}: {option.dest} takes one value, got {_short(value)}")
+        raise UserError(f"{source}: {option.dest} takes one value, got {shown(value)}")
     return [f"{option.flag}={value}"]  # one token: a value that looks like an option stays a value
 
 
@@ -130,14 +131,6 @@ def _check_item(option: Option, item: Any, source: str) -> None:
     """One of a list option's values: a number or a name, never something the parser would read as
     another option."""
     if isinstance(item, (list, dict, bool)) or item is None:
-        raise UserError(f"{source}: {option.dest} takes a list of values, got {_short(item)} in it")
+        raise UserError(f"{source}: {option.dest} takes a list of values, got {shown(item)} in it")
     if isinstance(item, str) and item.startswith("-"):
-        raise UserError(f"{source}: {option.dest} holds {item!r}, which is not a value")
-
-
-def _short(value: Any) -> str:
-    try:
-        text = repr(value)
-    except ValueError:
-        return "a number too long to be a value"
-    return text if len(text) <= 80 else text[:77] + "..."
+        raise UserError(f"{source}: {option.dest} holds {shown(item)}, which is not a value")
