@@ -3,7 +3,7 @@ recipe) and Muon (airbench94-muon's), each at batch 1024 and 2000, eager and und
 on a batch already in memory (the loader apart), bf16 autocast and channels_last as --precision
 auto picks them on a CPU with native bf16.
 
-    python bench/airbench_steps.py [--steps 4] [--rounds 3] [--batch-sizes 1024 2000] [--no-compile]
+    python bench/airbench_steps.py [--steps 4] [--rounds 3] [--batch-sizes 1024 2000] [--no-compile] [--rules]
 
 Variants take turns inside each round so that drift on a noisy machine hits them alike; each
 figure is the median img/s over rounds. A compiled variant's first steps (the compilation) are
@@ -33,7 +33,10 @@ from resnet_cifar.training.step import train_step  # noqa: E402
 ROUTES = {"sgd": "airbench94", "muon": "airbench94-muon"}
 
 
-def make_variant(route: str, batch: int, compiled: bool, precision: str):
+def make_variant(route: str, batch: int, compiled: bool, precision: str, rules: bool = False):
+    """A variant's step. rules: each group's lr from the schedule's group rules every step, as
+    training/epoch.py sets them (the whitening bias frozen or falling, BatchNorm biases scaled);
+    else one lr times each group's scale."""
     config = apply_recipe(TrainConfig(model="airbench94", recipe=ROUTES[route]), set())
     config = replace(config, batch_size=batch, compile=compiled)
     device = torch.device("cpu")
@@ -43,9 +46,13 @@ def make_variant(route: str, batch: int, compiled: bool, precision: str):
     inputs = torch.randn(batch, 3, 32, 32, generator=generator).contiguous(memory_format=torch.channels_last)
     targets = torch.randint(0, 10, (batch,), generator=generator)
 
+    steps_per_epoch, done = 50_000 // batch, [0]
+
     def run(steps: int) -> None:
         for _ in range(steps):
-            train_step(ctx, inputs, targets, config.lr)
+            lrs = ctx.schedule.group_lrs(*divmod(done[0], steps_per_epoch)) if rules else config.lr
+            train_step(ctx, inputs, targets, lrs)
+            done[0] += 1
 
     return run
 
@@ -57,13 +64,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 2000])
     parser.add_argument("--no-compile", action="store_true", help="eager variants only")
+    parser.add_argument("--rules", action="store_true", help="also each eager variant with its groups' lr rules "
+                        "evaluated every step, as training runs it, beside one lr for every group")
     args = parser.parse_args(argv)
     variants, compile_s = {}, {}
     for route in ROUTES:
         for batch in args.batch_sizes:
-            for compiled in (False,) if args.no_compile else (False, True):
-                name = f"{route} batch {batch}{' compiled' if compiled else ''}"
-                run = make_variant(route, batch, compiled, args.precision)
+            kinds = [(False, False), *([(False, True)] if args.rules else []),
+                     *([] if args.no_compile else [(True, False)])]
+            for compiled, rules in kinds:
+                name = f"{route} batch {batch}{' compiled' if compiled else ''}{' rules' if rules else ''}"
+                run = make_variant(route, batch, compiled, args.precision, rules)
                 started = time.perf_counter()
                 run(2)  # warm-up; under torch.compile, the compilation
                 compile_s[name] = time.perf_counter() - started

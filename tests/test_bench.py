@@ -252,8 +252,9 @@ def test_airbench_steps_times_both_routes_at_each_batch(capsys):
     import airbench_steps
 
     result = airbench_steps.main(["--steps", "1", "--rounds", "2", "--batch-sizes", "8", "16", "--no-compile",
-                                  "--precision", "fp32"])
-    assert set(result["img_per_s"]) == {"sgd batch 8", "sgd batch 16", "muon batch 8", "muon batch 16"}
+                                  "--precision", "fp32", "--rules"])
+    assert set(result["img_per_s"]) == {f"{route} batch {batch}{rules}" for route in ("sgd", "muon")
+                                        for batch in (8, 16) for rules in ("", " rules")}
     assert all(speed > 0 for speed in result["img_per_s"].values())
     assert "vs first" in capsys.readouterr().out
 
