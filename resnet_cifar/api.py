@@ -29,7 +29,7 @@ from resnet_cifar.results.evaluation import evaluate_checkpoint
 from resnet_cifar.results.evaluation import load_model as _load_model
 from resnet_cifar.runfiles.checkpoints import load_checkpoint as _load_payload
 from resnet_cifar.runfiles.destinations import check_eval
-from resnet_cifar.training.session import resolve_run, run_training
+from resnet_cifar.training.run import resolve_run, run_training
 from resnet_cifar.utils.process_state import kept_process_state
 
 __all__ = ["list_models", "build_model", "Checkpoint", "load_checkpoint", "train", "evaluate"]

@@ -22,7 +22,7 @@ from resnet_cifar.data.loader import BatchLoader, Normalizer
 from resnet_cifar.errors import UserError
 from resnet_cifar.results.evaluation import evaluate, load_model
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
-from resnet_cifar.training.session import check_start, restart_checkpoint
+from resnet_cifar.training.run import check_start, restart_checkpoint
 from resnet_cifar.utils import distributed
 
 OUTER_TIMEOUT = 180  # seconds for one torchrun job here; a hang fails the test instead of CI

@@ -11,7 +11,8 @@ from helpers import read_metrics, run_cli
 
 from resnet_cifar.config import TrainConfig
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
-from resnet_cifar.training import session, time_budget
+from resnet_cifar.training import run as run_module
+from resnet_cifar.training import time_budget
 from resnet_cifar.training.time_budget import STEP_SLACK, evaluations_in, plan_steps
 from resnet_cifar.utils.distributed import Distributed
 from resnet_cifar.utils.durations import duration_seconds, parse_duration
@@ -193,7 +194,7 @@ def test_time_budget_refuses_another_length(batches_dir, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_budget_already_spent_is_one_line_and_leaves_nothing(batches_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(session, "process_age_s", lambda: 100.0)
+    monkeypatch.setattr(run_module, "process_age_s", lambda: 100.0)
     code, _, err = run_cli(capsys, *budget_args(batches_dir, tmp_path / "run", "--time-budget", "30s"))
     assert code == 2 and err.startswith("error: --time-budget 30s: no training step fits")
     assert not (tmp_path / "run").exists()
@@ -203,7 +204,7 @@ def test_a_budget_already_spent_is_one_line_and_leaves_nothing(batches_dir, tmp_
 @pytest.mark.parametrize(("model", "recipe"), [("resnet20", "fast"), ("airbench94", "airbench94"),
                                                ("airbench94", "airbench94-muon")])
 def test_a_budgeted_run_records_its_steps_and_resumes_them(batches_dir, tmp_path, capsys, monkeypatch, model, recipe):
-    monkeypatch.setattr(session, "process_age_s", lambda: 0.5)
+    monkeypatch.setattr(run_module, "process_age_s", lambda: 0.5)
     monkeypatch.setattr(time_budget, "MEASURE_SECONDS", (0.3, 0.3))
     run_dir = tmp_path / "run"
     code, out, err = run_cli(capsys, *budget_args(batches_dir, run_dir, "--recipe", recipe, "--time-budget", "30s",

@@ -31,8 +31,8 @@ from resnet_cifar.runfiles.destinations import (
     check_summary,
 )
 from resnet_cifar.runfiles.run_files import default_run_dir
+from resnet_cifar.training.run import joined, resolve_run, run_training
 from resnet_cifar.training.seeds import train_seeds
-from resnet_cifar.training.session import joined, resolve_run, run_training
 from resnet_cifar.utils.devices import resolve_device
 from resnet_cifar.utils.launcher import program
 

@@ -24,7 +24,7 @@ from resnet_cifar.results.predict import collect_paths
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.runfiles.destinations import check_eval, check_export, check_predict, check_summary, place
 from resnet_cifar.training.assembly import check_schedule
-from resnet_cifar.training.session import resolve_run
+from resnet_cifar.training.run import resolve_run
 from resnet_cifar.utils import distributed
 from resnet_cifar.utils.devices import resolve_device, resolve_precision
 

@@ -16,8 +16,8 @@ from resnet_cifar.runfiles.claim import claim
 from resnet_cifar.runfiles.destinations import check_train, data_reads, writable_path
 from resnet_cifar.runfiles.run_files import create_run_dir, default_run_dir, seed_run_dir
 from resnet_cifar.training.resume import recorded_options, resume_config
+from resnet_cifar.training.run import ResolvedRun, run_training
 from resnet_cifar.training.run_folder import check_seed_dirs, on_main
-from resnet_cifar.training.session import ResolvedRun, run_training
 from resnet_cifar.utils.distributed import Distributed
 
 
