@@ -51,8 +51,9 @@ def train_command(config: TrainConfig, explicit: set[str], resume: Path | None =
     with joined(run.launch, run.config) as dist:
         if run.seeds is None:
             return run_training(run, dist)[0]
-        root = run.config.run_dir or str(default_run_dir(run.config.model))
-        return train_seeds(replace(run, config=replace(run.config, run_dir=dist.broadcast_object(root))), dist,
+        # Every rank writes under rank 0's name: a default one holds its clock.
+        root = dist.broadcast_object(run.config.run_dir or str(default_run_dir(run.config.model)))
+        return train_seeds(replace(run, config=replace(run.config, run_dir=root)), dist,
                            finish_command(run.config, explicit, list(run.seeds), Path(root)))
 
 

@@ -14,7 +14,7 @@ from resnet_cifar.runfiles import run_files
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.runfiles.claim import claim
 from resnet_cifar.runfiles.destinations import check_train, data_reads, writable_path
-from resnet_cifar.runfiles.run_files import create_run_dir, default_run_dir, seed_run_dir
+from resnet_cifar.runfiles.run_files import create_run_dir, seed_run_dir
 from resnet_cifar.training.resume import recorded_options, resume_config
 from resnet_cifar.training.run import ResolvedRun, run_training
 from resnet_cifar.training.run_folder import check_seed_dirs, on_main
@@ -22,12 +22,11 @@ from resnet_cifar.utils.distributed import Distributed
 
 
 def train_seeds(run: ResolvedRun, dist: Distributed, finish_hint: str) -> int:
-    """One run per seed into RUN_DIR/seed<N>/, then the final test accuracies' mean ± std. The same
+    """One run per seed into RUN_DIR/seed<N>/ (run.config.run_dir), then the final test accuracies' mean ± std. The same
     command again finishes an interrupted set: finished seeds are kept, the interrupted one resumes
     from its last.pt, the rest train. finish_hint: the line that says how to finish a stopped set."""
     config, explicit, seeds = run.config, set(run.explicit), list(run.seeds)
-    root = Path(config.run_dir) if config.run_dir else Path(dist.broadcast_object(str(default_run_dir(config.model))))
-    root = writable_path(root)
+    root = writable_path(Path(config.run_dir))  # the caller names it (rank 0's default name on every rank)
     reads = data_reads(DataSpec.of(config.to_dict()))
     on_main(dist, lambda: check_seed_dirs(root, seeds, reads))
     say = print if dist.is_main else (lambda *args, **kwargs: None)
