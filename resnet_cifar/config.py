@@ -22,7 +22,7 @@ FORMATS = ("onnx", "torchscript", "pt2", "safetensors")  # --mode export
 class TrainConfig:
     """A training run's options. Defaults are the seed recipe; recipes.py overrides them, typed options
     override both. What each field means, the values it takes and what a resume may do with it are
-    declared once, with its option, in options.py (docs/options.md)."""
+    declared once, with its option, in options/ (docs/options.md)."""
 
     model: str = "resnet18"
     recipe: str = "seed"

@@ -37,7 +37,7 @@ def _default_text(option: Option) -> str:
 def options_markdown() -> str:
     """docs/options.md: a table per group, generated from OPTIONS (tests fail when the file is stale)."""
     lines = ["# Options", "",
-             "Generated from `resnet_cifar/options.py` by `python -m resnet_cifar.cli.options_page > docs/options.md`;",
+             "Generated from `resnet_cifar/options/` by `python -m resnet_cifar.cli.options_page > docs/options.md`;",
              "a test fails when this page",
              "and the code disagree. A recipe (`--recipe`, docs/recipes.md) changes some defaults of training",
              "options; an option typed on the command line overrides the recipe's value.", "",
