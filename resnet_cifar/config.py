@@ -20,7 +20,7 @@ FORMATS = ("onnx", "torchscript", "pt2", "safetensors")  # --mode export
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training run's options. Defaults are the seed recipe; recipes.py overrides them, typed options
+    """A training run's options. Defaults are the seed recipe; recipes/ override them, typed options
     override both. What each field means, the values it takes and what a resume may do with it are
     declared once, with its option, in options/ (docs/options.md)."""
 
@@ -46,9 +46,15 @@ class TrainConfig:
     whitening: bool | None = None
     dirac: bool | None = None
     bn_scale: str | None = None
+    activation: str | None = None
+    bn_momentum: float | None = None
     optimizer: str = "sgd"
     muon_lr: float = 0.24
     muon_momentum: float = 0.6
+    muon_weight_decay: float = 0.0
+    muon_coefficients: str = "muon"
+    muon_renorm_every: int = 1
+    muon_renorm_growth: float = 0.0
     scheduler: str = "plateau"
     milestones: tuple[int, ...] = (100, 150)
     milestone_unit: str = "epochs"
@@ -63,16 +69,21 @@ class TrainConfig:
     triangular_end: float = 0.0
     bn_bias_lr_scale: float = 1.0
     lookahead: bool = False
-    whiten_bias_epochs: int | None = None
+    whiten_bias_epochs: float | None = None
+    whitening_images: int = 5000
     translate_pad: str = "zeros"
     translate: int | None = None
     flip: str = "random"
     cutout: int = 0
+    cutout_inside: bool = False
+    brightness: float = 0.0
+    contrast: float = 0.0
     augment: str = "none"
     mixup: float = 0.0
     cutmix: float = 0.0
     ema: float | None = None
     tta: str = "none"
+    tta_fraction: float = 0.25
     eval_every: int = 1
     val_size: int = 0
     seed: int = 0
@@ -150,6 +161,7 @@ class EvalConfig:
     quiet: bool = False
     weights: str = "raw"  # "ema": the checkpoint's moving average of the weights
     tta: str | None = None  # None: the run's own, so that eval reports what training reported
+    tta_fraction: float | None = None  # None: the run's own
     split: str | None = None  # "test", or "val": the images the run held out; None: test where the data has one
     report_dir: str | None = None
 

@@ -15,7 +15,7 @@ from resnet_cifar.config import TrainConfig
 from resnet_cifar.data.augmentations import Augmentation
 from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, Split
 from resnet_cifar.data.loader import BatchLoader, Normalizer
-from resnet_cifar.models.airbench import Airbench94
+from resnet_cifar.models.airbench import AirbenchNet
 from resnet_cifar.models.registry import modeltype
 from resnet_cifar.optim.lookahead import Lookahead
 from resnet_cifar.optim.schedules import LRSchedule, build_optimizer, set_lrs
@@ -43,7 +43,7 @@ def test_whitening_decorrelates_the_patches():
     negations: the first 12 outputs over the images' patches have covariance ~ diag(l / (l + eps))."""
     images, _ = synthetic_images(200, seed=0)
     x = (torch.from_numpy(images).float() / 255 - 0.5) / 0.25
-    model = Airbench94()
+    model = AirbenchNet()
     model.init_whitening(x)
     weight = model.whiten.weight
     assert torch.allclose(weight[12:], -weight[:12])

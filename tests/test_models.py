@@ -18,6 +18,8 @@ from resnet_cifar.models.resnet import (
 PARAMS = {
     "resnet9": 6_573_120,  # Page's DAWNBench net (davidcpage/cifar10-fast)
     "airbench94": 1_972_792,  # Jordan's airbench94 net, its 1,152 fixed BatchNorm scales included
+    "airbench95": 4_606_520,  # legacy/airbench95.py's net, counted the same way
+    "airbench96": 9_918_776,  # legacy/airbench96.py's
     "resnet18": 11_173_962, "resnet34": 21_282_122, "resnet50": 23_520_842,
     "resnet101": 42_512_970, "resnet152": 58_156_618, "resnet20": 269_722, "resnet32": 464_154,
     "resnet44": 658_586, "resnet56": 853_018, "resnet110": 1_727_962, "resnet1202": 19_421_274,

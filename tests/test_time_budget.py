@@ -111,12 +111,12 @@ class FakeRun:
                                device=torch.device("cpu"), precision="fp32")
 
 
-def fake_train_step(ctx, batch, targets, lr):
+def fake_train_step(ctx, batch, targets, lr, progress=None):
     batch.pay()
     return torch.zeros(()), None
 
 
-def fake_tta_logits(model, batch, tta):
+def fake_tta_logits(model, batch, tta, fraction=0.25):
     batch.pay()
     return torch.zeros(1)
 

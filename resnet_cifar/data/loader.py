@@ -16,6 +16,7 @@ from resnet_cifar.data.augmentations import (
     Augmentation,
     MixPlan,
     apply_policy,
+    colour_jitter,
     cutout,
     draw_mix_plan,
     mix_batch,
@@ -53,6 +54,7 @@ class EpochPlan:
     cutout_centres: torch.Tensor | None = None  # (N, 2) with --cutout
     policy_seeds: torch.Tensor | None = None  # (N,) one seed per image position with --augment
     mix: MixPlan | None = None  # per step, with --mixup / --cutmix
+    jitter: torch.Tensor | None = None  # (N, 2) brightness shift and contrast scale, with --brightness/--contrast
 
 
 def check_global_batch(batch_size: int, world_size: int) -> None:
@@ -142,8 +144,12 @@ class BatchLoader:
             flips = self.alternating_flips(epoch)[order]
         centres = policy_seeds = mix = None
         if aug.cutout > 0:
-            centres = torch.stack([torch.randint(0, height, (n,), generator=generator),
-                                   torch.randint(0, width, (n,), generator=generator)], dim=1).to(self.device)
+            # Centres anywhere (DeVries & Taylor 2017), or where the whole square fits (airbench96).
+            span = aug.cutout if aug.cutout_inside else 1
+            low = aug.cutout // 2 if aug.cutout_inside else 0
+            centres = torch.stack([low + torch.randint(0, max(1, height - span + 1), (n,), generator=generator),
+                                   low + torch.randint(0, max(1, width - span + 1), (n,), generator=generator)],
+                                  dim=1).to(self.device)
         if self.policy is not None:
             base = int(torch.randint(0, 2**62, (1,), generator=generator))
             policy_seeds = (base + torch.arange(n)) % 2**63
@@ -151,8 +157,12 @@ class BatchLoader:
             # numpy draws the Beta variates (torch's Beta takes no generator), seeded from ours.
             rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
             mix = draw_mix_plan(rng, len(self), aug, height, width)
+        jitter = None
+        if aug.jitters:
+            uniform = torch.rand(n, 2, generator=generator) * 2 - 1  # [-1, 1)
+            jitter = (uniform * torch.tensor([aug.brightness, aug.contrast]) + torch.tensor([0.0, 1.0])).to(self.device)
         return EpochPlan(order.to(self.device), offsets.to(self.device), flips.to(self.device), centres,
-                         policy_seeds, mix)
+                         policy_seeds, mix, jitter)
 
     def alternating_flips(self, epoch: int) -> torch.Tensor:
         """Per image: whether it is mirrored this epoch. A random half in the first epoch, from a
@@ -207,7 +217,8 @@ class BatchLoader:
         return (torch.arange(first, last)[:, None] * self.batch_size + within[None, :]).reshape(-1)
 
     def _augmented_chunk(self, plan: EpochPlan, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crop and flip (uint8), then the policy (uint8), normalise, then Cutout (float)."""
+        """Crop and flip (uint8), then the policy (uint8), normalise, then the colour jitter and Cutout
+        (float)."""
         aug = self.augmentation
         on_device = positions.to(self.device)
         index = plan.order[on_device]
@@ -216,6 +227,9 @@ class BatchLoader:
         if self.policy is not None:
             images = apply_policy(self.policy, images, plan.policy_seeds[positions])
         inputs = self.normalizer(images, self.channels_last)
+        if plan.jitter is not None:
+            jitter = plan.jitter[on_device]
+            inputs = colour_jitter(inputs, jitter[:, 0], jitter[:, 1])
         if plan.cutout_centres is not None:
             inputs = cutout(inputs, plan.cutout_centres[on_device], aug.cutout)
         return inputs, self.split.labels[index]

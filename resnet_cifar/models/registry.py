@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from resnet_cifar.models.airbench import Airbench94
+from resnet_cifar.models.airbench import ACTIVATIONS, SHAPES, AirbenchNet
 from resnet_cifar.models.resnet import (
     Bottleneck,
     PreActBlock,
@@ -26,7 +26,7 @@ from resnet_cifar.models.techniques import (
     set_bn_scale,
 )
 
-__all__ = ["MODEL_NAMES", "WIDE_MODELS", "RESNEXT_MODELS", "DROPOUT_MODELS", "modeltype"]
+__all__ = ["AIRBENCH_MODELS", "MODEL_NAMES", "WIDE_MODELS", "RESNEXT_MODELS", "DROPOUT_MODELS", "modeltype"]
 
 
 def _init_cifar_paper(model: nn.Module) -> nn.Module:
@@ -46,6 +46,10 @@ def _cifar_paper(depth: int) -> Callable[[int], ResNet]:
     return lambda num_classes: _init_cifar_paper(
         ResNet(ResidualBlock, (n, n, n), (16, 32, 64), num_classes, shortcut="zeropad")
     )
+
+
+def _airbench(name: str) -> Callable[..., AirbenchNet]:
+    return lambda num_classes, activation="gelu": AirbenchNet(num_classes, SHAPES[name], activation)
 
 
 def _resnext29(cardinality: int, base_width: int) -> Callable[[int], ResNet]:
@@ -86,10 +90,11 @@ WIDE_MODELS = tuple(f"wrn-{depth}-{widen}" for depth, widen in _WIDE_SHAPES)
 RESNEXT_MODELS = tuple(f"resnext29-{cardinality}x{width}d" for cardinality, width in _RESNEXT_SHAPES)
 # The nets of pre-activation basic blocks, where --dropout has its place.
 DROPOUT_MODELS = ("preact-resnet18", "preact-resnet34", *WIDE_MODELS)
+AIRBENCH_MODELS = tuple(SHAPES)  # the nets where --activation has its place
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet9": ResNet9,
-    "airbench94": Airbench94,
+    **{name: _airbench(name) for name in AIRBENCH_MODELS},
     "resnet18": _imagenet_family(ResidualBlock, (2, 2, 2, 2)),
     "resnet34": _imagenet_family(ResidualBlock, (3, 4, 6, 3)),
     "resnet50": _imagenet_family(Bottleneck, (3, 4, 6, 3)),
@@ -106,22 +111,29 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 # The techniques.py choices each model has built in; every other model has none of them.
-OWN_TECHNIQUES = {"airbench94": dict(whitening=True, dirac=True, bn_scale="fixed")}
+OWN_TECHNIQUES = {name: dict(whitening=True, dirac=True, bn_scale="fixed") for name in AIRBENCH_MODELS}
 NO_TECHNIQUES = dict(whitening=False, dirac=False, bn_scale="learned")
 
 
 def modeltype(name: str, num_classes: int = 10, dropout: float = 0.0, *, whitening: bool | None = None,
-              dirac: bool | None = None, bn_scale: str | None = None) -> nn.Module:
+              dirac: bool | None = None, bn_scale: str | None = None, activation: str | None = None) -> nn.Module:
     """Build the named ResNet; raises ValueError naming the valid models (and, for dropout, the
     models that take it). whitening, dirac and bn_scale (techniques.py) add airbench94's
-    techniques to a model or take them from it; None keeps the model's own."""
+    techniques to a model or take them from it; None keeps the model's own. activation: the airbench
+    nets' (gelu, their own, or silu)."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     if bn_scale is not None and bn_scale not in BN_SCALES:
         raise ValueError(f"unknown bn_scale {bn_scale!r}; choose one of: {', '.join(BN_SCALES)}")
-    if not dropout:
+    if activation is not None:
+        if name not in AIRBENCH_MODELS:
+            raise ValueError(f"activation is for the airbench nets ({', '.join(AIRBENCH_MODELS)}), not {name}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+        model = _BUILDERS[name](num_classes, activation=activation)
+    elif not dropout:
         model = _BUILDERS[name](num_classes)
     elif name not in DROPOUT_MODELS:
         raise ValueError(f"dropout is for the nets of pre-activation basic blocks ({', '.join(DROPOUT_MODELS)}), "

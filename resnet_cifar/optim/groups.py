@@ -21,8 +21,8 @@ class GroupRule:
 
     lr_scale: float = 1.0
     weight_decay: float = 0.0
-    frozen_from_epoch: int | None = None
-    falls_over_epochs: int | None = None
+    frozen_from_epoch: float | None = None
+    falls_over_epochs: float | None = None
     orthogonalised: bool = False
     momentum: float | None = None  # None: the optimizer's
 
@@ -45,7 +45,8 @@ def group_rules(config: TrainConfig) -> dict[str, GroupRule]:
     - whiten_bias (the whitening layer's bias, with --whiten-bias-epochs N): as airbench94, like the
       other weights and frozen after N epochs; under Muon, as airbench94_muon, like a BatchNorm bias
       with its lr falling from the peak to 0 over N epochs;
-    - muon (convolution filters under --optimizer muon): --muon-lr, orthogonalised, no weight decay."""
+    - muon (convolution filters under --optimizer muon): --muon-lr, orthogonalised, --muon-weight-decay
+      (decoupled: the optimizer multiplies each weight by 1 - lr x decay after the update)."""
     scale, decay, epochs = config.bn_bias_lr_scale, config.weight_decay, config.whiten_bias_epochs
     muon = config.optimizer == "muon"
     return {
@@ -53,7 +54,8 @@ def group_rules(config: TrainConfig) -> dict[str, GroupRule]:
         "norm_bias": GroupRule(scale, decay / scale),
         "whiten_bias": (GroupRule(scale, decay / scale, falls_over_epochs=epochs) if muon
                         else GroupRule(1.0, decay, frozen_from_epoch=epochs)),
-        "muon": GroupRule(config.muon_lr / config.lr, 0.0, orthogonalised=True, momentum=config.muon_momentum),
+        "muon": GroupRule(config.muon_lr / config.lr, config.muon_weight_decay, orthogonalised=True,
+                          momentum=config.muon_momentum),
     }
 
 

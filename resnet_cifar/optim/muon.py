@@ -7,6 +7,13 @@ one row a filter, is replaced by an approximately orthogonal matrix of the same 
 to a Frobenius norm of sqrt(filters) before each step; there is no weight decay. A BatchNorm
 after each convolution makes its scale irrelevant.
 
+The record script (hiverge/cifar10-speedrun) changes three things, each a group setting here:
+the quintic's coefficients ("ns_coefficients"), renormalising only every `renorm_every +
+int(renorm_growth x progress)` steps, and a decoupled weight decay (each weight times 1 - lr x
+weight_decay after the update). Its batched call orthogonalises the six filter banks padded to
+one shape: the same arithmetic in fewer GPU launches, which on a CPU would pad three of them
+to 4-40x their size, so each is orthogonalised on its own here.
+
 torch.optim.Muon (torch >= 2.9) takes 2-D weights only and applies decoupled weight decay and a
 shape-dependent lr; this is the published update for 4-D filters, on any supported torch. One
 optimizer rather than two, so that GradScaler, checkpoints and the lr schedule see one object:
@@ -17,15 +24,17 @@ from __future__ import annotations
 
 import torch
 
-NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # the quintic's coefficients, chosen for the slope at zero
+# The quintic's coefficients: Muon's, chosen for the slope at zero; the record script's, retuned.
+NS_COEFFICIENTS = {"muon": (3.4445, -4.7750, 2.0315), "speedrun": (3.4576, -4.7391, 2.0843)}
 NS_STEPS = 3  # airbench94_muon's; 5 in Muon's general form
 NS_EPS = 1e-7
 
 
-def orthogonalize(update: torch.Tensor, steps: int = NS_STEPS) -> torch.Tensor:
+def orthogonalize(update: torch.Tensor, steps: int = NS_STEPS,
+                  coefficients: tuple[float, float, float] = NS_COEFFICIENTS["muon"]) -> torch.Tensor:
     """update (out, ...) flattened to (out, rest) with its singular values pushed toward 1 (not all
     the way: the iteration is tuned for speed, not convergence), in bfloat16, in update's shape."""
-    a, b, c = NS_COEFFICIENTS
+    a, b, c = coefficients
     matrix = update.reshape(len(update), -1)
     x = matrix.bfloat16()
     x = x / (x.norm() + NS_EPS)  # every singular value <= 1
@@ -41,8 +50,11 @@ def orthogonalize(update: torch.Tensor, steps: int = NS_STEPS) -> torch.Tensor:
 
 
 class MuonSGD(torch.optim.Optimizer):
-    """param_groups as torch.optim.SGD takes them, each optionally with "muon": True (no weight
-    decay there) and its own "momentum"."""
+    """param_groups as torch.optim.SGD takes them, each optionally with "muon": True and its own
+    "momentum". A Muon group's weight decay is decoupled; its "ns_coefficients", "renorm_every" and
+    "renorm_growth" default to airbench94_muon's (Muon's coefficients, every step). Its progress
+    through the run (0 to 1) is set before each step, like its lr (schedules.set_lrs); the steps
+    taken and the last renormalised one are counted in the group, so checkpoints keep them."""
 
     def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
         if nesterov and momentum <= 0:
@@ -57,6 +69,8 @@ class MuonSGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            if group["muon"]:
+                self._count_step(group)
             for param in group["params"]:
                 if param.grad is not None:
                     self._update(param, group)
@@ -74,7 +88,23 @@ class MuonSGD(torch.optim.Optimizer):
                 state["momentum_buffer"].mul_(momentum).add_(grad)
             buffer = state["momentum_buffer"]
             grad = grad.add(buffer, alpha=momentum) if group["nesterov"] else buffer
-        if group["muon"]:
+        if not group["muon"]:
+            param.add_(grad, alpha=-group["lr"])
+            return
+        if group["renorm_due"]:
             param.mul_(len(param) ** 0.5 / param.norm())
-            grad = orthogonalize(grad)
-        param.add_(grad, alpha=-group["lr"])
+        coefficients = NS_COEFFICIENTS[group.get("ns_coefficients", "muon")]
+        param.add_(orthogonalize(grad, coefficients=coefficients), alpha=-group["lr"])
+        if group["weight_decay"]:
+            param.mul_(1 - group["lr"] * group["weight_decay"])
+
+    @staticmethod
+    def _count_step(group: dict) -> None:
+        """Whether the group's filters are renormalised this step: every renorm_every + int(growth x
+        progress) steps, counted from the last time (the record script's rule; every step by default)."""
+        group["muon_steps"] = group.get("muon_steps", 0) + 1
+        period = group.get("renorm_every", 1) + int(group.get("renorm_growth", 0.0) * group.get("progress", 0.0))
+        due = group["muon_steps"] - group.get("renorm_last", 0) >= period
+        if due:
+            group["renorm_last"] = group["muon_steps"]
+        group["renorm_due"] = due

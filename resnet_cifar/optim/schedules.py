@@ -22,15 +22,22 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.
     for group, rule in zip(groups, rules, strict=True):
         group.update(muon=rule.orthogonalised,
                      momentum=rule.momentum if rule.momentum is not None else config.momentum)
+        if rule.orthogonalised:
+            group.update(ns_coefficients=config.muon_coefficients, renorm_every=config.muon_renorm_every,
+                         renorm_growth=config.muon_renorm_growth)
     return MuonSGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov), rules
 
 
-def set_lrs(optimizer: torch.optim.Optimizer, lrs: float | Sequence[float]) -> None:
-    """Each group's lr for this step: its own (LRSchedule.group_lrs), or one lr times each group's scale."""
+def set_lrs(optimizer: torch.optim.Optimizer, lrs: float | Sequence[float], progress: float | None = None) -> None:
+    """Each group's lr for this step: its own (LRSchedule.group_lrs), or one lr times each group's
+    scale; and where given, how far through the run this step is (LRSchedule.progress: Muon's
+    renormalisation period grows with it)."""
     if isinstance(lrs, (int, float)):
         lrs = [lrs * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
     for group, lr in zip(optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
+        if progress is not None:
+            group["progress"] = progress
 
 
 class LRSchedule:
@@ -83,6 +90,10 @@ class LRSchedule:
             # below 80% (about 400 iterations), and then go back to 0.1".
             lr *= 0.1 if self.warmup_style == "constant" else (global_step + 1) / self.warmup_steps
         return lr
+
+    def progress(self, epoch: int, step: int) -> float:
+        """How far through the run the step (epoch, step) ends: 1 / total for the first, 1 for the last."""
+        return (epoch * self.steps_per_epoch + step + 1) / max(1, self.total_steps)
 
     def group_lrs(self, epoch: int, step: int) -> list[float]:
         """Each optimizer group's lr for this step: the schedule's, through the group's rule."""

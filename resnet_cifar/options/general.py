@@ -4,12 +4,19 @@ from __future__ import annotations
 from resnet_cifar.config import FORMATS, PRECISIONS, SPLITS, WEIGHTS
 from resnet_cifar.data.augmentations import TTA_MODES
 from resnet_cifar.data.datasets import DATASETS, LABEL_SETS
-from resnet_cifar.models.registry import MODEL_NAMES
+from resnet_cifar.models.airbench import ACTIVATIONS
+from resnet_cifar.models.registry import AIRBENCH_MODELS, MODEL_NAMES
 from resnet_cifar.models.techniques import BN_SCALES
 from resnet_cifar.options.form import ALLOWED, INVOCATION, MODES, Option
 from resnet_cifar.options.form import train_option as _train
 from resnet_cifar.recipes import RECIPE_NAMES
-from resnet_cifar.utils.value_types import image_size_type, non_negative_int, positive_float, positive_int
+from resnet_cifar.utils.value_types import (
+    image_size_type,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 
 GENERAL: tuple[Option, ...] = (
     Option("mode", "train a model; eval, predict with or export a checkpoint; summary of run directories",
@@ -25,6 +32,8 @@ GENERAL: tuple[Option, ...] = (
            "airbench94 yes, the others no)", kind="boolean"),
     _train("bn_scale", "BatchNorm scales learned, or fixed at 1 with only the biases learning (default: "
            "airbench94 fixed, the others learned)", choices=BN_SCALES),
+    _train("activation", f"the activation of the airbench nets' convolution groups ({', '.join(AIRBENCH_MODELS)}; "
+           "default: gelu, as published; the record script's net takes silu)", choices=tuple(ACTIVATIONS)),
     _train("recipe", "named hyperparameters (listed at the end); any option typed overrides its value",
            choices=RECIPE_NAMES),
     _train("dataset", "cifar10, cifar100 (official pickles, image folders or a download), or folder: any "
@@ -53,9 +62,12 @@ GENERAL: tuple[Option, ...] = (
     Option("weights", "eval, predict, export: the trained weights, or their moving average (a run made with "
            "--ema)", ("eval", "predict", "export"), choices=WEIGHTS, default="raw"),
     _train("tta", "test-time augmentation for evaluation: logits averaged over the image and its mirror (flip), "
-           "and one-pixel shifts of both (flip-translate); --mode eval uses the run's unless it is typed",
-           choices=TTA_MODES,
-           modes=("train", "eval"), resume=ALLOWED),
+           "and one-pixel shifts of both (flip-translate); selective: one plain pass, then the six views' mean for "
+           "the --tta-fraction least confident images of each batch; --mode eval uses the run's unless it is typed",
+           choices=TTA_MODES, modes=("train", "eval"), resume=ALLOWED),
+    _train("tta_fraction", "--tta selective: the share of each evaluation batch looked at again (the images whose "
+           "top probability is lowest); --mode eval uses the run's unless it is typed", type=unit_interval,
+           metavar="FRACTION", modes=("train", "eval"), resume=ALLOWED),
     _train("eval_every", "train: evaluate on val/test after every N-th epoch and after the last (0: after the "
            "last only)", type=non_negative_int, metavar="N", resume=ALLOWED, experiment=False),
     Option("config", "read options from a run's config.json or a JSON/YAML file of option names and values; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 from resnet_cifar.config import FLIPS, MILESTONE_UNITS, OPTIMIZERS, SCHEDULERS, WARMUP_STYLES
 from resnet_cifar.data.augmentations import PAD_MODES, POLICIES
 from resnet_cifar.models.registry import DROPOUT_MODELS
+from resnet_cifar.optim.muon import NS_COEFFICIENTS
 from resnet_cifar.options.form import ALLOWED, INVOCATION, Option
 from resnet_cifar.options.form import train_option as _train
 from resnet_cifar.utils.durations import parse_duration
@@ -35,6 +36,16 @@ OPTIMISATION: tuple[Option, ...] = (
            group="optimisation", type=positive_float),
     _train("muon_momentum", "--optimizer muon: the filters' momentum (Nesterov with --nesterov)",
            group="optimisation", type=unit_interval),
+    _train("muon_weight_decay", "--optimizer muon: the filters' decoupled weight decay (each weight times 1 - lr x "
+           "DECAY after the update; 0: none, as airbench94_muon)", group="optimisation", type=non_negative_float,
+           metavar="DECAY"),
+    _train("muon_coefficients", "--optimizer muon: the Newton-Schulz quintic's coefficients, Muon's or the record "
+           "script's", group="optimisation", choices=tuple(NS_COEFFICIENTS)),
+    _train("muon_renorm_every", "--optimizer muon: renormalise the filters every N + int(G x progress) steps "
+           "(G: --muon-renorm-growth; airbench94_muon: every step; the record script: N 2, G 15)",
+           group="optimisation", type=positive_int, metavar="N"),
+    _train("muon_renorm_growth", "--optimizer muon: how much the renormalisation period grows over the run",
+           group="optimisation", type=non_negative_float, metavar="G"),
     _train("momentum", "SGD momentum", group="optimisation", type=unit_interval),
     _train("weight_decay", "L2 weight decay", group="optimisation", type=non_negative_float),
     _train("nesterov", "Nesterov momentum (--no-nesterov turns off a recipe's)", group="optimisation",
@@ -75,7 +86,13 @@ OPTIMISATION: tuple[Option, ...] = (
            kind="boolean"),
     _train("whiten_bias_epochs", "the epochs the whitening layer's bias learns before it is frozen (with "
            "--optimizer muon its lr falls linearly to 0 over them; default: all)", group="optimisation",
-           type=non_negative_int, metavar="N"),
+           type=non_negative_float, metavar="EPOCHS"),
+    _train("whitening_images", "the training images the whitening layer's filters are computed from (the "
+           "first N; airbench: 5000, the record script: 960)", group="optimisation", type=positive_int,
+           metavar="N"),
+    _train("bn_momentum", "every BatchNorm's running-average momentum, in PyTorch's convention (the new batch's "
+           "weight; default: the model's own, 0.4 for airbench94 and airbench95, else 0.1)", group="optimisation",
+           type=unit_interval, metavar="M"),
     _train("val_size", "training images held out for validation (plateau and best.pt use them)",
            group="optimisation", type=non_negative_int),
     _train("seed", "seeds initialisation, validation split and data order", group="optimisation",
@@ -100,6 +117,12 @@ AUGMENTATION: tuple[Option, ...] = (
            choices=FLIPS),
     _train("cutout", "zero an N x N square per image after normalisation (DeVries & Taylor 2017); 0: off",
            group="augmentation", type=cutout_size, metavar="N"),
+    _train("cutout_inside", "place the --cutout square wholly inside the image (airbench96), not centred anywhere "
+           "with the part outside clipped (DeVries & Taylor)", group="augmentation", kind="boolean"),
+    _train("brightness", "add to each image, after normalisation, a value drawn from [-B, B] once an epoch (the "
+           "record script: 0.14); 0: off", group="augmentation", type=non_negative_float, metavar="B"),
+    _train("contrast", "then multiply it by a value drawn from [1 - C, 1 + C] once an epoch (the record script: "
+           "0.13); 0: off", group="augmentation", type=unit_interval, metavar="C"),
     _train("augment", "a torchvision policy per image: AutoAugment (CIFAR-10 policy), RandAugment, "
            "TrivialAugmentWide", group="augmentation", choices=POLICIES),
     _train("mixup", "mixup with lambda ~ Beta(ALPHA, ALPHA); 0: off", group="augmentation",

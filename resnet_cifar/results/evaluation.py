@@ -55,10 +55,12 @@ def evaluate(
     should_stop: Callable[[], bool] = lambda: False,
     tta: str = "none",
     dist: Distributed | None = None,
+    tta_fraction: float = 0.25,
     keep_predictions: bool = False,
 ) -> EvalResult:
     """Loss, accuracy and per-class counts over every image of the loader's split, from the
-    logits of the views `tta` names (augmentations.tta_logits); with keep_predictions also the
+    logits of the views `tta` names (augmentations.tta_logits, tta_fraction for its selective
+    views); with keep_predictions also the
     logits themselves (for the final report, which then needs no second pass).
 
     Under torchrun the loader holds this process's share and the sums are added over the ranks
@@ -81,7 +83,7 @@ def evaluate(
             continue  # this rank's share ran out one batch early
         inputs, targets = batch
         with autocast(device, precision):
-            logits = tta_logits(model, inputs, tta)
+            logits = tta_logits(model, inputs, tta, tta_fraction)
         loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double()
         hits = (logits.argmax(1) == targets).long()
         class_correct.index_add_(0, targets, hits)
@@ -171,6 +173,11 @@ def run_tta(config: EvalConfig, payload: dict) -> str:
     return config.tta if config.tta is not None else payload["config"].get("tta", "none")
 
 
+def run_tta_fraction(config: EvalConfig, payload: dict) -> float:
+    """The share of images selective TTA looks at again: the one typed, else the run's."""
+    return config.tta_fraction if config.tta_fraction is not None else payload["config"].get("tta_fraction", 0.25)
+
+
 def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, data: Dataset | None = None,
                         payload: dict | None = None) -> dict:
     """The full report (report.build_report) of a checkpoint on a split, as a JSON-ready dict;
@@ -193,7 +200,7 @@ def evaluate_checkpoint(config: EvalConfig, expected_model: str | None = None, d
     loader = BatchLoader(split, min(config.batch_size, len(split)), device, normalizer, channels_last, train=False)
     tta = run_tta(config, payload)
     result = evaluate(model, loader, device, precision, payload["num_classes"], tta=tta,
-                      keep_predictions=True)
+                      keep_predictions=True, tta_fraction=run_tta_fraction(config, payload))
     classes = list(payload.get("classes") or data.classes)
     source = ReportSource(str(path), payload["model_name"], payload["epoch"], config.weights, tta,
                           split_name, str(device), precision)

@@ -15,7 +15,13 @@ from resnet_cifar.data.datasets import Dataset, Split, split_validation
 from resnet_cifar.data.loader import BatchLoader, Normalizer
 from resnet_cifar.errors import UserError
 from resnet_cifar.models.registry import modeltype
-from resnet_cifar.models.techniques import fixed_whitening_layers, init_whitening, model_options, whitening_images
+from resnet_cifar.models.techniques import (
+    fixed_whitening_layers,
+    init_whitening,
+    model_options,
+    set_bn_momentum,
+    whitening_images,
+)
 from resnet_cifar.optim.ema import ModelEMA
 from resnet_cifar.optim.lookahead import Lookahead
 from resnet_cifar.optim.schedules import LRSchedule, build_optimizer
@@ -107,7 +113,9 @@ def augmentation_of(config: TrainConfig, image_size: int = 32) -> Augmentation:
     the size (4 pixels at 32, as in the CIFAR recipes)."""
     padding = config.translate if config.translate is not None else max(1, round(4 * image_size / 32))
     return Augmentation(crop_padding=padding, pad_mode=config.translate_pad, flip=config.flip, cutout=config.cutout,
-                        policy=config.augment, mixup=config.mixup, cutmix=config.cutmix)
+                        cutout_inside=config.cutout_inside,
+                        policy=config.augment, mixup=config.mixup, cutmix=config.cutmix,
+                        brightness=config.brightness, contrast=config.contrast)
 
 
 def shard(split: Split, dist: Distributed) -> Split:
@@ -176,6 +184,8 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
     model = modeltype(config.model, config.num_classes, config.dropout, **model_options(config.to_dict())).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if config.bn_momentum is not None:
+        set_bn_momentum(model, config.bn_momentum)
     if model_state is not None:
         try:
             model.load_state_dict(model_state)
@@ -184,7 +194,8 @@ def build_run(config: TrainConfig, data: Dataset, dist: Distributed | None = Non
                             f"{' '.join(str(e).split())[:300]}") from None
     elif fixed_whitening_layers(model):
         # A new run's whitening layer, from its training images (a resumed one loads it).
-        init_whitening(model, normalizer(whitening_images(train_split.images).to(device), channels_last=False))
+        images = whitening_images(train_split.images, config.whitening_images)
+        init_whitening(model, normalizer(images.to(device), channels_last=False))
     if config.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ctx = make_step_context(model, config, device, precision, len(train_loader), dist)

@@ -125,7 +125,8 @@ def train_one_epoch(
             stop = "max_steps"
             break
         scale_before = ctx.scaler.get_scale() if ctx.scaler.is_enabled() else None
-        batch_loss, batch_correct = train_step(ctx, inputs, targets, ctx.schedule.group_lrs(epoch, step))
+        batch_loss, batch_correct = train_step(ctx, inputs, targets, ctx.schedule.group_lrs(epoch, step),
+                                               ctx.schedule.progress(epoch, step))
         if scale_before is not None and ctx.scaler.get_scale() < scale_before:
             skipped += 1  # fp16 overflow: GradScaler skipped this update
         meter.add(step, batch_loss, batch_correct)

@@ -54,6 +54,7 @@ def evaluate_epoch(parts: RunParts, should_stop: Callable[[], bool],
         models["ema_"] = parts.ctx.ema.module
     return {prefix + name: evaluate(model, loader, parts.device, parts.precision, parts.config.num_classes,
                                     should_stop, tta=parts.config.tta, dist=parts.dist,
+                                    tta_fraction=parts.config.tta_fraction,
                                     keep_predictions=prefix + name == keep_predictions_of)
             for prefix, model in models.items() for name, loader in parts.eval_loaders.items()}
 
@@ -101,7 +102,8 @@ def write_final_reports(parts: RunParts, data: Dataset, run_dir: Path, board: Te
         else:
             eval_config = EvalConfig(checkpoint=str(run_dir / name), data_dir=config.data_dir, device=config.device,
                                      precision=config.precision, channels_last=config.channels_last,
-                                     tta=config.tta, split=split_name, report_dir=str(run_dir / folder))
+                                     tta=config.tta, tta_fraction=config.tta_fraction, split=split_name,
+                                     report_dir=str(run_dir / folder))
             report = evaluate_checkpoint(eval_config, data=data)
         log(f"report of {name} ({split_name} top-1 {100 * report['accuracy']:.2f}%, tta {config.tta}): "
             f"{run_dir / folder}")

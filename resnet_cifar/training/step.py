@@ -12,15 +12,17 @@ from resnet_cifar.training.assembly import StepContext, unwrap
 from resnet_cifar.utils.devices import autocast
 
 
-def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lrs: float | Sequence[float]):
-    """One optimizer step at these lrs (each group's, or one lr times each group's scale); returns
-    (summed loss, number correct) as device tensors (no sync).
+def train_step(ctx: StepContext, inputs: torch.Tensor, targets: torch.Tensor, lrs: float | Sequence[float],
+               progress: float | None = None):
+    """One optimizer step at these lrs (each group's, or one lr times each group's scale) and this
+    progress through the run (schedules.set_lrs); returns (summed loss, number correct) as device
+    tensors (no sync).
 
     targets are labels (B,) or, with mixup/CutMix, probabilities (B, classes); then "correct"
     is the weight the target gives the predicted class (lambda or 1 - lambda when the prediction
     is one of the two mixed classes), so train accuracy measures agreement with the mixed target.
     """
-    set_lrs(ctx.optimizer, lrs)
+    set_lrs(ctx.optimizer, lrs, progress)
     with autocast(ctx.device, ctx.precision):
         logits = ctx.model(inputs)
         loss = ctx.criterion(logits, targets)

@@ -159,7 +159,7 @@ def _timed_calls(parts: RunParts, config: TrainConfig) -> tuple[Callable[[], Non
         model = parts.ctx.eval_model
         model.eval()
         with torch.no_grad(), autocast(parts.device, parts.precision):
-            tta_logits(model, inputs, config.tta).float().sum().item()
+            tta_logits(model, inputs, config.tta, config.tta_fraction).float().sum().item()
         model.train()
 
     return one_step, one_batch

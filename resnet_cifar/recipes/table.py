@@ -1,82 +1,32 @@
-"""Named training recipes: each is a set of TrainConfig values, resolved before a run starts.
-
-Resolution order: TrainConfig's defaults (which are the `seed` recipe), then the recipe's
-values, then every option the user typed. The resolved values, and the recipe's name, are what
-config.json and the checkpoint record.
-"""
+"""Every named recipe: its values, where they come from, and the models it is for."""
 from __future__ import annotations
 
-import math
-import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-from resnet_cifar.config import TrainConfig
-from resnet_cifar.errors import UserError
-from resnet_cifar.models.registry import DROPOUT_MODELS, RESNEXT_MODELS, WIDE_MODELS
+from resnet_cifar.models.registry import AIRBENCH_MODELS, RESNEXT_MODELS, WIDE_MODELS
+from resnet_cifar.recipes.form import Recipe, ShortRun, airbench_muon_sgd, airbench_sgd
 
 PAPER_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
 
 
-@dataclass(frozen=True)
-class ShortRun:
-    """Values a recipe takes instead for runs of at most max_epochs epochs of these models, where
-    they were measured to beat its own."""
-
-    max_epochs: float
-    values: dict[str, Any]
-    models: tuple[str, ...]
-    why: str  # what was measured
-
-    def describe(self) -> str:
-        values = ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in self.values.items())
-        return f"{values} for runs of {self.max_epochs:g} epochs or fewer ({self.why})"
-
-
-@dataclass(frozen=True)
-class Recipe:
-    summary: str  # one line for --help
-    source: str  # where its values come from
-    values: dict[str, Any]
-    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra values for some models
-    models: tuple[str, ...] | None = None  # None: any model
-    short_run: ShortRun | None = None
-    # A length in epochs that is not a whole number (airbench's 9.9): the run's --iterations, set
-    # once the data set's size gives the steps an epoch, unless a length was typed.
-    length_epochs: float | None = None
-
-
-def airbench_sgd(lr: float, weight_decay: float, momentum: float) -> dict[str, Any]:
-    """airbench94's SGD as its script writes it, in decoupled form: lr and weight decay "per 1024
-    examples" on the loss summed over a batch of 1024, Nesterov momentum m. Its SGD steps at
-    lr / (1024 (1 + 1 / (1 - m))) on the sum, i.e. lr (1 - m) / (2 - m) on this trainer's mean loss,
-    and decays each weight by lr x weight decay a step: the same update here takes that lr and a
-    weight decay of weight_decay / lr."""
-    # Rounded: 1 - 0.85 is not exact in binary, and airbench's 11.5 is 1.5 on the mean loss.
-    mean_lr = round(lr * (1 - momentum) / (2 - momentum), 12)
-    return dict(lr=mean_lr, weight_decay=weight_decay / lr, momentum=momentum, nesterov=True)
-
-
-def airbench_muon_sgd(head_lr: float, bias_lr: float, weight_decay: float, batch_size: int) -> dict[str, Any]:
-    """airbench94_muon's SGD groups as its script writes them: the head's lr and the biases' on the loss
-    summed over the batch, weight decay x batch / lr each, logits / 256 with the head kept at std 1.
-    This net divides its logits by 9 and keeps PyTorch's initialisation (a 2.7% smaller start, the
-    same function), so on the mean loss the same updates are the head's lr x batch x (9/256)^2 and
-    weight decay / lr x (256/9)^2, and the BatchNorm biases' lr that many times the head's
-    (--bn-bias-lr-scale; weight decay divided by it). Muon normalises its update: no scale to map."""
-    logit_ratio = (9 / 256) ** 2
-    return dict(lr=head_lr * batch_size * logit_ratio, weight_decay=weight_decay / head_lr * (256 / 9) ** 2,
-                bn_bias_lr_scale=bias_lr / (head_lr * logit_ratio), batch_size=batch_size)
-
-
-# airbench94_muon.py's values, in its units, shared by its CPU variant.
 AIRBENCH94_MUON: Mapping[str, Any] = MappingProxyType(dict(
     epochs=8, optimizer="muon", muon_lr=0.24, muon_momentum=0.6, momentum=0.85, nesterov=True,
     **airbench_muon_sgd(head_lr=0.67, bias_lr=0.053, weight_decay=2e-6, batch_size=2000),
     label_smoothing=0.2, scheduler="triangular", triangular_peak=0.0, whiten_bias_epochs=3, translate=2,
     translate_pad="reflect", flip="alternating", tta="flip-translate", eval_every=0))
+
+# The record script's (hiverge/cifar10-speedrun, commit 5cd49b1): airbench94_muon's route with the
+# values it retuned and the techniques it added, in its units.
+SPEEDRUN_BATCH = 1536
+SPEEDRUN: Mapping[str, Any] = MappingProxyType(dict(
+    AIRBENCH94_MUON, epochs=8, muon_lr=0.205, muon_momentum=0.655, momentum=0.825,
+    **airbench_muon_sgd(head_lr=0.5415, bias_lr=0.0573, weight_decay=1.0418e-6, batch_size=SPEEDRUN_BATCH),
+    muon_weight_decay=1.0418e-6 * SPEEDRUN_BATCH, muon_coefficients="speedrun", muon_renorm_every=2,
+    muon_renorm_growth=15.0, label_smoothing=0.09, whiten_bias_epochs=0.19, whitening_images=960,
+    activation="silu", bn_momentum=round(1 - 0.5566, 12), brightness=0.1399, contrast=0.1308, tta="selective",
+    tta_fraction=0.25))
 
 RECIPES: dict[str, Recipe] = {
     "seed": Recipe(
@@ -145,6 +95,7 @@ RECIPES: dict[str, Recipe] = {
                     whiten_bias_epochs=3, translate=2, translate_pad="reflect", flip="alternating",
                     tta="flip-translate", eval_every=0),
         length_epochs=9.9,
+        model="airbench94",
     ),
     "airbench94-muon": Recipe(
         summary="Jordan's airbench94_muon route: airbench94's net and augmentation with Muon (lr 0.24, momentum 0.6, "
@@ -154,6 +105,7 @@ RECIPES: dict[str, Recipe] = {
         source="Keller Jordan, airbench94_muon.py (KellerJordan/cifar10-airbench): 94.01% in 8 epochs on the "
                "official data",
         values=dict(AIRBENCH94_MUON),
+        model="airbench94",
     ),
     "airbench94-muon-cpu": Recipe(
         summary="airbench94-muon for a CPU: batch 1024 and the head's lr halved with it (0.848), 7.5 epochs; "
@@ -165,6 +117,45 @@ RECIPES: dict[str, Recipe] = {
         values={**AIRBENCH94_MUON, **airbench_muon_sgd(head_lr=0.67, bias_lr=0.053, weight_decay=2e-6,
                                                        batch_size=1024)},
         length_epochs=7.5,
+        model="airbench94",
+    ),
+    "speedrun": Recipe(
+        summary="the record script's route (hiverge/cifar10-speedrun): airbench94-muon with SiLU in the groups, "
+                "batch 1536, Muon lr 0.205, momentum 0.655, the record's Newton-Schulz coefficients, decoupled weight "
+                "decay and renormalisation every 2 + int(15 x progress) steps; SGD momentum 0.825; label smoothing "
+                "0.09; BatchNorm momentum 0.4434; whitening from 960 images, its bias learning for 0.19 epochs; "
+                "brightness +-0.14 and contrast x(1 +- 0.13) jitter; 7.59 epochs; selective TTA on the least confident "
+                "quarter of the images",
+        source="hiverge/cifar10-speedrun, cifar10_speedrun.py at commit 5cd49b1: 94.01% in 7.59 epochs on the "
+               "official data (mean of 200 runs)",
+        values=dict(SPEEDRUN),
+        models=AIRBENCH_MODELS,
+        length_epochs=7.59,
+        model="airbench94",
+    ),
+    "airbench95": Recipe(
+        summary="Jordan's airbench95 route: airbench94's with lr 10 (per 1024 examples) and 15 epochs, for the "
+                "airbench95 net (128/384/384 wide)",
+        source="Keller Jordan, legacy/airbench95.py (KellerJordan/cifar10-airbench): 95.01% in 15 epochs on the "
+               "official data",
+        values=dict(epochs=15, batch_size=1024, **airbench_sgd(lr=10.0, weight_decay=0.0153, momentum=0.85),
+                    bn_bias_lr_scale=64.0, label_smoothing=0.2, scheduler="triangular", triangular_start=0.2,
+                    triangular_peak=0.23, triangular_end=0.07, lookahead=True, whiten_bias_epochs=3, translate=2,
+                    translate_pad="reflect", flip="alternating", tta="flip-translate", eval_every=0),
+        model="airbench95",
+    ),
+    "airbench96": Recipe(
+        summary="Jordan's airbench96 route: lr 9 and weight decay 0.012 (per 1024 examples), lr from 0.2x to its "
+                "peak at 10% of the run then to 0, crop (reflect pad 4) + alternating flip + Cutout 12 inside the "
+                "image, lookahead, label smoothing 0.2, 37 epochs, for the airbench96 net",
+        source="Keller Jordan, legacy/airbench96.py (KellerJordan/cifar10-airbench): 96.03% in 37 epochs on the "
+               "official data",
+        values=dict(epochs=37, batch_size=1024, **airbench_sgd(lr=9.0, weight_decay=0.012, momentum=0.85),
+                    bn_bias_lr_scale=64.0, label_smoothing=0.2, scheduler="triangular", triangular_start=0.2,
+                    triangular_peak=0.1, triangular_end=0.0, lookahead=True, whiten_bias_epochs=3, translate=4,
+                    translate_pad="reflect", flip="alternating", cutout=12, cutout_inside=True,
+                    tta="flip-translate", eval_every=0),
+        model="airbench96",
     ),
     "wrn": Recipe(
         summary="Zagoruyko & Komodakis 2016 for the wide nets: Nesterov SGD (momentum 0.9), weight decay 5e-4, "
@@ -188,89 +179,3 @@ RECIPES: dict[str, Recipe] = {
     ),
 }
 RECIPE_NAMES = tuple(RECIPES)
-
-
-def recipe_values(name: str, model: str) -> dict[str, Any]:
-    """The values `name` sets for `model` (the fields it leaves alone keep TrainConfig's defaults)."""
-    recipe = RECIPES[name]
-    if recipe.models is not None and model not in recipe.models:
-        any_model = [other for other, r in RECIPES.items() if r.models is None]
-        raise UserError(f"--recipe {name} is for {', '.join(recipe.models)}; got --model {model} "
-                        f"(--recipe {', '.join(any_model[:-1])} and {any_model[-1]} take any model)")
-    return {**recipe.values, **recipe.per_model.get(model, {})}
-
-
-def apply_recipe(config: TrainConfig, explicit: set[str]) -> TrainConfig:
-    """config with its recipe's values, except where the user typed the option.
-
-    A typed --epochs overrides a recipe's --iterations (the two say the same thing); typing both
-    is refused, as is --dropout for a model without a place for it.
-    """
-    if {"epochs", "iterations"} <= explicit:
-        raise UserError("--epochs and --iterations both set the run's length; give one of them")
-    if config.time_budget is not None and explicit & {"epochs", "iterations"}:
-        typed = "--epochs" if "epochs" in explicit else "--iterations"
-        raise UserError(f"--time-budget and {typed} both set the run's length; give one of them")
-    values = {k: v for k, v in recipe_values(config.recipe, config.model).items() if k not in explicit}
-    if "epochs" in explicit:
-        values["iterations"] = None
-    if config.time_budget is not None:
-        # The budget decides the length: the steps are measured at the start (time_budget.py).
-        values.pop("epochs", None)
-        values["iterations"] = None
-    resolved = replace(config, **values)
-    if resolved.dropout and resolved.model not in DROPOUT_MODELS:
-        raise UserError(f"--dropout is for the nets of pre-activation basic blocks ({', '.join(DROPOUT_MODELS)}); "
-                        f"got --model {resolved.model}")
-    return resolved
-
-
-def run_epochs(config: TrainConfig, steps_per_epoch: int | None) -> float | None:
-    """The run's length in epochs; None while it is unknown (a --time-budget not yet measured, or
-    --iterations before the data set's size is known)."""
-    if config.iterations is not None:
-        return None if steps_per_epoch is None else config.iterations / steps_per_epoch
-    return None if config.time_budget is not None else float(config.epochs)
-
-
-def apply_short_run(config: TrainConfig, explicit: set[str], steps_per_epoch: int | None) -> tuple[TrainConfig, str]:
-    """config with its recipe's short-run values when the run is that short, the model is one of
-    the rule's and the user typed none of its options; and the line saying what was taken, or
-    that it is decided once the length is known ("" when the rule does not apply). Only for a new
-    run: a resumed one keeps its recorded values."""
-    rule = RECIPES[config.recipe].short_run
-    if rule is None or config.model not in rule.models or explicit & set(rule.values):
-        return config, ""
-    epochs = run_epochs(config, steps_per_epoch)
-    if epochs is None:
-        return config, f"{rule.describe()}: decided when the run's length is known"
-    if epochs > rule.max_epochs:
-        return config, ""
-    return replace(config, **rule.values), f"a {epochs:.3g}-epoch run: {rule.describe()}"
-
-
-def apply_length(config: TrainConfig, explicit: set[str], steps_per_epoch: int | None) -> tuple[TrainConfig, str]:
-    """config with the recipe's fractional length as --iterations, once the steps an epoch are known,
-    unless a length was typed or a --time-budget decides it; and a line saying so ("" when not)."""
-    length = RECIPES[config.recipe].length_epochs
-    if length is None or explicit & {"epochs", "iterations", "time_budget"} or config.iterations is not None:
-        return config, ""
-    if steps_per_epoch is None:
-        return config, f"{length:g} epochs: the steps decided when the data set's size is known"
-    steps = math.ceil(length * steps_per_epoch)
-    return replace(config, iterations=steps), f"{length:g} epochs: {steps} steps of {steps_per_epoch} an epoch"
-
-
-def describe_recipe(name: str) -> str:
-    """The run's line naming its recipe and where the recipe's values come from."""
-    return f"recipe {name} ({RECIPES[name].source}); options typed on the command line override its values"
-
-
-def describe_recipes() -> str:
-    """The --help epilog: what each recipe sets, one paragraph a recipe."""
-    width, column = 78, max(map(len, RECIPES)) + 1
-    lines = ["recipes (--recipe NAME; an option typed on the command line overrides its value):"]
-    for name, recipe in RECIPES.items():
-        lines.extend(textwrap.wrap(recipe.summary, width, initial_indent=f"  {name:<{column}s}",
-                                   subsequent_indent=" " * (column + 2)))
-    return "\n".join(lines)
