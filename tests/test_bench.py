@@ -272,3 +272,27 @@ def test_the_benchmark_copy_is_made_from_the_official_layout(tmp_path):
     assert len(copy.train) == 50 and len(copy.test) == 20 and copy.classes == official.classes
     assert sorted(p.name for p in (tmp_path / "copy" / "train" / "airplane").iterdir())[0] == "0000.jpg"
     assert make_copy([str(tmp_path / "official"), str(tmp_path / "copy")]) == 2  # never over a copy
+
+
+def published_script_stand_in(peer) -> str:
+    """A text holding every line bench/peer.py patches in `peer`'s script, in the script's form."""
+    return "\n".join([old.rstrip("\n") for old, _, _ in peer.patches] + [peer.length[0], peer.runs[0]]) + "\n"
+
+
+@pytest.mark.parametrize("name", ["speedrun", "airbench94_muon", "airbench94"])
+def test_the_peer_patch_changes_each_line_it_names_and_fails_on_a_changed_script(name, tmp_path):
+    import peer as module
+
+    peer = module.PEERS[name]
+    text = published_script_stand_in(peer)
+    patched = module.patched(peer, text, epochs=2.5, runs=3)
+    assert patched.startswith(module.CPU_PRELUDE) and "_torch.cuda.Event = _CpuEvent" in patched
+    assert "cuda" not in patched.replace(module.CPU_PRELUDE, "").replace("_torch.cuda", "")
+    assert "torch.compile" not in patched and ".half()" not in patched
+    assert peer.length[1].format(epochs=2.5) in patched and peer.runs[1].format(runs=3) in patched
+    with pytest.raises(SystemExit, match="no longer holds"):
+        module.patched(peer, text.replace(peer.runs[0], "for run in range(7):"), epochs=None, runs=1)
+    copy = tmp_path / "script.py"
+    copy.write_text(text)
+    with pytest.raises(SystemExit, match="is not the pinned"):
+        module.fetch(peer, copy, tmp_path)

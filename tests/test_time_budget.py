@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import read_metrics, run_cli
+from helpers import read_metrics, run_cli, same_state, training_state
 
 from resnet_cifar.config import TrainConfig
+from resnet_cifar.optim.schedules import LRSchedule
 from resnet_cifar.runfiles.checkpoints import load_checkpoint
 from resnet_cifar.training import run as run_module
 from resnet_cifar.training import time_budget
@@ -221,3 +222,85 @@ def test_a_budgeted_run_records_its_steps_and_resumes_them(batches_dir, tmp_path
     assert "time budget" not in out  # the resumed run keeps its recorded steps
     assert load_checkpoint(run_dir / "last.pt")["global_step"] == steps
     assert len(read_metrics(run_dir)) == math.ceil(steps / 7)  # 250 images, batches of 32: 7 steps an epoch
+
+
+# --- the budget as a ceiling: the rest of a run laid again over the steps that fit ---------------------------
+
+def shaped_schedule(total=100, kind="triangular"):
+    config = TrainConfig(scheduler=kind, lr=1.0, iterations=total, triangular_start=0.2, triangular_peak=0.23,
+                         triangular_end=0.07)
+    return LRSchedule(config, steps_per_epoch=10)
+
+
+@pytest.mark.parametrize("kind", ["triangular", "cosine", "onecycle"])
+def test_a_replanned_schedule_goes_on_from_its_lr_and_ends_where_its_shape_ends(kind):
+    original, replanned = shaped_schedule(kind=kind), shaped_schedule(kind=kind)
+    replanned.replan(40, 70)
+    assert [replanned.lr(0, s) for s in range(40)] == [original.lr(0, s) for s in range(40)]
+    assert replanned.lr(4, 0) == pytest.approx(original.lr(4, 0))  # no jump at the replanned step
+    assert replanned.lr(6, 9) == pytest.approx(original.lr(9, 9))  # the last step's lr, 30 steps sooner
+    assert replanned.total_steps == 70 and replanned.progress(6, 9) == 1.0
+    lrs = [replanned.lr(0, s) for s in range(40, 70)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))  # past every shape's peak: falling
+    longer = shaped_schedule(kind=kind)
+    longer.replan(40, 130)  # ahead of its plan: more steps, the same course stretched
+    assert longer.lr(12, 9) == pytest.approx(original.lr(9, 9))
+
+
+def test_a_replan_is_in_the_schedules_state_and_composes():
+    schedule = shaped_schedule()
+    schedule.replan(40, 80)
+    schedule.replan(60, 75)
+    again = LRSchedule(TrainConfig(scheduler="triangular", lr=1.0, iterations=75, triangular_start=0.2,
+                                   triangular_peak=0.23, triangular_end=0.07), steps_per_epoch=10)
+    again.load_state_dict(schedule.state_dict())
+    assert [again.lr(0, s) for s in range(75)] == [schedule.lr(0, s) for s in range(75)]
+    assert schedule.lr(7, 4) == pytest.approx(shaped_schedule().lr(9, 9))
+
+
+def watch(now, budget_s=200.0, step_s=1.0, steps=150, steps_per_epoch=10, eval_every=0, evaluation_s=5.0):
+    plan = time_budget.BudgetPlan(budget_s, 10.0, step_s, evaluation_s, 0.0, steps_per_epoch, steps,
+                                  math.ceil(steps / steps_per_epoch), 1)
+    return time_budget.BudgetWatch(plan, deadline=budget_s, eval_every=eval_every, clock=lambda: now["t"])
+
+
+def test_the_watch_keeps_a_run_on_plan_and_lays_a_late_or_early_one_again():
+    now = {"t": 60.0}  # 140 s left: 100 steps, 10 epochs' work, one evaluation and the report
+    on_plan = 150 - 100 + math.floor((140 - 10 * time_budget.PER_EPOCH_S - 5.0 - time_budget.FINAL_S) / 1.0)
+    assert watch(now).steps_that_fit(50, on_plan, 1.0) is None
+    slower = watch(now).steps_that_fit(50, on_plan, 1.25)  # 25% slower than planned: fewer steps
+    left = 140 - 5.0 - time_budget.FINAL_S
+    assert slower < on_plan and (slower - 50) * 1.25 + math.ceil((slower - 50) / 10) * 0.5 <= left
+    assert (slower - 50 + 2) * 1.25 > left - 6  # and not many fewer than fit
+    faster = watch(now).steps_that_fit(50, on_plan, 0.8)
+    assert faster > on_plan
+    assert watch({"t": 199.0}).steps_that_fit(50, 150, 1.0) == 51  # out of time: one step, then the end
+
+
+@pytest.mark.slow
+def test_a_run_laid_again_records_its_new_length_and_resumes_it_exactly(batches_dir, tmp_path, capsys, monkeypatch):
+    plan = time_budget.BudgetPlan(60.0, 5.0, 0.1, 1.0, 0.0, 7, 30, 5, 1)  # 30 steps planned, 7 an epoch
+    monkeypatch.setattr(run_module, "measure_and_plan", lambda *args: plan)
+    replans = []
+
+    def replan_once(self, done_steps, total_steps, step_s):
+        replans.append((done_steps, total_steps))
+        return done_steps + 10 if len(replans) == 1 else None  # after the second epoch: 24 steps in all
+
+    monkeypatch.setattr(time_budget.BudgetWatch, "steps_that_fit", replan_once)
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    args = ("--recipe", "fast", "--time-budget", "60s")
+    code, out, err = run_cli(capsys, *budget_args(batches_dir, straight, *args))
+    assert code == 0, err
+    assert replans == [(14, 30), (21, 24)] and "the rest of the run laid over 10 steps instead of 16" in out
+    assert json.loads((straight / "config.json").read_text())["iterations"] == 24
+    payload = load_checkpoint(straight / "last.pt")
+    assert (payload["config"]["iterations"], payload["global_step"]) == (24, 24) and len(read_metrics(straight)) == 4
+    assert payload["schedule_state"]["warp"][0] == 14 and payload["schedule_state"]["shape_steps"] == 30
+    replans.clear()
+    code, _, err = run_cli(capsys, *budget_args(batches_dir, stopped, *args, "--max-steps", "18"))
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "--resume", stopped / "last.pt", "--quiet")
+    assert code == 0, err
+    assert replans == [(14, 30)]  # the resumed run keeps the recorded length: no budget to watch
+    assert same_state(training_state(load_checkpoint(stopped / "last.pt")), training_state(payload))

@@ -15,7 +15,7 @@ from resnet_cifar.config import TrainConfig
 class GroupRule:
     """One group's learning rate and weight decay against the schedule's.
 
-    lr_scale multiplies the schedule's lr; frozen_from_epoch: its lr is 0 from that epoch on;
+    lr_scale multiplies the schedule's lr; frozen_from_epoch: its lr is 0 from that point (in epochs) on;
     falls_over_epochs: its lr is the run's peak falling linearly to 0 over that many epochs, whatever
     the schedule does; orthogonalised: its update is Muon's (optim/muon.py), with its own momentum."""
 
@@ -30,7 +30,8 @@ class GroupRule:
         if self.falls_over_epochs is not None:
             steps = math.ceil(self.falls_over_epochs * steps_per_epoch)
             own = peak * max(0.0, 1 - (epoch * steps_per_epoch + step) / max(1, steps))
-        elif self.frozen_from_epoch is not None and epoch >= self.frozen_from_epoch:
+        elif (self.frozen_from_epoch is not None
+              and epoch * steps_per_epoch + step >= math.ceil(self.frozen_from_epoch * steps_per_epoch)):
             own = 0.0
         else:
             own = scheduled

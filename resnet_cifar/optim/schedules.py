@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from resnet_cifar.config import TrainConfig
+from resnet_cifar.config import LENGTH_SHAPED_SCHEDULERS, TrainConfig
 from resnet_cifar.optim.groups import GroupRule, parameter_groups
 from resnet_cifar.optim.muon import MuonSGD
 
@@ -67,9 +67,33 @@ class LRSchedule:
         self.plateau_scale = 1.0
         self.plateau_best = math.inf
         self.plateau_bad_epochs = 0
+        # A length-shaped schedule laid again over a new length mid-run (replan): from step `from_step`
+        # on, a step g stands at position from_position + (g - from_step) x slope of the shape, whose
+        # own length stays shape_steps. None: never replanned, a step is its own position.
+        self.shape_steps = self.total_steps
+        self.warp: tuple[int, float, float] | None = None
+
+    def replan(self, done_steps: int, total_steps: int) -> None:
+        """Lay the rest of the shape over total_steps - done_steps steps (a --time-budget run that fell
+        behind or ahead of its plan): the lr goes on from where it stands, without a jump, and ends
+        where the shape ends. Saved in state_dict, so a resume goes on with the same lrs."""
+        position = self.position(done_steps)
+        # The new last step stands where the shape's last step stands.
+        slope = (self.shape_steps - 1 - position) / max(1, total_steps - 1 - done_steps)
+        self.warp = (done_steps, position, slope)
+        self.total_steps = total_steps
+
+    def position(self, global_step: int) -> float:
+        """Where global_step stands on the schedule's shape (itself, unless replanned)."""
+        if self.warp is None or global_step < self.warp[0]:
+            return global_step
+        from_step, from_position, slope = self.warp
+        return from_position + (global_step - from_step) * slope
 
     def lr(self, epoch: int, step: int) -> float:
         global_step = epoch * self.steps_per_epoch + step
+        if self.kind in LENGTH_SHAPED_SCHEDULERS:
+            global_step = self.position(global_step)
         if self.kind == "onecycle":
             return self._onecycle(global_step)
         if self.kind == "triangular":
@@ -82,7 +106,7 @@ class LRSchedule:
             position = global_step if self.milestone_unit == "steps" else epoch
             lr = self.base_lr * self.gamma ** sum(position >= m for m in self.milestones)
         else:  # cosine, over the steps after warmup
-            total = max(1, self.total_steps - self.warmup_steps)
+            total = max(1, self.shape_steps - self.warmup_steps)
             progress = min(1.0, max(0, global_step - self.warmup_steps) / total)
             lr = self.base_lr * 0.5 * (1 + math.cos(math.pi * progress))
         if global_step < self.warmup_steps:
@@ -100,20 +124,20 @@ class LRSchedule:
         lr = self.lr(epoch, step)
         return [rule.lr(lr, self.base_lr, epoch, step, self.steps_per_epoch) for rule in self.rules]
 
-    def _triangular(self, global_step: int) -> float:
+    def _triangular(self, global_step: float) -> float:
         # Linear from triangular_start x the peak (0.2; Page's ResNet-9: 0) up to the peak at
         # triangular_peak of the run (0.2; Page's: 5 of 24 epochs) or the end of an explicit warmup,
         # then linear down to triangular_end x the peak at the last step (0, as the fast CIFAR-10
         # routes do; airbench: 0.07). Fractions, so that the shape holds for any --epochs or --time-budget.
-        rise = self.warmup_steps if self.warmup_steps > 0 else round(self.triangular_peak * self.total_steps)
+        rise = self.warmup_steps if self.warmup_steps > 0 else round(self.triangular_peak * self.shape_steps)
         if global_step < rise:
             return self.base_lr * (self.triangular_start + (1 - self.triangular_start) * global_step / rise)
-        progress = min(1.0, (global_step - rise) / max(1, self.total_steps - rise))
+        progress = min(1.0, (global_step - rise) / max(1, self.shape_steps - rise))
         return self.base_lr * (1 - (1 - self.triangular_end) * progress)
 
-    def _onecycle(self, global_step: int) -> float:
+    def _onecycle(self, global_step: float) -> float:
         # Smith & Topin 2017, as torch's OneCycleLR: cosine up from lr/25, cosine down to lr/25e4.
-        total = max(1, self.total_steps)
+        total = max(1, self.shape_steps)
         rise = self.warmup_steps if self.warmup_steps > 0 else round(0.3 * total)
         low, high, final = self.base_lr / 25, self.base_lr, self.base_lr / 25e4
         if global_step < rise:
@@ -140,9 +164,15 @@ class LRSchedule:
             "plateau_scale": self.plateau_scale,
             "plateau_best": self.plateau_best,
             "plateau_bad_epochs": self.plateau_bad_epochs,
+            "shape_steps": self.shape_steps,
+            "warp": list(self.warp) if self.warp is not None else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.plateau_scale = float(state["plateau_scale"])
         self.plateau_best = float(state["plateau_best"])
         self.plateau_bad_epochs = int(state["plateau_bad_epochs"])
+        if state.get("warp") is not None:  # checkpoints of runs never replanned have none
+            from_step, from_position, slope = state["warp"]
+            self.warp = (int(from_step), float(from_position), float(slope))
+            self.shape_steps = int(state["shape_steps"])

@@ -3,9 +3,10 @@ followed by its evaluation, its row and its checkpoint; then the final report.""
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from resnet_cifar.config import TrainConfig
@@ -18,6 +19,7 @@ from resnet_cifar.training.checkpoint_state import EpochTotals, TrainState, rest
 from resnet_cifar.training.epoch import train_epoch_explaining_compile
 from resnet_cifar.training.epoch_results import Log, epoch_row, evaluate_epoch, format_epoch_line, write_final_reports
 from resnet_cifar.training.run_record import RunRecord
+from resnet_cifar.training.time_budget import BudgetWatch
 from resnet_cifar.utils.distributed import Distributed, fault_injector
 from resnet_cifar.utils.interrupts import StopSignals
 from resnet_cifar.utils.progress import make_progress
@@ -62,6 +64,7 @@ def train_model(
     clock: PhaseClock | None = None,
     signals: StopSignals | None = None,
     recorded: dict | None = None,
+    budget: BudgetWatch | None = None,
 ) -> dict:
     """Train (or resume) a run in run_dir; returns a summary dict.
 
@@ -71,7 +74,8 @@ def train_model(
     when training stops (tests look at each rank's weights there). clock, when given, collects the
     seconds of each phase on this thread (timings.json). signals: the caller's StopSignals, when it
     installed them before writing the run's first file. recorded: a resumed run's options as its
-    config.json recorded them (with what this command changed), kept as they are.
+    config.json recorded them (with what this command changed), kept as they are. budget: a
+    --time-budget run's ceiling, which may lay the rest of the run over fewer or more steps.
     """
     dist = dist if dist is not None else Distributed()
     clock = clock if clock is not None else PhaseClock()
@@ -87,7 +91,7 @@ def train_model(
     with stops as signals, record:
         announce(parts, data, run_dir, log)  # once the handlers are in place: from here on, a signal always saves
         stop = StopAgreement(signals, dist, fault_injector(os.environ, dist))
-        last_final, stopped_early = run_epochs(parts, state, record, stop, log)
+        last_final, stopped_early = run_epochs(parts, state, record, stop, log, budget)
         if stopped_early is not None:
             if on_end is not None:
                 on_end(parts)
@@ -131,14 +135,15 @@ def announce(parts: RunParts, data: Dataset, run_dir: Path, log: Log) -> None:
             "prefer --precision bf16 or fp32 on a CPU")
 
 
-def run_epochs(parts: RunParts, state: TrainState, record: RunRecord, stop: StopAgreement, log: Log):
+def run_epochs(parts: RunParts, state: TrainState, record: RunRecord, stop: StopAgreement, log: Log,
+               budget: BudgetWatch | None = None):
     """Epochs from state to the run's end; returns (the latest evaluation of the report split, the
     summary of a run stopped by --max-steps or None). Raises Interrupted on a stop signal."""
-    config, clock = parts.config, record.clock
-    progress = make_progress(config.quiet or not parts.dist.is_main)
+    clock = record.clock
+    progress = make_progress(parts.config.quiet or not parts.dist.is_main)
     last_final = None  # the latest evaluation of the report split (test, or val without a test set)
-    while state.epoch < config.epochs:
-        epoch = state.epoch
+    while state.epoch < parts.config.epochs:
+        config, epoch, first_step = parts.config, state.epoch, state.global_step
         step_budget = None if config.max_steps is None else config.max_steps - state.global_step
         carried_seconds = state.totals.seconds  # a resumed epoch's part before the checkpoint
         outcome = train_epoch_explaining_compile(parts, state, step_budget, stop.requested, progress)
@@ -161,8 +166,32 @@ def run_epochs(parts: RunParts, state: TrainState, record: RunRecord, stop: Stop
         except EvalInterrupted:
             raise Interrupted(stop.signum(), record.save_on_stop(state)) from None
         last_final = results.get(parts.report_split, last_final)
+        # Not after the run's first epoch: its first steps pay for allocation (the plan counted that).
+        if budget is not None and epoch + 1 < config.epochs and first_step > 0:
+            step_s = (outcome.totals.seconds - carried_seconds) / max(1, state.global_step - first_step)
+            keep_to_budget(parts, record, budget, state.global_step, step_s, log)
         end_epoch(parts, state, record, results, log)
     return last_final, None
+
+
+def keep_to_budget(parts: RunParts, record: RunRecord, budget: BudgetWatch, done_steps: int, step_s: float,
+                   log: Log) -> None:
+    """Lay the rest of the run over the steps that fit its budget at the last epoch's speed, when it
+    would end late or early (time_budget.BudgetWatch); rank 0 decides for every process. The new
+    length goes into config.json and the checkpoints, the schedule's new course into its state."""
+    total = parts.config.iterations
+    decided = budget.steps_that_fit(done_steps, total, step_s) if parts.dist.is_main else None
+    new_total = parts.dist.broadcast_object(decided)
+    if new_total is None:
+        return
+    epochs = math.ceil(new_total / len(parts.train_loader))
+    parts.config = replace(parts.config, iterations=new_total, epochs=epochs)
+    parts.ctx.schedule.replan(done_steps, new_total)
+    if parts.ctx.lookahead is not None:
+        parts.ctx.lookahead.total_steps = new_total
+    record.record_length(new_total, epochs)
+    log(f"time budget: {step_s:.3g} s a step (planned {budget.plan.step_s:.3g}); the rest of the run laid over "
+        f"{new_total - done_steps:,} steps instead of {total - done_steps:,} ({new_total:,} in all)")
 
 
 def end_epoch(parts: RunParts, state: TrainState, record: RunRecord, results: dict, log: Log) -> None:

@@ -28,7 +28,7 @@ from resnet_cifar.training.resume import (
     resume_config,
 )
 from resnet_cifar.training.run_folder import check_seed_dirs, prepare_run_dir, remove_if_unused
-from resnet_cifar.training.time_budget import measure_and_plan
+from resnet_cifar.training.time_budget import BudgetWatch, measure_and_plan
 from resnet_cifar.utils import distributed
 from resnet_cifar.utils.devices import resolve_device
 from resnet_cifar.utils.distributed import Distributed
@@ -187,10 +187,12 @@ def _train_in(run_dir: Path, config: TrainConfig, explicit: set[str], data, payl
               signals: StopSignals, resume_hint: str | None, recorded: dict | None) -> tuple[int, dict]:
     """run_training's part in the claimed run folder."""
     train_images = len(data.train) - config.val_size
+    budget = None
     if config.time_budget is not None and config.iterations is None:
         with clock.phase("setup"):
             plan = measure_and_plan(config, data, dist, started)
         config = replace(config, iterations=plan.steps)
+        budget = BudgetWatch(plan, started + plan.budget_s, config.eval_every)
         if dist.is_main:
             print(plan.describe(config.time_budget))
     if payload is None:  # a resumed run keeps the values it recorded
@@ -202,7 +204,7 @@ def _train_in(run_dir: Path, config: TrainConfig, explicit: set[str], data, payl
                 print(line)
     try:
         summary = train_model(config, data, run_dir, resume=payload, dist=dist, clock=clock, signals=signals,
-                              recorded=recorded)
+                              recorded=recorded, budget=budget)
     except Interrupted as stop:
         if dist.is_main:
             name = signal.Signals(stop.signum).name

@@ -3,6 +3,7 @@ checkpoints and TensorBoard's events. Rank 0 writes; the other ranks wait at eac
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import torch
@@ -61,6 +62,14 @@ class RunRecord:
                                               "auto_precision_img_per_s": measured,
                                               "world_size": parts.dist.world_size,
                                               "elastic_run_id": parts.dist.run_id})
+
+    def record_length(self, iterations: int, epochs: int) -> None:
+        """config.json's length after a --time-budget run was laid over other steps (loop.keep_to_budget)."""
+        if not self.main:
+            return
+        path = self.run_dir / "config.json"
+        options = json.loads(path.read_text(encoding="utf-8"))
+        run_files.write_config(self.run_dir, {**options, "iterations": iterations, "epochs": epochs})
 
     def save(self, name: str, state: TrainState, wait: bool = False) -> Path:
         """Rank 0 writes; the others wait, so that none exits (and makes torchrun stop the job)

@@ -171,3 +171,44 @@ def _evaluation_seconds(parts: RunParts, config: TrainConfig, batch_s: float) ->
     loader = parts.eval_loaders[parts.report_split]
     images = sum(len(split_loader.split) for split_loader in parts.eval_loaders.values())  # this process's share
     return batch_s / loader.batch_size * images * (2 if config.ema is not None else 1)
+
+
+# A replanned run may end this far past its budget, or this far before it, before it is laid again.
+LATE_FRACTION = 0.005
+EARLY_FRACTION = 0.02
+
+
+@dataclass(frozen=True)
+class BudgetWatch:
+    """A --time-budget run's ceiling while it trains: at the end of each epoch the steps left are
+    fitted again to the time left, at the speed the last epoch ran, so that a run that falls behind
+    its plan (or runs ahead of it) still ends at its budget."""
+
+    plan: BudgetPlan
+    deadline: float  # on `clock`: the run's start plus its budget
+    eval_every: int
+    clock: Callable[[], float] = time.perf_counter
+
+    def steps_that_fit(self, done_steps: int, total_steps: int, step_s: float) -> int | None:
+        """The run's new total steps when the current one would end more than LATE_FRACTION of the budget
+        late or EARLY_FRACTION early at step_s a step (the last epoch's), else None. At least one
+        step more is always left: the run ends with its evaluation and report."""
+        per_epoch = self.plan.steps_per_epoch
+        done_epochs = done_steps // per_epoch
+
+        def cost(total: int) -> float:  # what is left to pay for a run of `total` steps
+            epochs = math.ceil(total / per_epoch)
+            evaluations = (1 if self.eval_every == 0 else
+                           evaluations_in(epochs, self.eval_every) - evaluations_in(done_epochs, self.eval_every))
+            return ((total - done_steps) * step_s + (epochs - done_epochs) * PER_EPOCH_S
+                    + evaluations * self.plan.evaluation_s + FINAL_S)
+
+        left = self.deadline - self.clock()
+        late = cost(total_steps) - left
+        if -EARLY_FRACTION * self.plan.budget_s <= late <= LATE_FRACTION * self.plan.budget_s:
+            return None
+        total = done_steps + max(1, math.floor((left - FINAL_S) / step_s))
+        while total > done_steps + 1 and cost(total) > left:
+            total -= max(1, math.floor((cost(total) - left) / step_s))
+        total = max(total, done_steps + 1)
+        return None if total == total_steps else total
