@@ -123,10 +123,16 @@ OVERRIDES = {
     "triangular_start": (["--triangular-start", "0.5"], 0.5), "triangular_peak": (["--triangular-peak", "0.5"], 0.5),
     "label_smoothing": (["--label-smoothing", "0.1"], 0.1),
     "bn_bias_lr_scale": (["--bn-bias-lr-scale", "2"], 2.0), "flip": (["--flip", "random"], "random"),
-    "translate": (["--translate", "3"], 3), "triangular_end": (["--triangular-end", "0"], 0.0),
+    "translate": (["--translate", "3"], 3), "triangular_end": (["--triangular-end", "0.5"], 0.5),
     "whiten_bias_epochs": (["--whiten-bias-epochs", "5"], 5),
     "optimizer": (["--optimizer", "sgd"], "sgd"), "muon_lr": (["--muon-lr", "0.1"], 0.1),
     "muon_momentum": (["--muon-momentum", "0.9"], 0.9),
+    "activation": (["--activation", "gelu"], "gelu"), "bn_momentum": (["--bn-momentum", "0.2"], 0.2),
+    "brightness": (["--brightness", "0.3"], 0.3), "contrast": (["--contrast", "0.3"], 0.3),
+    "muon_coefficients": (["--muon-coefficients", "muon"], "muon"),
+    "muon_renorm_every": (["--muon-renorm-every", "3"], 3), "muon_renorm_growth": (["--muon-renorm-growth", "4"], 4.0),
+    "muon_weight_decay": (["--muon-weight-decay", "0.01"], 0.01), "tta_fraction": (["--tta-fraction", "0.5"], 0.5),
+    "whitening_images": (["--whitening-images", "500"], 500),
 }
 RECIPE_FIELDS = sorted({(name, model, field) for name, recipe in RECIPES.items()
                         for model, values in [("", recipe.values), *recipe.per_model.items()] for field in values})
@@ -197,10 +203,12 @@ def test_help_lists_each_recipe(capsys):
     (["--model", "wrn-28-12"], "error: argument --model: invalid choice: 'wrn-28-12'"),
     (["--recipe", "wrn", "--model", "preact-resnet18"],
      "error: --recipe wrn is for wrn-16-8, wrn-28-2, wrn-28-10, wrn-40-2, wrn-40-4; got --model preact-resnet18 "
-     "(--recipe seed, standard, fast, airbench94, airbench94-muon and airbench94-muon-cpu take any model)"),
+     "(--recipe seed, standard, fast, airbench94, airbench94-muon, airbench94-muon-cpu, airbench95 and "
+     "airbench96 take any model)"),
     (["--recipe", "resnext", "--model", "resnet50"],
      "error: --recipe resnext is for resnext29-32x4d, resnext29-8x64d, resnext29-16x64d; got --model resnet50 "
-     "(--recipe seed, standard, fast, airbench94, airbench94-muon and airbench94-muon-cpu take any model)"),
+     "(--recipe seed, standard, fast, airbench94, airbench94-muon, airbench94-muon-cpu, airbench95 and "
+     "airbench96 take any model)"),
     (["--model", "resnet20", "--dropout", "0.3"],
      "error: --dropout is for the nets of pre-activation basic blocks (preact-resnet18, preact-resnet34, wrn-16-8, "
      "wrn-28-2, wrn-28-10, wrn-40-2, wrn-40-4); got --model resnet20"),
