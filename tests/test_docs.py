@@ -55,3 +55,7 @@ def test_every_figure_in_the_readme_has_its_entry():
     figures |= set(re.findall(r"\d+\.\d+%|\d+\.\d+×", readme))
     assert figures and not {f for f in figures if f.replace(" img/s", "") not in sources
                             and f.replace("%", "") not in sources}
+
+
+def test_the_readme_stays_a_front_page():
+    assert len((ROOT / "README.md").read_bytes()) <= 10 * 1024

@@ -157,16 +157,19 @@ def test_muon_lowers_the_loss(batches_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_resume_mid_run_is_bit_exact(batches_dir, tmp_path, capsys):
-    """Muon's momentum, the SGD groups' and the whitening bias's lr (a function of the step) resume exactly."""
+@pytest.mark.parametrize("recipe", ["airbench94-muon", "speedrun"])
+def test_a_resume_mid_run_is_bit_exact(batches_dir, tmp_path, capsys, recipe):
+    """Muon's momentum and step count (the record route renormalises every few steps), the SGD groups'
+    and the whitening bias's lr (a function of the step) and the record's colour jitter resume exactly."""
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, straight, *ARGS, "--epochs", "4"))
+    args = (*ARGS, "--recipe", recipe, "--whitening-images", "64")
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, straight, *args, "--epochs", "4"))
     assert code == 0, err
-    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, stopped, *ARGS, "--epochs", "4", "--max-steps", "11"))
+    code, _, err = run_cli(capsys, *tiny_train_args(batches_dir, stopped, *args, "--epochs", "4", "--max-steps", "11"))
     assert code == 0, err
     optimizer_state = load_checkpoint(stopped / "last.pt")["optimizer_state"]
-    assert {group["kind"] for group in optimizer_state["param_groups"]} == {"muon", "other", "norm_bias",
-                                                                            "whiten_bias"}
+    groups = {group["kind"]: group for group in optimizer_state["param_groups"]}
+    assert set(groups) == {"muon", "other", "norm_bias", "whiten_bias"} and groups["muon"]["muon_steps"] == 11
     code, _, err = run_cli(capsys, "--resume", stopped / "last.pt", "--quiet")
     assert code == 0, err
     assert same_state(training_state(load_checkpoint(stopped / "last.pt")),

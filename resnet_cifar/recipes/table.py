@@ -11,6 +11,14 @@ from resnet_cifar.recipes.form import Recipe, ShortRun, airbench_muon_sgd, airbe
 PAPER_MODELS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
 
 
+# airbench94.py's values, in its units; airbench95 and airbench96 change a few of them.
+AIRBENCH94: Mapping[str, Any] = MappingProxyType(dict(
+    epochs=10, batch_size=1024, **airbench_sgd(lr=11.5, weight_decay=0.0153, momentum=0.85), bn_bias_lr_scale=64.0,
+    label_smoothing=0.2, scheduler="triangular", triangular_start=0.2, triangular_peak=0.23, triangular_end=0.07,
+    lookahead=True, whiten_bias_epochs=3, translate=2, translate_pad="reflect", flip="alternating",
+    tta="flip-translate", eval_every=0))
+
+# airbench94_muon.py's values, in its units, shared by its CPU variant and the record route.
 AIRBENCH94_MUON: Mapping[str, Any] = MappingProxyType(dict(
     epochs=8, optimizer="muon", muon_lr=0.24, muon_momentum=0.6, momentum=0.85, nesterov=True,
     **airbench_muon_sgd(head_lr=0.67, bias_lr=0.053, weight_decay=2e-6, batch_size=2000),
@@ -89,11 +97,7 @@ RECIPES: dict[str, Recipe] = {
                 "flip-translate TTA",
         source="Keller Jordan, airbench94 (arXiv 2404.00498; KellerJordan/cifar10-airbench): 94.01% in 9.9 epochs on "
                "the official data",
-        values=dict(epochs=10, batch_size=1024, **airbench_sgd(lr=11.5, weight_decay=0.0153, momentum=0.85),
-                    bn_bias_lr_scale=64.0, label_smoothing=0.2, scheduler="triangular",
-                    triangular_start=0.2, triangular_peak=0.23, triangular_end=0.07, lookahead=True,
-                    whiten_bias_epochs=3, translate=2, translate_pad="reflect", flip="alternating",
-                    tta="flip-translate", eval_every=0),
+        values=dict(AIRBENCH94),
         length_epochs=9.9,
         model="airbench94",
     ),
@@ -138,10 +142,7 @@ RECIPES: dict[str, Recipe] = {
                 "airbench95 net (128/384/384 wide)",
         source="Keller Jordan, legacy/airbench95.py (KellerJordan/cifar10-airbench): 95.01% in 15 epochs on the "
                "official data",
-        values=dict(epochs=15, batch_size=1024, **airbench_sgd(lr=10.0, weight_decay=0.0153, momentum=0.85),
-                    bn_bias_lr_scale=64.0, label_smoothing=0.2, scheduler="triangular", triangular_start=0.2,
-                    triangular_peak=0.23, triangular_end=0.07, lookahead=True, whiten_bias_epochs=3, translate=2,
-                    translate_pad="reflect", flip="alternating", tta="flip-translate", eval_every=0),
+        values=dict(AIRBENCH94, epochs=15, **airbench_sgd(lr=10.0, weight_decay=0.0153, momentum=0.85)),
         model="airbench95",
     ),
     "airbench96": Recipe(
@@ -150,11 +151,8 @@ RECIPES: dict[str, Recipe] = {
                 "image, lookahead, label smoothing 0.2, 37 epochs, for the airbench96 net",
         source="Keller Jordan, legacy/airbench96.py (KellerJordan/cifar10-airbench): 96.03% in 37 epochs on the "
                "official data",
-        values=dict(epochs=37, batch_size=1024, **airbench_sgd(lr=9.0, weight_decay=0.012, momentum=0.85),
-                    bn_bias_lr_scale=64.0, label_smoothing=0.2, scheduler="triangular", triangular_start=0.2,
-                    triangular_peak=0.1, triangular_end=0.0, lookahead=True, whiten_bias_epochs=3, translate=4,
-                    translate_pad="reflect", flip="alternating", cutout=12, cutout_inside=True,
-                    tta="flip-translate", eval_every=0),
+        values=dict(AIRBENCH94, epochs=37, **airbench_sgd(lr=9.0, weight_decay=0.012, momentum=0.85),
+                    triangular_peak=0.1, triangular_end=0.0, translate=4, cutout=12, cutout_inside=True),
         model="airbench96",
     ),
     "wrn": Recipe(
