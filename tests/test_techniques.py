@@ -128,4 +128,4 @@ def test_safetensors_export_rebuilds_the_whitened_model(batches_dir, tmp_path, c
                              "safetensors", "--output", tmp_path / "model.safetensors")
     assert code == 0 and "match PyTorch's" in out, err
     sidecar = json.loads((tmp_path / "model.json").read_text())
-    assert sidecar["model_options"] == {"whitening": True, "dirac": None, "bn_scale": None}
+    assert sidecar["model_options"] == {"whitening": True, "dirac": None, "bn_scale": None, "activation": None}
