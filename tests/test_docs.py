@@ -59,3 +59,25 @@ def test_every_figure_in_the_readme_has_its_entry():
 
 def test_the_readme_stays_a_front_page():
     assert len((ROOT / "README.md").read_bytes()) <= 10 * 1024
+
+
+def prose_and_tables(page: Path) -> str:
+    """A page without its code blocks (indented or fenced): transcripts show a command's output as it
+    printed it, and are measurements of their own command."""
+    kept, fenced = [], False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.strip().startswith("```"):
+            fenced = not fenced
+        elif not fenced and not line.startswith("    "):
+            kept.append(line)
+    return "\n".join(kept)
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.name not in ("README.md", "results.md")
+                                  and p.parent.name != "bench"], ids=lambda p: p.name)
+def test_every_figure_in_the_docs_has_its_entry(page):
+    """Each accuracy and ratio in the docs' prose and tables appears in docs/results.md or bench/README.md."""
+    sources = (ROOT / "docs" / "results.md").read_text(encoding="utf-8") + (ROOT / "bench" / "README.md").read_text(
+        encoding="utf-8")
+    figures = set(re.findall(r"\d+\.\d+%|\d+\.\d+×", prose_and_tables(page)))
+    assert sorted(f for f in figures if f not in sources and f.replace("%", "") not in sources) == []
