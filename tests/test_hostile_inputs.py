@@ -383,3 +383,11 @@ def test_val_size_beyond_the_training_set_says_so(data, tmp_path, capsys):
     message = refused(capsys, *tiny_train_args(data, tmp_path / "run"), "--val-size", "1000")
     assert message == "--val-size 1000 holds out every training image (40); choose a smaller --val-size"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_line_break_in_a_value_stays_on_the_error_line_in_python_too():
+    import resnet_cifar
+
+    with pytest.raises(UserError) as caught:
+        resnet_cifar.load_checkpoint("0\n")
+    assert "\n" not in str(caught.value) and "0\\n" in str(caught.value)

@@ -153,11 +153,6 @@ def rank_prefix(environ) -> str:
     return f"[rank {environ.get('RANK', '?')}] " if several else ""
 
 
-def one_line(message: str) -> str:
-    """A message as one line: line breaks from the user's own values shown as \\n."""
-    return message.replace("\r", "\\r").replace("\n", "\\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -190,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return print_plan(plan_train(train_config_from_args(args), explicit, resume, args.seeds))
         return train_command(train_config_from_args(args), explicit, resume=resume, seeds=args.seeds)
     except UserError as e:
-        print(f"error: {rank_prefix(os.environ)}{one_line(str(e))}", file=sys.stderr)
+        print(f"error: {rank_prefix(os.environ)}{e}", file=sys.stderr)
         return 2
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
