@@ -18,6 +18,7 @@ from resnet_cifar.optim.groups import group_rules
 from resnet_cifar.optim.muon import NS_COEFFICIENTS, MuonSGD, orthogonalize
 from resnet_cifar.optim.schedules import LRSchedule, set_lrs
 from resnet_cifar.recipes import apply_length, apply_recipe
+from resnet_cifar.results.evaluation import evaluate
 
 CPU = torch.device("cpu")
 
@@ -185,7 +186,8 @@ class TinyNet(nn.Module):
 
 def six_views_mean(model, inputs):
     padded = F.pad(inputs, (1, 1, 1, 1), mode="reflect")
-    views = [inputs, padded[:, :, :8, :8], padded[:, :, 2:, 2:]]
+    height, width = inputs.shape[2:]
+    views = [inputs, padded[:, :, :height, :width], padded[:, :, 2:, 2:]]
     return torch.stack([model(v) for v in views] + [model(v.flip(3)) for v in views]).mean(0)
 
 
@@ -199,6 +201,28 @@ def test_selective_tta_looks_again_at_the_least_confident_images_only():
     unsure = plain.softmax(1).amax(1).argsort()[:4]
     sure = plain.softmax(1).amax(1).argsort()[4:]
     assert torch.allclose(half[unsure], views[unsure], atol=1e-6) and torch.equal(half[sure], plain[sure])
+
+
+def test_selective_tta_ranks_the_whole_split_whatever_the_batch():
+    images, labels = synthetic_images(100, seed=5)
+    split = Split(torch.from_numpy(images), torch.from_numpy(labels))
+    model = TinyNet().eval()
+
+    def evaluated(batch_size, fraction=0.25):
+        loader = BatchLoader(split, batch_size, CPU, Normalizer(CIFAR10_MEAN, CIFAR10_STD, CPU), False, train=False)
+        return evaluate(model, loader, CPU, "fp32", 10, tta="selective", tta_fraction=fraction, keep_predictions=True)
+
+    small, large = evaluated(7), evaluated(100)
+    assert torch.allclose(small.predictions.logits, large.predictions.logits, atol=1e-5)
+    loader = BatchLoader(split, 100, CPU, Normalizer(CIFAR10_MEAN, CIFAR10_STD, CPU), False, train=False)
+    inputs, _ = next(loader.epoch())
+    with torch.no_grad():
+        plain, views = model(inputs), six_views_mean(model, inputs)
+    unsure = plain.softmax(1).amax(1).argsort()[:25]  # a quarter of the 100 images, the least confident
+    changed = (large.predictions.logits != plain).any(1).nonzero().flatten()
+    assert sorted(changed.tolist()) == sorted(unsure.tolist())
+    assert torch.allclose(large.predictions.logits[unsure], views[unsure], atol=1e-5)
+    assert torch.equal(evaluated(10, fraction=0.0).predictions.logits, plain)
 
 
 # --- the net and the recipe -----------------------------------------------------------------------------------

@@ -196,8 +196,8 @@ def tta_logits(model: nn.Module, inputs: torch.Tensor, mode: str, fraction: floa
     on the flip pair of the image, a quarter each on the flip pairs of the image shifted by one
     pixel up-left and down-right (reflect padding). selective: as the record script
     (hiverge/cifar10-speedrun), one plain pass, then for the `fraction` of the images whose top
-    softmax probability is lowest the mean of the same six views, equally weighted. The script
-    ranks the whole test set at once; here each evaluation batch is ranked on its own.
+    softmax probability is lowest the mean of the same six views, equally weighted (six_views); on
+    one batch here, ranked within it: evaluation.evaluate ranks the whole split, as the script does.
     """
     if mode == "none":
         return model(inputs)
@@ -212,12 +212,16 @@ def tta_logits(model: nn.Module, inputs: torch.Tensor, mode: str, fraction: floa
         chosen = logits.float().softmax(1).amax(1).topk(int(len(inputs) * fraction), largest=False).indices
         if len(chosen) == 0:
             return logits
-        unsure = inputs[chosen]
-        views = [_flip_pair(model, view) for view in (unsure, *_shifted(unsure))]
         logits = logits.clone()
-        logits[chosen] = (sum(views) / 3).to(logits.dtype)
+        logits[chosen] = six_views(model, inputs[chosen]).to(logits.dtype)
         return logits
     raise ValueError(f"unknown TTA {mode!r}; choose one of: {', '.join(TTA_MODES)}")
+
+
+def six_views(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The mean of the logits of the image, its one-pixel shifts up-left and down-right, and the
+    three mirrored, equally weighted (the record script's selective views)."""
+    return sum(_flip_pair(model, view) for view in (inputs, *_shifted(inputs))) / 3
 
 
 def _shifted(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -63,10 +63,10 @@ GENERAL: tuple[Option, ...] = (
            "--ema)", ("eval", "predict", "export"), choices=WEIGHTS, default="raw"),
     _train("tta", "test-time augmentation for evaluation: logits averaged over the image and its mirror (flip), "
            "and one-pixel shifts of both (flip-translate); selective: one plain pass, then the six views' mean for "
-           "the --tta-fraction least confident images of each batch; --mode eval uses the run's unless it is typed",
+           "the --tta-fraction least confident images; --mode eval uses the run's unless it is typed",
            choices=TTA_MODES, modes=("train", "eval"), resume=ALLOWED),
-    _train("tta_fraction", "--tta selective: the share of each evaluation batch looked at again (the images whose "
-           "top probability is lowest); --mode eval uses the run's unless it is typed", type=unit_interval,
+    _train("tta_fraction", "--tta selective: the share of the evaluated images looked at again (those whose top "
+           "probability is lowest); --mode eval uses the run's unless it is typed", type=unit_interval,
            metavar="FRACTION", modes=("train", "eval"), resume=ALLOWED),
     _train("eval_every", "train: evaluate on val/test after every N-th epoch and after the last (0: after the "
            "last only)", type=non_negative_int, metavar="N", resume=ALLOWED, experiment=False),

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_cifar.config import EvalConfig
-from resnet_cifar.data.augmentations import tta_logits
+from resnet_cifar.data.augmentations import six_views, tta_logits
 from resnet_cifar.data.datasets import Dataset, DataSpec, Split, check_matches, load_dataset, split_validation
 from resnet_cifar.data.loader import BatchLoader, Normalizer
 from resnet_cifar.errors import UserError
@@ -74,16 +74,7 @@ def evaluate(
     class_correct = torch.zeros(num_classes, dtype=torch.long, device=device)
     class_total = torch.zeros(num_classes, dtype=torch.long, device=device)
     kept_logits, kept_labels = [], []
-    batches = loader.epoch()
-    for _ in range(dist.max_int(len(loader))):
-        if should_stop():
-            raise EvalInterrupted()
-        batch = next(batches, None)
-        if batch is None:
-            continue  # this rank's share ran out one batch early
-        inputs, targets = batch
-        with autocast(device, precision):
-            logits = tta_logits(model, inputs, tta, tta_fraction)
+    for logits, targets in _split_logits(model, loader, device, precision, tta, tta_fraction, dist, should_stop):
         loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum").double()
         hits = (logits.argmax(1) == targets).long()
         class_correct.index_add_(0, targets, hits)
@@ -107,6 +98,48 @@ def evaluate(
         seconds=time.perf_counter() - started,
         predictions=predictions,
     )
+
+
+def _batches(loader: BatchLoader, dist: Distributed, should_stop: Callable[[], bool]):
+    """The loader's batches; every rank calls should_stop (maybe a collective) once per batch of the
+    longest share, and a rank whose share ran out one batch early skips its turn."""
+    batches = loader.epoch()
+    for _ in range(dist.max_int(len(loader))):
+        if should_stop():
+            raise EvalInterrupted()
+        batch = next(batches, None)
+        if batch is not None:
+            yield batch
+
+
+def _split_logits(model: nn.Module, loader: BatchLoader, device: torch.device, precision: str, tta: str,
+                  fraction: float, dist: Distributed, should_stop: Callable[[], bool]):
+    """(logits, labels) of each batch with the views `tta` names. Selective TTA ranks the whole split
+    (every rank's share) by the plain pass's top probability, as the record script ranks its test
+    set, so which images it looks at again does not depend on the evaluation batch."""
+    if tta != "selective":
+        for inputs, targets in _batches(loader, dist, should_stop):
+            with autocast(device, precision):
+                yield tta_logits(model, inputs, tta), targets
+        return
+    plain = []
+    for inputs, targets in _batches(loader, dist, should_stop):
+        with autocast(device, precision):
+            plain.append((model(inputs), targets))
+    confidence = [logits.float().softmax(1).amax(1) for logits, _ in plain]
+    shares = dist.gather_objects([c.cpu() for c in confidence])  # every rank ranks the whole split
+    everyone = torch.cat([c for share in shares for c in share] or [torch.zeros(0)])
+    count = int(len(everyone) * fraction)
+    threshold = everyone.kthvalue(count).values.item() if count > 0 else -1.0
+    for (inputs, _), (logits, targets), sure in zip(_batches(loader, dist, should_stop), plain, confidence,
+                                                    strict=True):
+        unsure = (sure <= threshold).nonzero().flatten()
+        if len(unsure):
+            with autocast(device, precision):
+                views = six_views(model, inputs[unsure])
+            logits = logits.clone()
+            logits[unsure] = views.to(logits.dtype)
+        yield logits, targets
 
 
 def load_model(payload: dict, source: Path, weights_kind: str = "raw") -> torch.nn.Module:
