@@ -45,7 +45,8 @@ def test_the_filters_are_renormalised_on_the_record_scripts_steps():
         weight.grad = torch.randn_like(weight)
         set_lrs(optimizer, [0.2], progress=(step + 1) / total)
         optimizer.step()
-        if optimizer.param_groups[0]["renorm_due"]:
+        group = optimizer.param_groups[0]
+        if group["renorm_last"] == group["muon_steps"]:
             ours.append(step + 1)
     assert ours == record_renorm_steps(total)
     assert ours[:3] == [2, 4, 6] and 20 < len(ours) < 40  # every 2 steps at first, every 16 at the end
@@ -57,7 +58,7 @@ def test_every_step_renormalises_by_default():
     for _ in range(3):
         weight.grad = torch.randn_like(weight)
         optimizer.step()
-        assert optimizer.param_groups[0]["renorm_due"]
+        assert optimizer.param_groups[0]["renorm_last"] == optimizer.param_groups[0]["muon_steps"]
 
 
 def test_muon_weight_decay_is_decoupled():

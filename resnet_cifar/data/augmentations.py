@@ -210,12 +210,17 @@ def tta_logits(model: nn.Module, inputs: torch.Tensor, mode: str, fraction: floa
     if mode == "selective":
         logits = model(inputs)
         chosen = logits.float().softmax(1).amax(1).topk(int(len(inputs) * fraction), largest=False).indices
-        if len(chosen) == 0:
-            return logits
-        logits = logits.clone()
-        logits[chosen] = six_views(model, inputs[chosen]).to(logits.dtype)
-        return logits
+        return looked_again(model, inputs, logits, chosen)
     raise ValueError(f"unknown TTA {mode!r}; choose one of: {', '.join(TTA_MODES)}")
+
+
+def looked_again(model: nn.Module, inputs: torch.Tensor, logits: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """logits with the rows `chosen` (indices) replaced by those images' six_views."""
+    if len(chosen) == 0:
+        return logits
+    logits = logits.clone()
+    logits[chosen] = six_views(model, inputs[chosen]).to(logits.dtype)
+    return logits
 
 
 def six_views(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:

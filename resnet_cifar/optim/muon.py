@@ -69,14 +69,13 @@ class MuonSGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            if group["muon"]:
-                self._count_step(group)
+            renorm = self._renorm_due(group) if group["muon"] else False
             for param in group["params"]:
                 if param.grad is not None:
-                    self._update(param, group)
+                    self._update(param, group, renorm)
         return loss
 
-    def _update(self, param: torch.Tensor, group: dict) -> None:
+    def _update(self, param: torch.Tensor, group: dict, renorm: bool) -> None:
         grad, momentum = param.grad, group["momentum"]
         if group["weight_decay"] and not group["muon"]:
             grad = grad.add(param, alpha=group["weight_decay"])
@@ -91,7 +90,7 @@ class MuonSGD(torch.optim.Optimizer):
         if not group["muon"]:
             param.add_(grad, alpha=-group["lr"])
             return
-        if group["renorm_due"]:
+        if renorm:
             param.mul_(len(param) ** 0.5 / param.norm())
         coefficients = NS_COEFFICIENTS[group.get("ns_coefficients", "muon")]
         param.add_(orthogonalize(grad, coefficients=coefficients), alpha=-group["lr"])
@@ -99,12 +98,13 @@ class MuonSGD(torch.optim.Optimizer):
             param.mul_(1 - group["lr"] * group["weight_decay"])
 
     @staticmethod
-    def _count_step(group: dict) -> None:
-        """Whether the group's filters are renormalised this step: every renorm_every + int(growth x
-        progress) steps, counted from the last time (the record script's rule; every step by default)."""
+    def _renorm_due(group: dict) -> bool:
+        """Count the group's step; whether its filters are renormalised at it: every renorm_every +
+        int(growth x progress) steps, counted from the last time (the record script's rule; every step
+        by default). The last renormalised step equals the step count exactly when it is due."""
         group["muon_steps"] = group.get("muon_steps", 0) + 1
         period = group.get("renorm_every", 1) + int(group.get("renorm_growth", 0.0) * group.get("progress", 0.0))
-        due = group["muon_steps"] - group.get("renorm_last", 0) >= period
+        due = group["muon_steps"] - group.setdefault("renorm_last", 0) >= period
         if due:
             group["renorm_last"] = group["muon_steps"]
-        group["renorm_due"] = due
+        return due

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_cifar.config import EvalConfig
-from resnet_cifar.data.augmentations import six_views, tta_logits
+from resnet_cifar.data.augmentations import looked_again, tta_logits
 from resnet_cifar.data.datasets import Dataset, DataSpec, Split, check_matches, load_dataset, split_validation
 from resnet_cifar.data.loader import BatchLoader, Normalizer
 from resnet_cifar.errors import UserError
@@ -120,7 +120,8 @@ def _split_logits(model: nn.Module, loader: BatchLoader, device: torch.device, p
     if tta != "selective":
         for inputs, targets in _batches(loader, dist, should_stop):
             with autocast(device, precision):
-                yield tta_logits(model, inputs, tta), targets
+                logits = tta_logits(model, inputs, tta)
+            yield logits, targets
         return
     plain = []
     for inputs, targets in _batches(loader, dist, should_stop):
@@ -133,12 +134,8 @@ def _split_logits(model: nn.Module, loader: BatchLoader, device: torch.device, p
     threshold = everyone.kthvalue(count).values.item() if count > 0 else -1.0
     for (inputs, _), (logits, targets), sure in zip(_batches(loader, dist, should_stop), plain, confidence,
                                                     strict=True):
-        unsure = (sure <= threshold).nonzero().flatten()
-        if len(unsure):
-            with autocast(device, precision):
-                views = six_views(model, inputs[unsure])
-            logits = logits.clone()
-            logits[unsure] = views.to(logits.dtype)
+        with autocast(device, precision):
+            logits = looked_again(model, inputs, logits, (sure <= threshold).nonzero().flatten())
         yield logits, targets
 
 
