@@ -16,6 +16,7 @@ FLIPS = ("random", "alternating")
 SPLITS = ("test", "val")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "muon")
+ROUTES = ("auto",)  # --route
 FORMATS = ("onnx", "torchscript", "pt2", "safetensors")  # --mode export
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class TrainConfig:
     epochs: int = 200
     iterations: int | None = None
     time_budget: str | None = None
+    route: str | None = None
     batch_size: int = 256
     lr: float = 0.1
     momentum: float = 0.9

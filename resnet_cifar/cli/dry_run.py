@@ -43,6 +43,8 @@ def plan_train(config: TrainConfig, explicit: set[str], resume: Path | None = No
     run = resolve_run(config, explicit, resume, seeds, environ)
     config, launch = run.config, run.launch
     plan: dict[str, Any] = {"mode": "train", "processes": launch.world_size}
+    if run.notes and run.resume is None:
+        plan["route"] = run.notes[0]
     if run.resume is not None:
         run_dir = run.target.run_dir if run.target is not None else place(run.resume).parent  # finished
         plan.update(resume=str(run.resume), epochs_done=run.payload["epoch"], finished=run.finished is not None,

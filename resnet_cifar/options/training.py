@@ -1,7 +1,7 @@
 """The options of how a model learns: the optimizer and its schedule, and the augmentation."""
 from __future__ import annotations
 
-from resnet_cifar.config import FLIPS, MILESTONE_UNITS, OPTIMIZERS, SCHEDULERS, WARMUP_STYLES
+from resnet_cifar.config import FLIPS, MILESTONE_UNITS, OPTIMIZERS, ROUTES, SCHEDULERS, WARMUP_STYLES
 from resnet_cifar.data.augmentations import PAD_MODES, POLICIES
 from resnet_cifar.models.registry import DROPOUT_MODELS
 from resnet_cifar.optim.muon import NS_COEFFICIENTS
@@ -27,6 +27,10 @@ OPTIMISATION: tuple[Option, ...] = (
     _train("time_budget", "train for this much wall time (e.g. 30m, 90s, 2h): the steps that fit, start-up, "
            "evaluations and report included, are measured and fixed at the start, and the recipe's schedule is "
            "laid over them", group="optimisation", type=parse_duration, metavar="DURATION"),
+    _train("route", "auto: the model and recipe that buy the most accuracy in the --time-budget on this machine, "
+           "from each route's timed step and measured accuracy-versus-epochs curve (CIFAR-10; the default for a "
+           "--time-budget with no --model or --recipe)", group="optimisation", choices=ROUTES,
+           experiment=False),
     _train("batch_size", "training batch size", group="optimisation", type=positive_int),
     _train("lr", "peak learning rate", group="optimisation", type=positive_float),
     _train("optimizer", "sgd; or muon: Muon (momentum orthogonalised by 3 Newton-Schulz steps, each filter "

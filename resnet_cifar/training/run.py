@@ -27,6 +27,7 @@ from resnet_cifar.training.resume import (
     recorded_options,
     resume_config,
 )
+from resnet_cifar.training.route_choice import choose_route, wants_route
 from resnet_cifar.training.run_folder import check_seed_dirs, prepare_run_dir, remove_if_unused
 from resnet_cifar.training.time_budget import BudgetWatch, measure_and_plan
 from resnet_cifar.utils import distributed
@@ -63,12 +64,19 @@ def resolve_run(config: TrainConfig, explicit: set[str], resume: Path | None = N
     check_start(config, explicit, resume, seeds, launch)
     restarted = restart_checkpoint(config, launch) if launch.max_restarts > 0 and resume is None else None
     if restarted is None and resume is None:
-        config = apply_recipe(config, explicit)
+        notes: tuple[str, ...] = ()
+        if wants_route(config, explicit):
+            # The route is the budget's to choose: the chosen recipe and model are the run's, as if typed.
+            config, line = choose_route(config, explicit, launch.world_size)
+            notes = (line,)
+        else:
+            config = apply_recipe(config, explicit)
         if seeds is not None and config.run_dir is not None:
             check_seed_dirs(config.run_dir, seeds, data_reads(DataSpec.of(config.to_dict())))
         else:
             check_train(config, "run_dir" in explicit)
-        return ResolvedRun(config, frozenset(explicit), launch, seeds=tuple(seeds) if seeds is not None else None)
+        return ResolvedRun(config, frozenset(explicit), launch, seeds=tuple(seeds) if seeds is not None else None,
+                           notes=notes)
     resume, payload = restarted if restarted is not None else (resume, load_checkpoint(resume))
     config = resume_config(TrainConfig.from_dict(payload["config"]), config, explicit)
     config, kept = keep_trained_precision(config, payload, explicit)

@@ -115,7 +115,7 @@ def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, star
     build_started = clock()
     parts = build_run(copy_config, data, dist)
     build_s = clock() - build_started
-    one_step, one_batch = _timed_calls(parts, config)
+    one_step, one_batch = timed_calls(parts, config)
     first_step_extra_s, step_s = warm_then_time(
         one_step, clock, UNTIMED_STEPS, min_seconds=measure_seconds(duration_seconds(config.time_budget)),
         agree=lambda go_on: dist.max_int(int(go_on)) > 0)
@@ -126,7 +126,7 @@ def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, star
     steps_per_epoch = len(parts.train_loader)
     if config.compile:
         del parts, one_step, one_batch
-        again_step, again_batch = _timed_calls(build_run(copy_config, data, dist), config)
+        again_step, again_batch = timed_calls(build_run(copy_config, data, dist), config)
         once = dict(untimed=0, min_seconds=0.0, min_calls=1, max_calls=1)
         first_step_extra_s = max(0.0, seconds_per_call(again_step, clock, **once) - step_s)
         first_batch_extra_s = max(0.0, seconds_per_call(again_batch, clock, **once) - batch_s)
@@ -141,7 +141,7 @@ def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, star
     return plan
 
 
-def _timed_calls(parts: RunParts, config: TrainConfig) -> tuple[Callable[[], None], Callable[[], None]]:
+def timed_calls(parts: RunParts, config: TrainConfig) -> tuple[Callable[[], None], Callable[[], None]]:
     """(one training step, one evaluation batch with the run's TTA) of `parts`, each returning
     once the device is done."""
     # Epochs after epochs: a small data set may hold fewer steps than the measurement takes.
