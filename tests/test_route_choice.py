@@ -56,7 +56,7 @@ def test_a_budget_picks_the_route_its_epochs_buy_the_most_with(tmp_path):
     predictions = {route.recipe: route_choice.predict(route, route_choice.candidate_config(
         budget_config("15m"), {"time_budget"}, route), CPU_COSTS[route.recipe], 900.0, 2.0)
         for route in ROUTES if "cpu" in route.devices}
-    best = max(predictions.values(), key=lambda p: p.accuracy)
+    best = max(predictions.values(), key=lambda p: -1.0 if p.accuracy is None else p.accuracy)
     assert (config.recipe, config.model, config.route) == (best.route.recipe, best.route.model, None)
     assert line.startswith(f"route auto for --time-budget 15m on cpu: --recipe {best.route.recipe} --model "
                            f"{best.route.model}, {best.epochs:.1f} epochs fit, {best.accuracy:.1f}% expected")
