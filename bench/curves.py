@@ -93,8 +93,8 @@ def main(argv=None) -> list[dict]:
             (args.out / f"{name}.log").write_text(result.stdout + result.stderr)
             found = DONE.search(result.stdout)
             row = dict(name=name, route=route.name, epochs=point.epochs, shipped=point.accuracy,
-                       measured=float(found.group(1)) if found else None, wall_s=round(time.perf_counter() - started, 1),
-                       exit=result.returncode)
+                       measured=float(found.group(1)) if found else None,
+                       wall_s=round(time.perf_counter() - started, 1), exit=result.returncode)
             with results.open("a") as stream:
                 stream.write(json.dumps(row) + "\n")
             rows.append(row)
