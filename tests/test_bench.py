@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 
 import pytest
 
 from resnet_cifar.data import loader
+from resnet_cifar.recipes.routes import ROUTES
 from resnet_cifar.training import epoch as training
 
 
@@ -296,3 +298,44 @@ def test_the_peer_patch_changes_each_line_it_names_and_fails_on_a_changed_script
     copy.write_text(text)
     with pytest.raises(SystemExit, match="is not the pinned"):
         module.fetch(peer, copy, tmp_path)
+
+
+def test_curves_runs_one_command_a_curve_point(capsys):
+    import curves
+
+    curves.main(["DATA", "--routes", "speedrun", "fast resnet20", "--dry-run"])
+    lines = capsys.readouterr().out.splitlines()
+    by_name = {route.name: route for route in ROUTES}
+    speedrun, resnet20 = by_name["speedrun airbench94"], by_name["fast resnet20"]
+    assert len(lines) == len(speedrun.curve) + len(resnet20.curve)
+    assert lines[len(speedrun.curve) - 1].endswith("--iterations 243 --seed 0 --data-dir DATA --no-download --run-dir "
+                                                   "curves-out/speedrun-airbench94-7.59 --quiet")  # 7.59 x 32 steps
+    assert all("main.py --recipe fast --model resnet20 --" in line for line in lines[len(speedrun.curve):])
+
+
+def test_curves_records_each_point_and_continues_where_it_stopped(tmp_path, monkeypatch, capsys):
+    import curves
+
+    route = next(r for r in ROUTES if r.name == "fast resnet20")
+    commands = []
+
+    def fake_run(command, **_):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, "done: test accuracy 80.50% (final epoch, tta flip)\n", "")
+
+    monkeypatch.setattr(curves.subprocess, "run", fake_run)
+    rows = curves.main(["DATA", "--out", str(tmp_path), "--routes", "fast resnet20"])
+    assert len(commands) == len(route.curve) and [row["measured"] for row in rows] == [80.5] * len(route.curve)
+    first = route.curve[0]
+    assert f"| fast resnet20 | {first.epochs:g} | {first.accuracy:.2f}% | 80.50% | {80.5 - first.accuracy:+.2f} |" in (
+        tmp_path / "table.md").read_text()
+    capsys.readouterr()
+    assert len(curves.main(["DATA", "--out", str(tmp_path), "--routes", "fast resnet20"])) == len(route.curve)
+    assert len(commands) == len(route.curve)  # every point recorded: nothing run again
+
+
+def test_curves_names_the_routes_it_knows():
+    import curves
+
+    with pytest.raises(SystemExit, match="several routes named 'fast'; valid: 'airbench94-muon-cpu airbench94'"):
+        curves.selected(["fast"])
