@@ -58,15 +58,19 @@ CURVES = "docs/results.md, \"Accuracy against epochs\""
 
 ROUTES: tuple[Route, ...] = (
     Route("airbench94-muon-cpu", "airbench94", (
+        CurvePoint(2, 86.24, CURVES),
+        CurvePoint(4, 89.06, CURVES),
         CurvePoint(7, 90.40, f"{RESULTS}, airbench94 against the published script (AMX CPU)"),
         CurvePoint(7.5, 90.60, f"{RESULTS}, airbench94 against the published script (AMX CPU)"),
         CurvePoint(8, 90.79, f"{RESULTS}, airbench94 against the published script (AMX CPU)"),
         CurvePoint(15, 91.23, f"{RESULTS}, fifteen minutes (AMX CPU, --time-budget 15m: 15.0 epochs)"),
     )),
     Route("speedrun", "airbench94", (
+        CurvePoint(2, 84.68, CURVES),
         CurvePoint(7.59, 90.81, f"{RESULTS}, the record script on the CPU (AVX512-BF16 CPU)"),
     )),
     Route("airbench94", "airbench94", (
+        CurvePoint(2, 81.59, CURVES),
         CurvePoint(5, 88.49, f"{RESULTS}, what airbench94's choices buy (AMX CPU)"),
         CurvePoint(8, 90.26, f"{RESULTS}, airbench94 against the published script (AMX CPU)"),
         CurvePoint(9, 90.44, f"{RESULTS}, airbench94 against the published script (AMX CPU)"),
