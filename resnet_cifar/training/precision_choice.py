@@ -73,12 +73,21 @@ def cache_file() -> Path:
     return Path(folder) / "precision.json"
 
 
-def _read_cache(path: Path) -> dict:
+def read_cache(path: Path) -> dict:
+    """A JSON cache of measurements ({} when missing or damaged: measuring again is the remedy)."""
     try:
         values = json.loads(path.read_text())
         return values if isinstance(values, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def write_cache(path: Path, values: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
+    except OSError:
+        pass  # the cache only saves time
 
 
 def choose(device: torch.device, model_name: str, batch_size: int, num_classes: int = 10, image_size: int = 32,
@@ -88,7 +97,7 @@ def choose(device: torch.device, model_name: str, batch_size: int, num_classes: 
     cache = cache if cache is not None else cache_file()
     size = "" if image_size == 32 else f" | {image_size}px"
     key = f"{device_key(device)} | torch {torch.__version__} | {model_name} | batch {batch_size}{size}"
-    stored = _read_cache(cache)
+    stored = read_cache(cache)
     figures = stored.get(key)
     options = candidates(device)
     cached = isinstance(figures, dict) and all(label(*option) in figures for option in options)
@@ -100,11 +109,7 @@ def choose(device: torch.device, model_name: str, batch_size: int, num_classes: 
             # A candidate far slower than the best so far (bf16 without native kernels: ~10x) is
             # stopped after its first step instead of being timed in full.
             slowest_allowed = max(figures.values()) / 4
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            write_text(cache, json.dumps({**stored, key: figures}, indent=2, sort_keys=True) + "\n")
-        except OSError:
-            pass  # the cache only saves time
+        write_cache(cache, {**stored, key: figures})
     best = max(options, key=lambda option: figures[label(*option)])
     return Choice(best[0], best[1], dict(figures), cached)
 

@@ -10,7 +10,6 @@ measures and plans its own steps as any --time-budget run does.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -26,7 +25,6 @@ from resnet_cifar.recipes.routes import ROUTES, Route
 from resnet_cifar.training import precision_choice
 from resnet_cifar.training.assembly import build_run, evaluation_batch
 from resnet_cifar.training.time_budget import UNTIMED_STEPS, measure_seconds, plan_steps, timed_calls
-from resnet_cifar.utils.atomic_files import write_text
 from resnet_cifar.utils.devices import resolve_device
 from resnet_cifar.utils.durations import duration_seconds
 from resnet_cifar.utils.timings import process_age_s, warm_then_time
@@ -147,7 +145,7 @@ def predict(route: Route, config: TrainConfig, cost: RouteCost, budget_s: float,
 def route_costs(configs: dict[Route, TrainConfig], device: torch.device,
                 measure: Callable[[TrainConfig], RouteCost], cache: Path) -> tuple[dict[Route, RouteCost], list[Route]]:
     """Every route's cost: from the cache, or measured now (and cached); and the routes measured."""
-    stored = _read_cache(cache)
+    stored = precision_choice.read_cache(cache)
     costs, measured = {}, []
     for route, config in configs.items():
         key = cache_key(device, config)
@@ -158,11 +156,7 @@ def route_costs(configs: dict[Route, TrainConfig], device: torch.device,
             stored[key] = asdict(costs[route])
             measured.append(route)
     if measured:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            write_text(cache, json.dumps(stored, indent=2, sort_keys=True) + "\n")
-        except OSError:
-            pass  # the cache only saves time
+        precision_choice.write_cache(cache, stored)
     return costs, measured
 
 
@@ -174,14 +168,6 @@ def cache_key(device: torch.device, config: TrainConfig) -> str:
 
 def cache_file() -> Path:
     return precision_choice.cache_file().with_name("routes.json")
-
-
-def _read_cache(path: Path) -> dict:
-    try:
-        values = json.loads(path.read_text())
-        return values if isinstance(values, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def measure_cost(config: TrainConfig, clock: Callable[[], float] = time.perf_counter) -> RouteCost:
