@@ -72,6 +72,7 @@ ROUTES: tuple[Route, ...] = (
     )),
     Route("airbench94", "airbench94", (
         CurvePoint(2, 81.59, CURVES),
+        CurvePoint(4, 86.91, CURVES),
         CurvePoint(5, 88.49, f"{RESULTS}, what airbench94's choices buy (AMX CPU)"),
         CurvePoint(8, 90.26, f"{RESULTS}, airbench94 against the published script (AMX CPU)"),
         CurvePoint(9, 90.44, f"{RESULTS}, airbench94 against the published script (AMX CPU)"),
