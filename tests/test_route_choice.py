@@ -60,7 +60,7 @@ def test_a_budget_picks_the_route_its_epochs_buy_the_most_with(tmp_path):
     assert (config.recipe, config.model, config.route) == (best.route.recipe, best.route.model, None)
     assert line.startswith(f"route auto for --time-budget 15m on cpu: --recipe {best.route.recipe} --model "
                            f"{best.route.model}, {best.epochs:.1f} epochs fit, {best.accuracy:.1f}% expected")
-    assert "(timed now: " in line and "\n" not in line
+    assert "(timed now in 0 s, taken from this budget: " in line and "\n" not in line
     assert config.time_budget == "15m" and config.iterations is None  # the run plans its own steps
 
 
@@ -99,6 +99,21 @@ def test_costs_are_measured_once_then_read_from_the_cache(tmp_path):
                           spent_s=2.0)
     assert calls == cpu_routes and second[0] == first[0]
     assert second[1].endswith("(speeds cached)")
+
+
+def test_the_choice_is_the_one_a_run_with_the_costs_cached_makes(tmp_path, monkeypatch):
+    now = {"age": 3.0}
+
+    def slow_measure(config: TrainConfig) -> RouteCost:
+        now["age"] += 100.0  # timing a route takes time a run with the cache does not spend
+        return CPU_COSTS[config.recipe]
+
+    monkeypatch.setattr(route_choice, "process_age_s", lambda: now["age"])
+    first = choose_route(budget_config("5m"), {"time_budget"}, measure=slow_measure, cache=tmp_path / "r.json")
+    now["age"] = 3.0
+    second = choose_route(budget_config("5m"), {"time_budget"}, measure=slow_measure, cache=tmp_path / "r.json")
+    assert first[0] == second[0]
+    assert first[1].split(" (timed now")[0] == second[1].split(" (speeds cached)")[0]
 
 
 def test_a_typed_option_holds_for_every_candidate(tmp_path):

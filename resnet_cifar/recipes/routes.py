@@ -58,6 +58,7 @@ CURVES = "docs/results.md, \"Accuracy against epochs\""
 
 ROUTES: tuple[Route, ...] = (
     Route("airbench94-muon-cpu", "airbench94", (
+        CurvePoint(1, 81.34, CURVES),
         CurvePoint(2, 86.24, CURVES),
         CurvePoint(4, 89.06, CURVES),
         CurvePoint(7, 90.40, f"{RESULTS}, airbench94 against the published script (AMX CPU)"),
@@ -80,6 +81,7 @@ ROUTES: tuple[Route, ...] = (
         CurvePoint(15.7, 91.48, f"{RESULTS}, fifteen minutes (AMX CPU, --time-budget 15m: 15.7 epochs)"),
     )),
     Route("fast", "resnet20", (
+        CurvePoint(1, 50.46, CURVES),
         CurvePoint(3, 72.56, f"{RESULTS}, on a 2-core CPU (AVX512-BF16; the raw weights of an --ema 0.99 run)"),
         CurvePoint(4, 75.86, f"{RESULTS}, on a 2-core CPU (AVX2)"),
         CurvePoint(10, 84.97, f"{RESULTS}, on a 2-core CPU (AVX512-BF16; the raw weights of an --ema 0.99 run)"),

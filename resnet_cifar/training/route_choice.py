@@ -64,10 +64,12 @@ class RouteChoice:
     route: Route
     predictions: tuple[Prediction, ...]  # every candidate, the chosen first
     measured: tuple[str, ...]  # the routes timed now (the others' costs were cached)
+    timing_s: float = 0.0  # what timing them took
 
     def describe(self, budget: str, device: torch.device) -> str:
         best, others = self.predictions[0], self.predictions[1:]
-        speeds = ("timed now: " + ", ".join(self.measured) if self.measured else "speeds cached")
+        speeds = (f"timed now in {self.timing_s:.0f} s, taken from this budget: {', '.join(self.measured)}"
+                  if self.measured else "speeds cached")
         return (f"route auto for --time-budget {budget} on {device.type}: --recipe {best.route.recipe} --model "
                 f"{best.route.model}, {best.epochs:.1f} epochs fit, {best.accuracy:.1f}% expected on the JPEG copy "
                 f"of CIFAR-10 (its measured curve: recipes/routes.py); the others: "
@@ -110,13 +112,19 @@ def choose_route(config: TrainConfig, explicit: set[str], world_size: int = 1,
                  measure: Callable[[TrainConfig], RouteCost] | None = None, cache: Path | None = None,
                  spent_s: float | None = None) -> tuple[TrainConfig, str]:
     """The configuration of the route the budget buys the most with, and the line saying what was
-    picked and why. measure: a route's cost on this device (tests inject theirs)."""
+    picked and why. measure: a route's cost on this device (tests inject theirs). spent_s: what the
+    command had spent before the choice (default: the process's age).
+
+    The time the routes take to be timed is not counted: the choice is the one a run with their
+    costs cached makes, so that --dry-run (which times them) and the run after it agree."""
     check_route(config, explicit, world_size)
+    spent = spent_s if spent_s is not None else (process_age_s() or 0.0)
     device = resolve_device(config.device)
     candidates = [route for route in ROUTES if device.type in route.devices]
     configs = {route: candidate_config(config, explicit, route) for route in candidates}
+    timing_started = time.perf_counter()
     costs, measured = route_costs(configs, device, measure or measure_cost, cache or cache_file())
-    spent = spent_s if spent_s is not None else (process_age_s() or 0.0)
+    timing_s = time.perf_counter() - timing_started
     budget_s = duration_seconds(config.time_budget)
     predictions = [predict(route, configs[route], costs[route], budget_s, spent) for route in candidates]
     ranked = sorted(predictions, key=lambda p: -1.0 if p.accuracy is None else p.accuracy, reverse=True)
@@ -124,7 +132,7 @@ def choose_route(config: TrainConfig, explicit: set[str], world_size: int = 1,
         raise UserError(f"--time-budget {config.time_budget} is shorter than every route's measured curve "
                         f"({'; '.join(p.describe() for p in predictions)}); give a larger budget, or name "
                         f"--model and --recipe")
-    choice = RouteChoice(ranked[0].route, tuple(ranked), tuple(route.name for route in measured))
+    choice = RouteChoice(ranked[0].route, tuple(ranked), tuple(route.name for route in measured), timing_s)
     return configs[choice.route], choice.describe(config.time_budget, device)
 
 
