@@ -116,6 +116,22 @@ def test_the_choice_is_the_one_a_run_with_the_costs_cached_makes(tmp_path, monke
     assert first[1].split(" (timed now")[0] == second[1].split(" (speeds cached)")[0]
 
 
+def test_a_budgeted_run_keeps_its_own_measurement_as_its_routes_cost(tmp_path):
+    cache = tmp_path / "routes.json"
+    choose_route(budget_config("15m"), {"time_budget"}, measure=measuring(CPU_COSTS), cache=cache, spent_s=2.0)
+    route = next(route for route in ROUTES if route.recipe == "speedrun")
+    config = route_choice.candidate_config(budget_config("15m"), {"time_budget"}, route)
+    plan = route_choice.plan_steps(900.0, 30.0, 3.5, 15.0, 32, 0, 2.0)
+    route_choice.remember_cost(config, plan, 10_000, cache)
+    stored = json.loads(cache.read_text())[route_choice.cache_key(route_choice.resolve_device("cpu"), config)]
+    assert stored == {"step_s": 3.5, "image_s": 15.0 / 10_000, "build_s": CPU_COSTS["speedrun"].build_s}
+    _, line = choose_route(budget_config("15m"), {"time_budget"}, measure=measuring({}), cache=cache, spent_s=2.0)
+    assert line.endswith("(speeds cached)")
+    folder_config = TrainConfig(dataset="folder", time_budget="15m", device="cpu")
+    route_choice.remember_cost(folder_config, plan, 10_000, cache)  # not a CIFAR-10 run: nothing kept
+    assert len(json.loads(cache.read_text())) == len(CPU_COSTS)
+
+
 def test_a_typed_option_holds_for_every_candidate(tmp_path):
     config, _ = choose_route(budget_config("15m", seed=3, label_smoothing=0.05),
                              {"time_budget", "seed", "label_smoothing"}, measure=measuring(CPU_COSTS),

@@ -27,7 +27,7 @@ from resnet_cifar.training.resume import (
     recorded_options,
     resume_config,
 )
-from resnet_cifar.training.route_choice import choose_route, wants_route
+from resnet_cifar.training.route_choice import choose_route, remember_cost, wants_route
 from resnet_cifar.training.run_folder import check_seed_dirs, prepare_run_dir, remove_if_unused
 from resnet_cifar.training.time_budget import BudgetWatch, measure_and_plan
 from resnet_cifar.utils import distributed
@@ -203,6 +203,8 @@ def _train_in(run_dir: Path, config: TrainConfig, explicit: set[str], data, payl
         budget = BudgetWatch(plan, started + plan.budget_s, config.eval_every)
         if dist.is_main:
             print(plan.describe(config.time_budget))
+            if dist.world_size == 1:  # the routes are ranked at one process's speed
+                remember_cost(config, plan, len(data.test) if data.test is not None else 0)
     if payload is None:  # a resumed run keeps the values it recorded
         steps_per_epoch = train_images // config.batch_size
         config, length = apply_length(config, explicit, steps_per_epoch)
