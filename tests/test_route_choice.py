@@ -132,6 +132,16 @@ def test_a_budgeted_run_keeps_its_own_measurement_as_its_routes_cost(tmp_path):
     assert len(json.loads(cache.read_text())) == len(CPU_COSTS)
 
 
+def test_a_seeds_set_is_finished_on_the_route_it_started_on(tmp_path):
+    from resnet_cifar.cli.commands import finish_command
+
+    config, _ = choose_route(budget_config("15m"), {"time_budget"}, measure=measuring(CPU_COSTS),
+                             cache=tmp_path / "routes.json", spent_s=2.0)
+    command = finish_command(config, {"time_budget"}, [0, 1], tmp_path / "set")
+    assert f"--recipe={config.recipe}" in command and f"--model={config.model}" in command
+    assert "--time-budget=15m" in command and command.endswith("--seeds 0 1")
+
+
 def test_a_typed_option_holds_for_every_candidate(tmp_path):
     config, _ = choose_route(budget_config("15m", seed=3, label_smoothing=0.05),
                              {"time_budget", "seed", "label_smoothing"}, measure=measuring(CPU_COSTS),

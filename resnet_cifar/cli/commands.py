@@ -31,6 +31,7 @@ from resnet_cifar.runfiles.destinations import (
     check_summary,
 )
 from resnet_cifar.runfiles.run_files import default_run_dir
+from resnet_cifar.training.route_choice import wants_route
 from resnet_cifar.training.run import joined, resolve_run, run_training
 from resnet_cifar.training.seeds import train_seeds
 from resnet_cifar.utils.devices import resolve_device
@@ -58,9 +59,11 @@ def train_command(config: TrainConfig, explicit: set[str], resume: Path | None =
 
 
 def finish_command(config: TrainConfig, explicit: set[str], seeds: list[int], root: Path) -> str:
-    """The command that finishes this --seeds set: its typed options, its folder and its seeds."""
+    """The command that finishes this --seeds set: its typed options, its folder and its seeds; and the
+    route its budget picked, which a later choice (the routes' costs since measured) could change."""
     values = config.to_dict()
-    typed = {name: values[name] for name in sorted(explicit) if name in values and name != "run_dir"}
+    chosen = {"recipe", "model"} if wants_route(config, explicit) else set()
+    typed = {name: values[name] for name in sorted(explicit | chosen) if name in values and name != "run_dir"}
     tokens = ["--mode", "train", *option_tokens(typed, "the set's options"), "--run-dir", str(root),
               "--seeds", *map(str, seeds)]
     return f"{program()} {shlex.join(tokens)}"
