@@ -178,7 +178,7 @@ def route_costs(configs: dict[Route, TrainConfig], device: torch.device,
 def remember_cost(config: TrainConfig, plan: BudgetPlan, test_images: int, cache: Path | None = None) -> None:
     """Keep what a --time-budget run of CIFAR-10 measured on its own data as its route's cost, so
     that the next choice ranks the route at the speed it trains at: steps on the real images ran
-    up to 7% slower than on random ones (bench/README.md)."""
+    7% slower than on random ones for the record route (docs/results.md)."""
     if config.dataset != "cifar10" or plan.steps_per_epoch != (CIFAR10_TRAIN - config.val_size) // config.batch_size:
         return  # not the data set the routes' curves and plans count
     cache = cache or cache_file()
