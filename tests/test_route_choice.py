@@ -192,6 +192,7 @@ def test_a_budget_too_short_for_every_curve_is_refused(tmp_path):
 
 def test_dry_run_shows_the_choice(capsys, monkeypatch):
     monkeypatch.setattr(route_choice, "measure_cost", measuring(CPU_COSTS))
+    monkeypatch.setattr(route_choice, "process_age_s", lambda: 2.0)  # the command's, not the test process's age
     code, out, _ = run_cli(capsys, "--time-budget", "15m", "--device", "cpu", "--dry-run")
     plan = json.loads(out)
     assert code == 0 and plan["route"].startswith("route auto for --time-budget 15m on cpu: --recipe ")
