@@ -8,7 +8,7 @@
 # the cache, as a user's second command would). Then `bench/peer.py speedrun` and `bench/peer.py
 # airbench94` with --epochs chosen so that each script's timed seconds (whitening, training, TTA)
 # equal the trainer's training + evaluation seconds T (its timings.json): E = (T - FIXED) / EPOCH_S,
-# from each script's seconds an epoch and fixed seconds on the CPU at hand. The defaults were
+# from each script's seconds an epoch and fixed seconds on your CPU. The defaults were
 # measured on a 2-core AMD EPYC with AVX512-BF16 (bench/README.md); on another machine set
 # RECORD_EPOCH_S, RECORD_FIXED_S, AIRBENCH_EPOCH_S and AIRBENCH_FIXED_S from one short run of each.
 # RECORD_SOURCE and AIRBENCH_SOURCE: copies of the scripts at their pinned commits (else downloaded).

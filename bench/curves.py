@@ -1,5 +1,5 @@
 """Measure the accuracy-versus-epochs curves --route auto ranks the routes by (recipes/routes.py)
-on the machine at hand: one `main.py` training command a curve point, one after another (alone: a
+on the machine it runs on: one `main.py` training command a curve point, one after another (alone: a
 run beside another slows both), each point's accuracy beside the one shipped.
 
     python bench/curves.py DATA --out OUT [--routes "fast resnet20" airbench94] [--dry-run]

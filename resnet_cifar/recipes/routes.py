@@ -6,7 +6,7 @@ Every point is the final epoch's test accuracy (the recipe's TTA) of one run of
 `python main.py --recipe RECIPE --model MODEL --epochs E` (or --iterations for a fractional E, or a
 --time-budget run that planned E epochs) on the JPEG copy of CIFAR-10 (quality 75), each named by
 the docs/results.md or bench/README.md entry that has its command, machine, date and commit.
-`python bench/curves.py DATA` measures every point again on the machine at hand.
+`python bench/curves.py DATA` measures every point again on the machine it runs on.
 
 A curve says nothing of the official files' accuracy (about 3 points higher) nor of other data
 sets: the routes are CIFAR-10's.
