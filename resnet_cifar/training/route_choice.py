@@ -56,7 +56,6 @@ class RouteCost:
 @dataclass(frozen=True)
 class Prediction:
     route: Route
-    cost: RouteCost
     epochs: float
     accuracy: float | None  # None: shorter than its curve's first point
 
@@ -68,7 +67,6 @@ class Prediction:
 
 @dataclass(frozen=True)
 class RouteChoice:
-    route: Route
     predictions: tuple[Prediction, ...]  # every candidate, the chosen first
     measured: tuple[str, ...]  # the routes timed now (the others' costs were cached)
     timing_s: float = 0.0  # what timing them took
@@ -139,8 +137,8 @@ def choose_route(config: TrainConfig, explicit: set[str], world_size: int = 1,
         raise UserError(f"--time-budget {config.time_budget} is shorter than every route's measured curve "
                         f"({'; '.join(p.describe() for p in predictions)}); give a larger budget, or name "
                         f"--model and --recipe")
-    choice = RouteChoice(ranked[0].route, tuple(ranked), tuple(route.name for route in measured), timing_s)
-    return configs[choice.route], choice.describe(config.time_budget, device)
+    choice = RouteChoice(tuple(ranked), tuple(route.name for route in measured), timing_s)
+    return configs[ranked[0].route], choice.describe(config.time_budget, device)
 
 
 def predict(route: Route, config: TrainConfig, cost: RouteCost, budget_s: float, spent_s: float) -> Prediction:
@@ -154,7 +152,7 @@ def predict(route: Route, config: TrainConfig, cost: RouteCost, budget_s: float,
     plan = plan_steps(budget_s, spent_s + own_measurement_s, cost.step_s, evaluation_s, steps_per_epoch,
                       config.eval_every, cost.build_s)
     epochs = plan.steps / steps_per_epoch
-    return Prediction(route, cost, epochs, route.accuracy_at(epochs) if plan.steps > 0 else None)
+    return Prediction(route, epochs, route.accuracy_at(epochs) if plan.steps > 0 else None)
 
 
 def route_costs(configs: dict[Route, TrainConfig], device: torch.device,
