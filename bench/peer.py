@@ -2,8 +2,8 @@
 
     python bench/peer.py NAME DATA_DIR [--epochs E] [--runs N] [--source FILE] [--work DIR] [--dry-run]
 
-NAME: speedrun (hiverge/cifar10-speedrun's cifar10_speedrun.py), airbench94_muon or airbench94
-(KellerJordan/cifar10-airbench). The script is downloaded from GitHub at the commit pinned below
+NAME: speedrun (hiverge/cifar10-speedrun's cifar10_speedrun.py), airbench94_muon, airbench94 or
+airbench95 (KellerJordan/cifar10-airbench). The script is downloaded from GitHub at the commit pinned below
 (or read from --source, a copy of that file) and its SHA-256 checked, so every figure quoted
 from it can be rerun by anyone. DATA_DIR holds cifar-10-batches-py/ (the official layout, or the
 benchmark copy made by bench/make_jpeg_copy.py); the images are written once as the scripts'
@@ -79,6 +79,18 @@ FP32_WEIGHTS = "fp32 weights under bf16 autocast: a CPU has no fast fp16"
 AUTOCAST = '    @torch.autocast("cpu", dtype=torch.bfloat16)\n'
 LOSS_FP32 = "the loss of the bf16 logits in fp32, as autocast computes it"
 
+# The legacy airbench scripts (airbench94.py, airbench95.py) share one form and so one patch.
+LEGACY_AIRBENCH_PATCHES = (
+    ("map_location=torch.device(gpu)", 'map_location=torch.device("cpu")', "the CPU"),
+    ("net = net.half().cuda()", "net = net.float()", FP32_WEIGHTS),
+    ("self.images.half()", "self.images.float()", FP32_WEIGHTS),
+    ("outputs = model(inputs)",
+     'with torch.autocast("cpu", dtype=torch.bfloat16): outputs = model(inputs)', FP32_WEIGHTS),
+    ("loss = loss_fn(outputs, labels)", "loss = loss_fn(outputs.float(), labels)", LOSS_FP32),
+    ("with torch.no_grad():", 'with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):',
+     FP32_WEIGHTS),
+)
+
 PEERS = {
     "speedrun": Peer(
         repo="hiverge/cifar10-speedrun", commit="5cd49b1e586f473b535cdeee69fe8ad5b6e9618b",
@@ -127,17 +139,15 @@ PEERS = {
     "airbench94": Peer(
         repo="KellerJordan/cifar10-airbench", commit="f1c599c4af24aca803e3e65a6a7e52a502e09d0e",
         path="legacy/airbench94.py", sha256="0b155e0ff0e696bc01ae136654ddae88a24cd053cd2b4313d44548c29ed6c91d",
-        patches=(
-            ("map_location=torch.device(gpu)", 'map_location=torch.device("cpu")', "the CPU"),
-            ("net = net.half().cuda()", "net = net.float()", FP32_WEIGHTS),
-            ("self.images.half()", "self.images.float()", FP32_WEIGHTS),
-            ("outputs = model(inputs)",
-             'with torch.autocast("cpu", dtype=torch.bfloat16): outputs = model(inputs)', FP32_WEIGHTS),
-            ("loss = loss_fn(outputs, labels)", "loss = loss_fn(outputs.float(), labels)", LOSS_FP32),
-            ("with torch.no_grad():", 'with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):',
-             FP32_WEIGHTS),
-        ),
+        patches=LEGACY_AIRBENCH_PATCHES,
         length=("'train_epochs': 9.9,", "'train_epochs': {epochs},"),
+        runs=("for run in range(25)]", "for run in range({runs})]")),
+    # airbench94.py's form with wider groups, lr 10 and 15 epochs: the same patch.
+    "airbench95": Peer(
+        repo="KellerJordan/cifar10-airbench", commit="f1c599c4af24aca803e3e65a6a7e52a502e09d0e",
+        path="legacy/airbench95.py", sha256="8fca347ff6e17dae2e34501724c3ddd901d620ed9f6b2d04d5d1b339488a59ee",
+        patches=LEGACY_AIRBENCH_PATCHES,
+        length=("'train_epochs': 15,", "'train_epochs': {epochs},"),
         runs=("for run in range(25)]", "for run in range({runs})]")),
 }
 

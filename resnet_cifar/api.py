@@ -103,6 +103,8 @@ def train(**options: Any) -> dict[str, Any]:
         raise UserError("train() starts one new run; resume or train several seeds from the command line")
     config, explicit = train_config_of(options, "train()")
     run = resolve_run(config, explicit, environ={})
+    for line in run.notes:  # the route a budget picked, said as the command line says it
+        print(line)
     with kept_process_state():  # the caller's process goes on: its threads, flags and generators as they were
         code, summary = run_training(run)
     if code != 0:

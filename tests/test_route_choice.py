@@ -183,6 +183,17 @@ def test_route_auto_is_refused_under_torchrun():
         resolve_run(budget_config("15m"), {"time_budget"}, environ=environ)
 
 
+def test_a_refused_run_folder_is_said_before_any_route_is_timed(capsys, tmp_path, monkeypatch):
+    timed: list = []
+    monkeypatch.setattr(route_choice, "measure_cost", measuring(CPU_COSTS, timed))
+    monkeypatch.setattr(route_choice, "cache_file", lambda: tmp_path / "routes.json")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "last.pt").write_bytes(b"a run's checkpoint")
+    code, out, err = run_cli(capsys, "--time-budget", "15m", "--device", "cpu", "--run-dir", str(tmp_path / "old"))
+    assert code == 2 and out == "" and "--run-dir" in err and err.count("\n") == 1, err
+    assert timed == []  # no route timed for a run that cannot start
+
+
 def test_a_budget_too_short_for_every_curve_is_refused(tmp_path):
     with pytest.raises(route_choice.UserError, match=r"--time-budget 20s is shorter than every route's measured "
                                                      r"curve \(airbench94-muon-cpu airbench94 0\.0 epochs"):
@@ -208,3 +219,23 @@ def test_a_route_is_timed_with_its_own_step():
     cost = measure_cost(config)
     assert all(math.isfinite(value) and value > 0 for value in (cost.step_s, cost.image_s, cost.build_s))
     assert cost.image_s < cost.step_s  # an evaluated image costs less than a step of 8
+
+
+def test_the_api_says_the_route_it_picked(capsys, tmp_path, monkeypatch):
+    import resnet_cifar
+    from resnet_cifar import api
+
+    monkeypatch.setattr(route_choice, "measure_cost", measuring(CPU_COSTS))
+    monkeypatch.setattr(route_choice, "cache_file", lambda: tmp_path / "routes.json")
+    monkeypatch.setattr(route_choice, "process_age_s", lambda: 2.0)
+    trained = []
+
+    def run_training(run):
+        trained.append(run.config)
+        return 0, {}
+
+    monkeypatch.setattr(api, "run_training", run_training)
+    resnet_cifar.train(time_budget="15m", device="cpu")
+    line = capsys.readouterr().out
+    assert line.startswith("route auto for --time-budget 15m on cpu: --recipe ") and line.count("\n") == 1
+    assert f"--recipe {trained[0].recipe} --model {trained[0].model}," in line

@@ -64,6 +64,11 @@ def resolve_run(config: TrainConfig, explicit: set[str], resume: Path | None = N
     check_start(config, explicit, resume, seeds, launch)
     restarted = restart_checkpoint(config, launch) if launch.max_restarts > 0 and resume is None else None
     if restarted is None and resume is None:
+        # Where the run writes and what it reads depend on no recipe: refused before a route is timed.
+        if seeds is not None and config.run_dir is not None:
+            check_seed_dirs(config.run_dir, seeds, data_reads(DataSpec.of(config.to_dict())))
+        else:
+            check_train(config, "run_dir" in explicit)
         notes: tuple[str, ...] = ()
         if wants_route(config, explicit):
             # The route is the budget's to choose: the chosen recipe and model are the run's, as if typed.
@@ -71,10 +76,6 @@ def resolve_run(config: TrainConfig, explicit: set[str], resume: Path | None = N
             notes = (line,)
         else:
             config = apply_recipe(config, explicit)
-        if seeds is not None and config.run_dir is not None:
-            check_seed_dirs(config.run_dir, seeds, data_reads(DataSpec.of(config.to_dict())))
-        else:
-            check_train(config, "run_dir" in explicit)
         return ResolvedRun(config, frozenset(explicit), launch, seeds=tuple(seeds) if seeds is not None else None,
                            notes=notes)
     resume, payload = restarted if restarted is not None else (resume, load_checkpoint(resume))
