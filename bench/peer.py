@@ -2,12 +2,12 @@
 
     python bench/peer.py NAME DATA_DIR [--epochs E] [--runs N] [--source FILE] [--work DIR] [--dry-run]
 
-NAME: speedrun (hiverge/cifar10-speedrun's cifar10_speedrun.py), airbench94_muon, airbench94 or
-airbench95 (KellerJordan/cifar10-airbench). The script is downloaded from GitHub at the commit pinned below
-(or read from --source, a copy of that file) and its SHA-256 checked, so every figure quoted
-from it can be rerun by anyone. DATA_DIR holds cifar-10-batches-py/ (the official layout, or the
-benchmark copy made by bench/make_jpeg_copy.py); the images are written once as the scripts'
-own train.pt/test.pt in --work.
+NAME: speedrun (hiverge/cifar10-speedrun's cifar10_speedrun.py); airbench94_muon, or airbench94,
+airbench95 or airbench96 from legacy/ (KellerJordan/cifar10-airbench). The script is downloaded
+from GitHub at the commit pinned below (or read from --source, a copy of that file) and its
+SHA-256 checked, so every figure quoted from it can be rerun by anyone. DATA_DIR holds
+cifar-10-batches-py/ (the official layout, or the benchmark copy made by bench/make_jpeg_copy.py);
+the images are written once as the scripts' own train.pt/test.pt in --work.
 
 The scripts are written for a CUDA GPU; the patch changes only what a CPU needs, each change
 listed in PATCHES with its reason, and fails naming the first text it no longer finds:
@@ -79,7 +79,7 @@ FP32_WEIGHTS = "fp32 weights under bf16 autocast: a CPU has no fast fp16"
 AUTOCAST = '    @torch.autocast("cpu", dtype=torch.bfloat16)\n'
 LOSS_FP32 = "the loss of the bf16 logits in fp32, as autocast computes it"
 
-# The legacy airbench scripts (airbench94.py, airbench95.py) share one form and so one patch.
+# The legacy airbench scripts (airbench94.py, airbench95.py, airbench96.py) share one form and so one patch.
 LEGACY_AIRBENCH_PATCHES = (
     ("map_location=torch.device(gpu)", 'map_location=torch.device("cpu")', "the CPU"),
     ("net = net.half().cuda()", "net = net.float()", FP32_WEIGHTS),
@@ -148,6 +148,13 @@ PEERS = {
         path="legacy/airbench95.py", sha256="8fca347ff6e17dae2e34501724c3ddd901d620ed9f6b2d04d5d1b339488a59ee",
         patches=LEGACY_AIRBENCH_PATCHES,
         length=("'train_epochs': 15,", "'train_epochs': {epochs},"),
+        runs=("for run in range(25)]", "for run in range({runs})]")),
+    # Three convolutions a group, cutout and 37 epochs, in the same form: the same patch.
+    "airbench96": Peer(
+        repo="KellerJordan/cifar10-airbench", commit="f1c599c4af24aca803e3e65a6a7e52a502e09d0e",
+        path="legacy/airbench96.py", sha256="fef298f48d9b629a6454b9c5e84cca95ccfa7fc6450057cc4131811d2ed49c88",
+        patches=LEGACY_AIRBENCH_PATCHES,
+        length=("'train_epochs': 37.0,", "'train_epochs': {epochs},"),
         runs=("for run in range(25)]", "for run in range({runs})]")),
 }
 

@@ -281,7 +281,7 @@ def published_script_stand_in(peer) -> str:
     return "\n".join([old.rstrip("\n") for old, _, _ in peer.patches] + [peer.length[0], peer.runs[0]]) + "\n"
 
 
-@pytest.mark.parametrize("name", ["speedrun", "airbench94_muon", "airbench94", "airbench95"])
+@pytest.mark.parametrize("name", ["speedrun", "airbench94_muon", "airbench94", "airbench95", "airbench96"])
 def test_the_peer_patch_changes_each_line_it_names_and_fails_on_a_changed_script(name, tmp_path):
     import peer as module
 
