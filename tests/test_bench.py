@@ -339,3 +339,27 @@ def test_curves_names_the_routes_it_knows():
 
     with pytest.raises(SystemExit, match="several routes named 'fast'; valid: 'airbench94-muon-cpu airbench94'"):
         curves.selected(["fast"])
+
+
+def test_route_cost_times_each_route_on_random_images_then_the_data_sets(batches_dir, monkeypatch, capsys):
+    import route_cost
+
+    from resnet_cifar.data.datasets import DataSpec, load_dataset
+    from resnet_cifar.training.route_choice import RouteCost
+
+    timed = []
+
+    def measure(config, data=None):
+        timed.append((config.recipe, config.model, data))
+        return RouteCost(2.0 if data is not None else 1.0, 0.001, 1.0)
+
+    monkeypatch.setattr(route_cost.route_choice, "measure_cost", measure)
+    result = route_cost.main([str(batches_dir), "--routes", "fast", "speedrun", "--rounds", "2"])
+    assert [(recipe, model, data is None) for recipe, model, data in timed] == [
+        ("fast", "resnet20", True), ("fast", "resnet20", False),
+        ("speedrun", "airbench94", True), ("speedrun", "airbench94", False)] * 2
+    train = load_dataset(DataSpec(data_dir=str(batches_dir), download=False)).train
+    assert all(data.train.images.equal(train.images[:2 * 500]) for recipe, _, data in timed
+               if data is not None and recipe == "fast")
+    assert result["routes"]["fast"]["data_over_random"] == 2.0
+    assert "| fast | 1.000 | 2.000 | 2.000 | 1.00 | 1.00 |" in capsys.readouterr().out

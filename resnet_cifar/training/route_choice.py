@@ -199,11 +199,13 @@ def cache_file() -> Path:
     return precision_choice.cache_file().with_name("routes.json")
 
 
-def measure_cost(config: TrainConfig, clock: Callable[[], float] = time.perf_counter) -> RouteCost:
+def measure_cost(config: TrainConfig, clock: Callable[[], float] = time.perf_counter,
+                 data: Dataset | None = None) -> RouteCost:
     """Time the route's own step and evaluation on random images (their values do not change the
-    arithmetic): one untimed call each, then two steps and one batch of EVALUATED images timed; a
-    few seconds a route on a 2-core CPU, paid once a machine (cached)."""
-    data = random_dataset(2 * config.batch_size, EVALUATED)
+    arithmetic; bench/route_cost.py compares them with the data set's): one untimed call each, then
+    two steps and one batch of EVALUATED images timed; a few seconds a route on a 2-core CPU, paid
+    once a machine (cached). data: other images, as many (the benchmark's)."""
+    data = data or random_dataset(2 * config.batch_size, EVALUATED)
     started = clock()
     parts = build_run(replace(config, iterations=None, epochs=1, ema=None, time_budget=None, val_size=0), data)
     build_s = clock() - started
