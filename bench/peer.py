@@ -79,7 +79,7 @@ FP32_WEIGHTS = "fp32 weights under bf16 autocast: a CPU has no fast fp16"
 AUTOCAST = '    @torch.autocast("cpu", dtype=torch.bfloat16)\n'
 LOSS_FP32 = "the loss of the bf16 logits in fp32, as autocast computes it"
 
-# The legacy airbench scripts (airbench94.py, airbench95.py, airbench96.py) share one form and so one patch.
+# The changes the legacy airbench scripts (airbench94.py, airbench95.py, airbench96.py) need.
 LEGACY_AIRBENCH_PATCHES = (
     ("map_location=torch.device(gpu)", 'map_location=torch.device("cpu")', "the CPU"),
     ("net = net.half().cuda()", "net = net.float()", FP32_WEIGHTS),
@@ -90,6 +90,15 @@ LEGACY_AIRBENCH_PATCHES = (
     ("with torch.no_grad():", 'with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):',
      FP32_WEIGHTS),
 )
+
+
+def legacy_airbench(name: str, sha256: str, epochs: str) -> Peer:
+    """KellerJordan/cifar10-airbench's legacy/NAME.py: the scripts share one form, so one patch."""
+    return Peer(repo="KellerJordan/cifar10-airbench", commit="f1c599c4af24aca803e3e65a6a7e52a502e09d0e",
+                path=f"legacy/{name}.py", sha256=sha256, patches=LEGACY_AIRBENCH_PATCHES,
+                length=(f"'train_epochs': {epochs},", "'train_epochs': {epochs},"),
+                runs=("for run in range(25)]", "for run in range({runs})]"))
+
 
 PEERS = {
     "speedrun": Peer(
@@ -136,26 +145,14 @@ PEERS = {
         ),
         length=("ceil(8 * len(train_loader))", "ceil({epochs} * len(train_loader))"),
         runs=("for run in range(200)]", "for run in range({runs})]")),
-    "airbench94": Peer(
-        repo="KellerJordan/cifar10-airbench", commit="f1c599c4af24aca803e3e65a6a7e52a502e09d0e",
-        path="legacy/airbench94.py", sha256="0b155e0ff0e696bc01ae136654ddae88a24cd053cd2b4313d44548c29ed6c91d",
-        patches=LEGACY_AIRBENCH_PATCHES,
-        length=("'train_epochs': 9.9,", "'train_epochs': {epochs},"),
-        runs=("for run in range(25)]", "for run in range({runs})]")),
-    # airbench94.py's form with wider groups, lr 10 and 15 epochs: the same patch.
-    "airbench95": Peer(
-        repo="KellerJordan/cifar10-airbench", commit="f1c599c4af24aca803e3e65a6a7e52a502e09d0e",
-        path="legacy/airbench95.py", sha256="8fca347ff6e17dae2e34501724c3ddd901d620ed9f6b2d04d5d1b339488a59ee",
-        patches=LEGACY_AIRBENCH_PATCHES,
-        length=("'train_epochs': 15,", "'train_epochs': {epochs},"),
-        runs=("for run in range(25)]", "for run in range({runs})]")),
-    # Three convolutions a group, cutout and 37 epochs, in the same form: the same patch.
-    "airbench96": Peer(
-        repo="KellerJordan/cifar10-airbench", commit="f1c599c4af24aca803e3e65a6a7e52a502e09d0e",
-        path="legacy/airbench96.py", sha256="fef298f48d9b629a6454b9c5e84cca95ccfa7fc6450057cc4131811d2ed49c88",
-        patches=LEGACY_AIRBENCH_PATCHES,
-        length=("'train_epochs': 37.0,", "'train_epochs': {epochs},"),
-        runs=("for run in range(25)]", "for run in range({runs})]")),
+    "airbench94": legacy_airbench("airbench94", "0b155e0ff0e696bc01ae136654ddae88a24cd053cd2b4313d44548c29ed6c91d",
+                                  "9.9"),
+    # airbench94.py with wider groups, lr 10 and 15 epochs.
+    "airbench95": legacy_airbench("airbench95", "8fca347ff6e17dae2e34501724c3ddd901d620ed9f6b2d04d5d1b339488a59ee",
+                                  "15"),
+    # Three convolutions a group, cutout and 37 epochs.
+    "airbench96": legacy_airbench("airbench96", "fef298f48d9b629a6454b9c5e84cca95ccfa7fc6450057cc4131811d2ed49c88",
+                                  "37.0"),
 }
 
 
