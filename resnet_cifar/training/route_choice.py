@@ -205,7 +205,7 @@ def measure_cost(config: TrainConfig, clock: Callable[[], float] = time.perf_cou
     arithmetic; bench/route_cost.py compares them with the data set's): one untimed call each, then
     two steps and one batch of EVALUATED images timed; a few seconds a route on a 2-core CPU, paid
     once a machine (cached). data: other images, as many (the benchmark's)."""
-    data = data or random_dataset(2 * config.batch_size, EVALUATED)
+    data = random_dataset(2 * config.batch_size, EVALUATED) if data is None else data
     started = clock()
     parts = build_run(replace(config, iterations=None, epochs=1, ema=None, time_budget=None, val_size=0), data)
     build_s = clock() - started
