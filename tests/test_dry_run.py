@@ -128,7 +128,8 @@ def test_every_documented_command_passes_a_dry_run(where, command, documented_wo
         monkeypatch.setenv(name, value)
     # A budget with no route named times the routes: their costs here are given, not measured, and
     # the command starts now (the test process's age is not its).
-    monkeypatch.setattr(route_choice, "measure_cost", lambda config: route_choice.RouteCost(1.0, 0.001, 1.0))
+    monkeypatch.setattr(route_choice, "measure_costs",
+                        lambda configs: [route_choice.RouteCost(1.0, 0.001, 1.0) for _ in configs])
     monkeypatch.setattr(route_choice, "process_age_s", lambda: 2.0)
     code = cli.main([*in_world(arguments, documented_world), "--dry-run"])
     out, err = capsys.readouterr()

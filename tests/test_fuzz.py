@@ -84,9 +84,9 @@ def arena(tmp_path_factory, request) -> Arena:
     request.addfinalizer(lambda: os.chdir(cwd))
     # A budget with no route named times the routes (~35 s on a 2-core CPU): here their costs are
     # given, the input handling is what is fuzzed.
-    measure = route_choice.measure_cost
-    route_choice.measure_cost = lambda config: route_choice.RouteCost(1.0, 0.001, 1.0)
-    request.addfinalizer(lambda: setattr(route_choice, "measure_cost", measure))
+    measure = route_choice.measure_costs
+    route_choice.measure_costs = lambda configs: [route_choice.RouteCost(1.0, 0.001, 1.0) for _ in configs]
+    request.addfinalizer(lambda: setattr(route_choice, "measure_costs", measure))
     return Arena(root)
 
 

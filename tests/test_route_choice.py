@@ -3,6 +3,7 @@ what was picked, and every refusal."""
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers import run_cli
@@ -20,10 +21,10 @@ CPU_COSTS = {"airbench94-muon-cpu": RouteCost(2.2, 0.0012, 3.0), "speedrun": Rou
 
 
 def measuring(costs: dict[str, RouteCost], calls: list | None = None):
-    def measure(config: TrainConfig) -> RouteCost:
+    def measure(configs: list[TrainConfig]) -> list[RouteCost]:
         if calls is not None:
-            calls.append(config.recipe)
-        return costs[config.recipe]
+            calls.extend(config.recipe for config in configs)
+        return [costs[config.recipe] for config in configs]
     return measure
 
 
@@ -78,9 +79,9 @@ def test_the_epochs_that_fit_are_the_plan_a_budgeted_run_makes():
     config = route_choice.candidate_config(budget_config("10m"), {"time_budget"}, route)
     cost = RouteCost(step_s=2.0, image_s=0.001, build_s=4.0)
     prediction = route_choice.predict(route, config, cost, 600.0, 10.0)
-    # 48 steps an epoch; its own measurement: build 4, 2 + 3 steps (10 s), 4 batches of 1,024 images
-    # (4.1 s), 3 s more of steps to reach measure_seconds(600) = 6 s; then plan_steps as the run will.
-    own = 4.0 + 10.0 + 0.0 + 4 * 1.024
+    # 48 steps an epoch; its own measurement: build 4, 2 + 3 steps (10 s, past measure_seconds(600) =
+    # 6 s), 4 batches timed on their first 256 images on a CPU (1.0 s); then plan_steps as the run will.
+    own = 4.0 + 10.0 + 4 * 0.256
     plan = route_choice.plan_steps(600.0, 10.0 + own, 2.0, 10.0, 48, 0, 4.0)
     assert prediction.epochs == pytest.approx(plan.steps / 48)
     assert prediction.accuracy == pytest.approx(route.accuracy_at(plan.steps / 48))
@@ -104,9 +105,9 @@ def test_costs_are_measured_once_then_read_from_the_cache(tmp_path):
 def test_the_choice_is_the_one_a_run_with_the_costs_cached_makes(tmp_path, monkeypatch):
     now = {"age": 3.0}
 
-    def slow_measure(config: TrainConfig) -> RouteCost:
-        now["age"] += 100.0  # timing a route takes time a run with the cache does not spend
-        return CPU_COSTS[config.recipe]
+    def slow_measure(configs: list[TrainConfig]) -> list[RouteCost]:
+        now["age"] += 100.0 * len(configs)  # timing routes takes time a run with the cache does not spend
+        return [CPU_COSTS[config.recipe] for config in configs]
 
     monkeypatch.setattr(route_choice, "process_age_s", lambda: now["age"])
     first = choose_route(budget_config("5m"), {"time_budget"}, measure=slow_measure, cache=tmp_path / "r.json")
@@ -185,7 +186,7 @@ def test_route_auto_is_refused_under_torchrun():
 
 def test_a_refused_run_folder_is_said_before_any_route_is_timed(capsys, tmp_path, monkeypatch):
     timed: list = []
-    monkeypatch.setattr(route_choice, "measure_cost", measuring(CPU_COSTS, timed))
+    monkeypatch.setattr(route_choice, "measure_costs", measuring(CPU_COSTS, timed))
     monkeypatch.setattr(route_choice, "cache_file", lambda: tmp_path / "routes.json")
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "last.pt").write_bytes(b"a run's checkpoint")
@@ -202,7 +203,7 @@ def test_a_budget_too_short_for_every_curve_is_refused(tmp_path):
 
 
 def test_dry_run_shows_the_choice(capsys, monkeypatch):
-    monkeypatch.setattr(route_choice, "measure_cost", measuring(CPU_COSTS))
+    monkeypatch.setattr(route_choice, "measure_costs", measuring(CPU_COSTS))
     monkeypatch.setattr(route_choice, "process_age_s", lambda: 2.0)  # the command's, not the test process's age
     code, out, _ = run_cli(capsys, "--time-budget", "15m", "--device", "cpu", "--dry-run")
     plan = json.loads(out)
@@ -221,11 +222,45 @@ def test_a_route_is_timed_with_its_own_step():
     assert cost.image_s < cost.step_s  # an evaluated image costs less than a step of 8
 
 
+def test_the_routes_take_turns_so_a_drifting_machine_slows_each_alike(monkeypatch):
+    now, calls = {"t": 0.0}, []
+    slowdown = {"factor": 1.0}  # the machine: each call slower than the one before
+
+    def fake_build(config, data):
+        now["t"] += 1.0
+        return SimpleNamespace(eval_loaders={"test": SimpleNamespace(batch_size=256)}, name=config.model)
+
+    def fake_calls(parts, config):
+        step_s, batch_s = {"resnet20": (1.0, 0.5), "resnet32": (2.0, 1.0)}[parts.name]
+
+        def paying(kind, seconds):
+            def call():
+                calls.append((parts.name, kind))
+                now["t"] += seconds * slowdown["factor"]
+                slowdown["factor"] *= 1.1
+            return call
+        return paying("step", step_s), paying("batch", batch_s)
+
+    monkeypatch.setattr(route_choice, "build_run", fake_build)
+    monkeypatch.setattr(route_choice, "timed_calls", fake_calls)
+    configs = [TrainConfig(model=model, device="cpu") for model in ("resnet20", "resnet32")]
+    slowdown["factor"] = 1.0
+    costs = route_choice.measure_costs(configs, clock=lambda: now["t"])
+    assert calls == [("resnet20", "step"), ("resnet20", "batch"), ("resnet32", "step"), ("resnet32", "batch"),
+                     ("resnet20", "step"), ("resnet32", "step"), ("resnet20", "step"), ("resnet32", "step"),
+                     ("resnet20", "batch"), ("resnet32", "batch")]
+    # Calls 5-8 are each 1.1x slower than the last: interleaved, the step ratio stays near 2 (2.2 here),
+    # where timing one route's two steps after the other's would read 2 x 1.1^2 = 2.42.
+    ratio = costs[1].step_s / costs[0].step_s
+    assert ratio == pytest.approx(2.0 * 1.1, rel=1e-9)
+    assert costs[0].image_s == pytest.approx(0.5 * 1.1**8 / 256)
+
+
 def test_the_api_says_the_route_it_picked(capsys, tmp_path, monkeypatch):
     import resnet_cifar
     from resnet_cifar import api
 
-    monkeypatch.setattr(route_choice, "measure_cost", measuring(CPU_COSTS))
+    monkeypatch.setattr(route_choice, "measure_costs", measuring(CPU_COSTS))
     monkeypatch.setattr(route_choice, "cache_file", lambda: tmp_path / "routes.json")
     monkeypatch.setattr(route_choice, "process_age_s", lambda: 2.0)
     trained = []

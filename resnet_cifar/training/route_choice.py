@@ -2,8 +2,8 @@
 this machine.
 
 Each candidate's step, evaluation and build are timed on this device with its own configuration
-(model, batch, optimizer, precision, TTA) on a few batches of random images, and cached per
-device like the precision choice; the epochs its budget then holds come from the same plan a
+(model, batch, optimizer, precision, TTA) on a few batches of random images, the candidates taking
+turns, and cached per device like the precision choice; the epochs its budget then holds come from the same plan a
 --time-budget run makes (time_budget.plan_steps), and the accuracy those epochs buy from the
 route's measured curve (recipes/routes.py). The best prediction wins; the chosen route's run then
 measures and plans its own steps as any --time-budget run does, and what it measured on the real
@@ -11,9 +11,10 @@ images replaces the route's cached cost.
 """
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -26,21 +27,24 @@ from resnet_cifar.recipes.routes import ROUTES, Route
 from resnet_cifar.training import precision_choice
 from resnet_cifar.training.assembly import build_run, evaluation_batch
 from resnet_cifar.training.time_budget import (
+    TIMED_IMAGES_CPU,
     UNTIMED_STEPS,
     BudgetPlan,
     measure_seconds,
     plan_steps,
     timed_calls,
+    timed_images,
 )
 from resnet_cifar.utils.devices import resolve_device
 from resnet_cifar.utils.durations import duration_seconds
-from resnet_cifar.utils.timings import process_age_s, warm_then_time
+from resnet_cifar.utils.timings import process_age_s
 
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 # What a route's own --time-budget run measures before its plan (time_budget.measure_and_plan): its
 # build, UNTIMED_STEPS steps, measure_seconds(budget) of steps (at least 3) and 4 evaluation batches.
 MEASURED_STEPS, MEASURED_BATCHES = 3, 4
-EVALUATED = 256  # images a route's evaluation batch is timed on: the cost an image is the same at 1,024
+EVALUATED = TIMED_IMAGES_CPU  # images a route's evaluation batch is timed on
+TIMED_ROUNDS = 2  # timed steps a route: one of each route in turn, twice
 
 
 @dataclass(frozen=True)
@@ -114,10 +118,10 @@ def candidate_config(config: TrainConfig, explicit: set[str], route: Route) -> T
 
 
 def choose_route(config: TrainConfig, explicit: set[str], world_size: int = 1,
-                 measure: Callable[[TrainConfig], RouteCost] | None = None, cache: Path | None = None,
-                 spent_s: float | None = None) -> tuple[TrainConfig, str]:
+                 measure: Callable[[list[TrainConfig]], list[RouteCost]] | None = None,
+                 cache: Path | None = None, spent_s: float | None = None) -> tuple[TrainConfig, str]:
     """The configuration of the route the budget buys the most with, and the line saying what was
-    picked and why. measure: a route's cost on this device (tests inject theirs). spent_s: what the
+    picked and why. measure: routes' costs on this device (tests inject theirs). spent_s: what the
     command had spent before the choice (default: the process's age).
 
     The time the routes take to be timed is not counted: the choice is the one a run with their
@@ -128,7 +132,7 @@ def choose_route(config: TrainConfig, explicit: set[str], world_size: int = 1,
     candidates = [route for route in ROUTES if device.type in route.devices]
     configs = {route: candidate_config(config, explicit, route) for route in candidates}
     timing_started = time.perf_counter()
-    costs, measured = route_costs(configs, device, measure or measure_cost, cache or cache_file())
+    costs, measured = route_costs(configs, device, measure or measure_costs, cache or cache_file())
     timing_s = time.perf_counter() - timing_started
     budget_s = duration_seconds(config.time_budget)
     predictions = [predict(route, configs[route], costs[route], budget_s, spent) for route in candidates]
@@ -145,7 +149,8 @@ def predict(route: Route, config: TrainConfig, cost: RouteCost, budget_s: float,
     """The epochs the route's --time-budget run would plan and the accuracy its curve gives them."""
     steps_per_epoch = (CIFAR10_TRAIN - config.val_size) // config.batch_size
     evaluation_s = cost.image_s * (CIFAR10_TEST + config.val_size) * (2 if config.ema is not None else 1)
-    batch_s = cost.image_s * min(CIFAR10_TEST, evaluation_batch(config.batch_size, resolve_device(config.device)))
+    device = resolve_device(config.device)
+    batch_s = cost.image_s * timed_images(min(CIFAR10_TEST, evaluation_batch(config.batch_size, device)), device)
     own_measurement_s = (cost.build_s + (UNTIMED_STEPS + MEASURED_STEPS) * cost.step_s
                          + max(0.0, measure_seconds(budget_s) - MEASURED_STEPS * cost.step_s)
                          + MEASURED_BATCHES * batch_s)
@@ -156,27 +161,29 @@ def predict(route: Route, config: TrainConfig, cost: RouteCost, budget_s: float,
 
 
 def route_costs(configs: dict[Route, TrainConfig], device: torch.device,
-                measure: Callable[[TrainConfig], RouteCost], cache: Path) -> tuple[dict[Route, RouteCost], list[Route]]:
-    """Every route's cost: from the cache, or measured now (and cached); and the routes measured."""
+                measure: Callable[[list[TrainConfig]], list[RouteCost]],
+                cache: Path) -> tuple[dict[Route, RouteCost], list[Route]]:
+    """Every route's cost: from the cache, or measured now, together (and cached); and the routes
+    measured."""
     stored = precision_choice.read_cache(cache)
     costs, measured = {}, []
     for route, config in configs.items():
-        key = cache_key(device, config)
         try:
-            costs[route] = RouteCost(**stored[key])
+            costs[route] = RouteCost(**stored[cache_key(device, config)])
         except (KeyError, TypeError):
-            costs[route] = measure(config)
-            stored[key] = asdict(costs[route])
             measured.append(route)
     if measured:
+        for route, cost in zip(measured, measure([configs[route] for route in measured]), strict=True):
+            costs[route] = cost
+            stored[cache_key(device, configs[route])] = asdict(cost)
         precision_choice.write_cache(cache, stored)
     return costs, measured
 
 
 def remember_cost(config: TrainConfig, plan: BudgetPlan, test_images: int, cache: Path | None = None) -> None:
     """Keep what a --time-budget run of CIFAR-10 measured on its own data as its route's cost, so
-    that the next choice ranks the route at the speed it trains at: steps on the real images ran
-    7% slower than on random ones for the record route (docs/results.md)."""
+    that the next choice ranks the route by more steps than its own two, at the speed it trained
+    at."""
     if config.dataset != "cifar10" or plan.steps_per_epoch != (CIFAR10_TRAIN - config.val_size) // config.batch_size:
         return  # not the data set the routes' curves and plans count
     cache = cache or cache_file()
@@ -201,18 +208,57 @@ def cache_file() -> Path:
 
 def measure_cost(config: TrainConfig, clock: Callable[[], float] = time.perf_counter,
                  data: Dataset | None = None) -> RouteCost:
-    """Time the route's own step and evaluation on random images (their values do not change the
-    arithmetic; bench/route_cost.py compares them with the data set's): one untimed call each, then
-    two steps and one batch of EVALUATED images timed; a few seconds a route on a 2-core CPU, paid
-    once a machine (cached). data: other images, as many (the benchmark's)."""
-    data = random_dataset(2 * config.batch_size, EVALUATED) if data is None else data
+    """One route's cost (measure_costs with one route)."""
+    return measure_costs([config], clock, data)[0]
+
+
+def measure_costs(configs: list[TrainConfig], clock: Callable[[], float] = time.perf_counter,
+                  data: Dataset | None = None) -> list[RouteCost]:
+    """Time each route's own step and evaluation on random images (their values do not change the
+    arithmetic; bench/route_cost.py compares them with the data set's): each route built and
+    called once untimed, then TIMED_ROUNDS steps timed, one route's after another's in turn, then
+    one batch of EVALUATED images each. A 2-core CPU's speed drifts by several percent within
+    minutes (bench/README.md); taking turns puts each route's steps at the same times, so the
+    routes' order is not the machine's drift. A few seconds a route on a 2-core CPU, paid once a
+    machine (cached). data: other images, as many (the benchmark's)."""
+    routes = [_TimedRoute.build(config, clock, data) for config in configs]
+    for _ in range(TIMED_ROUNDS):
+        for route in routes:
+            route.step_times.append(_seconds(route.one_step, clock))
+    return [route.cost(_seconds(route.one_batch, clock)) for route in routes]
+
+
+@dataclass
+class _TimedRoute:
+    """A route built for timing: its step and evaluation batch, and what it has measured so far."""
+
+    one_step: Callable[[], None]
+    one_batch: Callable[[], None]
+    batch_images: int
+    build_s: float
+    first_calls_s: float  # its first step and first batch, untimed by the plan
+    step_times: list[float] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, config: TrainConfig, clock: Callable[[], float], data: Dataset | None) -> _TimedRoute:
+        images = random_dataset(2 * config.batch_size, EVALUATED) if data is None else data
+        started = clock()
+        parts = build_run(replace(config, iterations=None, epochs=1, ema=None, time_budget=None, val_size=0), images)
+        build_s = clock() - started
+        one_step, one_batch = timed_calls(parts, config)
+        first_calls_s = _seconds(one_step, clock) + _seconds(one_batch, clock)
+        return cls(one_step, one_batch, parts.eval_loaders["test"].batch_size, build_s, first_calls_s)
+
+    def cost(self, batch_s: float) -> RouteCost:
+        step_s = statistics.median(self.step_times)
+        return RouteCost(step_s, batch_s / self.batch_images,
+                         self.build_s + max(0.0, self.first_calls_s - step_s - batch_s))
+
+
+def _seconds(call: Callable[[], None], clock: Callable[[], float]) -> float:
     started = clock()
-    parts = build_run(replace(config, iterations=None, epochs=1, ema=None, time_budget=None, val_size=0), data)
-    build_s = clock() - started
-    one_step, one_batch = timed_calls(parts, config)
-    step_extra_s, step_s = warm_then_time(one_step, clock, 1, min_seconds=0.0, min_calls=2, max_calls=2)
-    batch_extra_s, batch_s = warm_then_time(one_batch, clock, 1, min_seconds=0.0, min_calls=1, max_calls=1)
-    return RouteCost(step_s, batch_s / parts.eval_loaders["test"].batch_size, build_s + step_extra_s + batch_extra_s)
+    call()
+    return clock() - started
 
 
 def random_dataset(train_images: int, test_images: int) -> Dataset:
