@@ -1,6 +1,7 @@
 """Evaluation speed against the forward batch: why TTA runs its views as separate passes.
 
     python bench/eval_batch.py [--data-dir data/cifar10-jpeg] [--model resnet20] [--batches 250 500 1000]
+        [--precision bf16 --channels-last]
 
 Forward rows: img/s of the bare model (eval mode, no_grad) on --images test images cut into
 batches of each size. Evaluation rows: evaluate() (the loop training and --mode eval use) over the
@@ -26,6 +27,7 @@ from resnet_cifar.data.datasets import CIFAR10_MEAN, CIFAR10_STD, Split, load_ci
 from resnet_cifar.data.loader import BatchLoader, Normalizer  # noqa: E402
 from resnet_cifar.models.registry import MODEL_NAMES, modeltype  # noqa: E402
 from resnet_cifar.results.evaluation import evaluate  # noqa: E402
+from resnet_cifar.utils.devices import autocast  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tta", choices=TTA_MODES, nargs="+", default=["none", "flip-translate"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast dtype on the CPU")
+    parser.add_argument("--channels-last", action="store_true", help="model and batches in channels_last")
     return parser.parse_args(argv)
 
 
@@ -57,13 +61,15 @@ def main(argv=None) -> dict:
     device = torch.device("cpu")
     torch.manual_seed(0)
     model = modeltype(args.model, 10).eval()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     split = evaluation_images(args.data_dir, args.images)
     normalizer = Normalizer(CIFAR10_MEAN, CIFAR10_STD, device)
-    inputs = normalizer(split.images, False)
+    inputs = normalizer(split.images, args.channels_last)
 
     def forward(batch: int):
         def run(steps: int) -> None:
-            with torch.no_grad():
+            with torch.no_grad(), autocast(device, args.precision):
                 for start in range(0, len(inputs), batch):
                     model(inputs[start:start + batch])
         return run
@@ -73,17 +79,20 @@ def main(argv=None) -> dict:
         fn(1)  # warm-up
     samples = interleaved_img_per_s(forwards, device, args.rounds, steps_of=lambda name: 1, batch_size=len(inputs))
     report = {"model": args.model, "device_name": cpu_name(), "threads": torch.get_num_threads(),
+              "precision": args.precision, "channels_last": args.channels_last,
               "images": len(inputs), "forward_img_per_s": {k: round(v, 1) for k, v in medians(samples).items()}}
 
     def evaluation(batch: int, tta: str):
-        loader = BatchLoader(split, batch, device, normalizer, False, train=False)
-        return lambda steps: evaluate(model, loader, device, "fp32", 10, tta=tta)
+        loader = BatchLoader(split, batch, device, normalizer, args.channels_last, train=False)
+        return lambda steps: evaluate(model, loader, device, args.precision, 10, tta=tta)
 
     evals = {f"evaluate batch {b}, tta {tta}": evaluation(b, tta) for b in args.eval_batch for tta in args.tta}
     samples = interleaved_img_per_s(evals, device, args.rounds, steps_of=lambda name: 1, batch_size=len(inputs))
     report["eval_img_per_s"] = {k: round(v, 1) for k, v in medians(samples).items()}
 
-    print(f"{args.model} on {report['device_name']}, {report['threads']} threads, fp32, {len(inputs)} images, "
+    layout = " channels_last" if args.channels_last else ""
+    print(f"{args.model} on {report['device_name']}, {report['threads']} threads, {args.precision}{layout}, "
+          f"{len(inputs)} images, "
           f"median of {args.rounds} rounds")
     for name, value in {**report["forward_img_per_s"], **report["eval_img_per_s"]}.items():
         print(f"{name:<40s} {value:>9.0f} img/s  {len(inputs) / value:>7.2f} s")

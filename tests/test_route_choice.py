@@ -80,7 +80,7 @@ def test_the_epochs_that_fit_are_the_plan_a_budgeted_run_makes():
     cost = RouteCost(step_s=2.0, image_s=0.001, build_s=4.0)
     prediction = route_choice.predict(route, config, cost, 600.0, 10.0)
     # 48 steps an epoch; its own measurement: build 4, 2 + 3 steps (10 s, past measure_seconds(600) =
-    # 6 s), 4 batches timed on their first 256 images on a CPU (1.0 s); then plan_steps as the run will.
+    # 6 s), 4 evaluation batches of 256 images, a CPU's (1.0 s); then plan_steps as the run will.
     own = 4.0 + 10.0 + 4 * 0.256
     plan = route_choice.plan_steps(600.0, 10.0 + own, 2.0, 10.0, 48, 0, 4.0)
     assert prediction.epochs == pytest.approx(plan.steps / 48)

@@ -80,7 +80,6 @@ class Costs:
 
     def __init__(self, now, first, then, count):
         self.now, self.costs, self.batch_size, self.count = now, [first] + [then] * 1000, 500, count
-        self.taken: list[int] = []  # how many images of each batch were used
         self.split = range(10_000)
 
     def __len__(self):
@@ -90,29 +89,8 @@ class Costs:
         for _ in range(self.count):
             yield self, None
 
-    def pay(self, images=None):
-        """Advance the clock by the next batch's cost, or by its share for its first `images`."""
-        self.now["t"] += self.costs.pop(0) * (1.0 if images is None else images / self.batch_size)
-
-    def __getitem__(self, taken: slice):
-        return FirstImages(self, min(self.batch_size, taken.stop or self.batch_size))
-
-
-class FirstImages:
-    """A batch's first images: evaluating them costs their share of the batch."""
-
-    def __init__(self, batch, images):
-        self.batch, self.images = batch, images
-        batch.taken.append(images)
-
     def pay(self):
-        self.batch.pay(self.images)
-
-
-def test_an_evaluation_batch_is_timed_on_its_first_images_on_a_cpu_only():
-    assert time_budget.timed_images(1024, torch.device("cpu")) == time_budget.TIMED_IMAGES_CPU == 256
-    assert time_budget.timed_images(100, torch.device("cpu")) == 100
-    assert time_budget.timed_images(4096, torch.device("cuda")) == 4096  # a GPU's cost an image falls with the batch
+        self.now["t"] += self.costs.pop(0)
 
 
 class FakeRun:
@@ -121,18 +99,17 @@ class FakeRun:
     compiles_again."""
 
     def __init__(self, now, compiles_again: bool):
-        self.now, self.compiles_again, self.builds, self.copies = now, compiles_again, 0, []
+        self.now, self.compiles_again, self.builds = now, compiles_again, 0
 
     def build(self, config, data, dist):
         self.builds += 1
         self.now["t"] += 4.0
         first = self.builds == 1 or self.compiles_again
         model = SimpleNamespace(eval=lambda: None, train=lambda: None)
-        self.copies.append(SimpleNamespace(train_loader=Costs(self.now, 30.0 if first else 2.5, 2.0, 100),
-                                           eval_loaders={"test": Costs(self.now, 20.0 if first else 3.5, 3.0, 20)},
-                                           report_split="test", ctx=SimpleNamespace(eval_model=model),
-                                           device=torch.device("cpu"), precision="fp32"))
-        return self.copies[-1]
+        return SimpleNamespace(train_loader=Costs(self.now, 30.0 if first else 2.5, 2.0, 100),
+                               eval_loaders={"test": Costs(self.now, 20.0 if first else 3.5, 3.0, 20)},
+                               report_split="test", ctx=SimpleNamespace(eval_model=model),
+                               device=torch.device("cpu"), precision="fp32")
 
 
 def fake_train_step(ctx, batch, targets, lr, progress=None):
@@ -154,16 +131,13 @@ def test_the_plan_from_a_measured_warm_up_with_a_fake_clock(monkeypatch, compile
     monkeypatch.setattr(time_budget, "tta_logits", fake_tta_logits)
     config = TrainConfig(model="resnet20", time_budget="30m", tta="flip-translate", compile=compile_)
     plan = time_budget.measure_and_plan(config, None, Distributed(), started=0.0, clock=lambda: now["t"])
-    # On a CPU the evaluation batches of 500 are timed on their first 256 images: the same cost an image.
     assert plan.step_s == pytest.approx(2.0) and plan.evaluation_s == pytest.approx(3.0 / 500 * 10_000)
-    assert set(run.copies[0].eval_loaders["test"].taken) == {256}
-    share = 256 / 500  # of the first batch's 20 s and the others' 3 s
     if not compile_:  # the copy's own first calls: 30 + 2 - 2 x 2 s (two untimed steps), then 20 - 3 s
-        assert plan.repeat_s == pytest.approx(4.0 + 28.0 + 17.0 * share) and run.builds == 1
+        assert plan.repeat_s == pytest.approx(4.0 + 28.0 + 17.0) and run.builds == 1
     elif compiles_again:  # a second copy's first calls pay the build again
-        assert plan.repeat_s == pytest.approx(4.0 + 28.0 + 17.0 * share) and run.builds == 2
+        assert plan.repeat_s == pytest.approx(4.0 + 28.0 + 17.0) and run.builds == 2
     else:  # a second copy reuses the graphs: only its small first-call cost is counted
-        assert plan.repeat_s == pytest.approx(4.0 + 0.5 + 0.5 * share) and run.builds == 2
+        assert plan.repeat_s == pytest.approx(4.0 + 0.5 + 0.5) and run.builds == 2
     assert plan.spent_s == pytest.approx(now["t"])
     assert plan.steps == plan_steps(1800, plan.spent_s, 2.0, 60.0, 100, config.eval_every, plan.repeat_s).steps
 

@@ -25,15 +25,13 @@ from resnet_cifar.errors import UserError
 from resnet_cifar.recipes import apply_recipe
 from resnet_cifar.recipes.routes import ROUTES, Route
 from resnet_cifar.training import precision_choice
-from resnet_cifar.training.assembly import build_run, evaluation_batch
+from resnet_cifar.training.assembly import CPU_EVALUATION_BATCH, build_run, evaluation_batch
 from resnet_cifar.training.time_budget import (
-    TIMED_IMAGES_CPU,
     UNTIMED_STEPS,
     BudgetPlan,
     measure_seconds,
     plan_steps,
     timed_calls,
-    timed_images,
 )
 from resnet_cifar.utils.devices import resolve_device
 from resnet_cifar.utils.durations import duration_seconds
@@ -43,7 +41,7 @@ CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 # What a route's own --time-budget run measures before its plan (time_budget.measure_and_plan): its
 # build, UNTIMED_STEPS steps, measure_seconds(budget) of steps (at least 3) and 4 evaluation batches.
 MEASURED_STEPS, MEASURED_BATCHES = 3, 4
-EVALUATED = TIMED_IMAGES_CPU  # images a route's evaluation batch is timed on
+EVALUATED = CPU_EVALUATION_BATCH  # images a route's evaluation batch is timed on: a CPU run's batch
 TIMED_ROUNDS = 2  # timed steps a route: one of each route in turn, twice
 
 
@@ -149,8 +147,7 @@ def predict(route: Route, config: TrainConfig, cost: RouteCost, budget_s: float,
     """The epochs the route's --time-budget run would plan and the accuracy its curve gives them."""
     steps_per_epoch = (CIFAR10_TRAIN - config.val_size) // config.batch_size
     evaluation_s = cost.image_s * (CIFAR10_TEST + config.val_size) * (2 if config.ema is not None else 1)
-    device = resolve_device(config.device)
-    batch_s = cost.image_s * timed_images(min(CIFAR10_TEST, evaluation_batch(config.batch_size, device)), device)
+    batch_s = cost.image_s * min(CIFAR10_TEST, evaluation_batch(config.batch_size, resolve_device(config.device)))
     own_measurement_s = (cost.build_s + (UNTIMED_STEPS + MEASURED_STEPS) * cost.step_s
                          + max(0.0, measure_seconds(budget_s) - MEASURED_STEPS * cost.step_s)
                          + MEASURED_BATCHES * batch_s)

@@ -38,10 +38,6 @@ PER_EPOCH_S = 0.5  # checkpoint and curves after each epoch (bench/README.md, "T
 # from their first steps (bench/README.md, where the runs are listed).
 STEP_SLACK = 1.03
 FINAL_S = 3.0  # the final report's pictures
-# On a CPU an evaluation batch is timed on its first images only: an image costs the same there at
-# 256 as at 1,024 (bench/README.md, "A route's step on random images and on the data set"), and
-# timing four full batches of 6-view TTA took 14 s of a budget.
-TIMED_IMAGES_CPU = 256
 
 
 def measure_seconds(budget_s: float) -> float:
@@ -119,19 +115,18 @@ def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, star
     build_started = clock()
     parts = build_run(copy_config, data, dist)
     build_s = clock() - build_started
-    images = timed_images(parts.eval_loaders[parts.report_split].batch_size, parts.device)
-    one_step, one_batch = timed_calls(parts, config, images)
+    one_step, one_batch = timed_calls(parts, config)
     first_step_extra_s, step_s = warm_then_time(
         one_step, clock, UNTIMED_STEPS, min_seconds=measure_seconds(duration_seconds(config.time_budget)),
         agree=lambda go_on: dist.max_int(int(go_on)) > 0)
     # The median of three batches: one timed batch (the first after warming up) put a CPU run's
     # evaluation at 81 s for an evaluation that took 61 s.
     first_batch_extra_s, batch_s = warm_then_time(one_batch, clock, 1, min_seconds=1.0, min_calls=3, max_calls=5)
-    evaluation_s = _evaluation_seconds(parts, config, batch_s / images)
+    evaluation_s = _evaluation_seconds(parts, config, batch_s)
     steps_per_epoch = len(parts.train_loader)
     if config.compile:
         del parts, one_step, one_batch
-        again_step, again_batch = timed_calls(build_run(copy_config, data, dist), config, images)
+        again_step, again_batch = timed_calls(build_run(copy_config, data, dist), config)
         once = dict(untimed=0, min_seconds=0.0, min_calls=1, max_calls=1)
         first_step_extra_s = max(0.0, seconds_per_call(again_step, clock, **once) - step_s)
         first_batch_extra_s = max(0.0, seconds_per_call(again_batch, clock, **once) - batch_s)
@@ -146,15 +141,9 @@ def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, star
     return plan
 
 
-def timed_images(batch_size: int, device: torch.device) -> int:
-    """How many of an evaluation batch's images its timing evaluates."""
-    return min(batch_size, TIMED_IMAGES_CPU) if device.type == "cpu" else batch_size
-
-
-def timed_calls(parts: RunParts, config: TrainConfig,
-                images: int | None = None) -> tuple[Callable[[], None], Callable[[], None]]:
+def timed_calls(parts: RunParts, config: TrainConfig) -> tuple[Callable[[], None], Callable[[], None]]:
     """(one training step, one evaluation batch with the run's TTA) of `parts`, each returning
-    once the device is done; images: the evaluation batch's first `images` only (default: all)."""
+    once the device is done."""
     # Epochs after epochs: a small data set may hold fewer steps than the measurement takes.
     batches = itertools.chain.from_iterable(parts.train_loader.epoch(epoch) for epoch in itertools.count())
     test_batches = itertools.chain.from_iterable(parts.eval_loaders[parts.report_split].epoch()
@@ -166,7 +155,7 @@ def timed_calls(parts: RunParts, config: TrainConfig,
         loss.item()  # waits for the device
 
     def one_batch() -> None:
-        inputs = next(test_batches)[0][:images]
+        inputs, _ = next(test_batches)
         model = parts.ctx.eval_model
         model.eval()
         with torch.no_grad(), autocast(parts.device, parts.precision):
@@ -176,11 +165,12 @@ def timed_calls(parts: RunParts, config: TrainConfig,
     return one_step, one_batch
 
 
-def _evaluation_seconds(parts: RunParts, config: TrainConfig, image_s: float) -> float:
-    """One evaluation of the run from one evaluated image's seconds: every val/test image, with
+def _evaluation_seconds(parts: RunParts, config: TrainConfig, batch_s: float) -> float:
+    """One evaluation of the run from one evaluation batch's seconds: every val/test image, with
     the run's TTA, for each model it evaluates (the weights and, with --ema, their average)."""
+    loader = parts.eval_loaders[parts.report_split]
     images = sum(len(split_loader.split) for split_loader in parts.eval_loaders.values())  # this process's share
-    return image_s * images * (2 if config.ema is not None else 1)
+    return batch_s / loader.batch_size * images * (2 if config.ema is not None else 1)
 
 
 # A replanned run may end this far past its budget, or this far before it, before it is laid again.
