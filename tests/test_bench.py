@@ -356,12 +356,20 @@ def test_route_cost_times_each_route_on_random_images_then_the_data_sets(batches
         return RouteCost(2.0 if data is not None else 1.0, 0.001, 1.0)
 
     monkeypatch.setattr(route_cost.route_choice, "measure_cost", measure)
+    cut, requested = route_cost.first_images, []
+
+    def first_images(data, train, test):  # the fixture holds 100 test images: record the count asked for
+        requested.append(test)
+        return cut(data, train, test)
+
+    monkeypatch.setattr(route_cost, "first_images", first_images)
     result = route_cost.main([str(batches_dir), "--routes", "fast", "speedrun", "--rounds", "2"])
     assert [(recipe, model, data is None) for recipe, model, data in timed] == [
-        ("fast", "resnet20", True), ("fast", "resnet20", False),
-        ("speedrun", "airbench94", True), ("speedrun", "airbench94", False)] * 2
+        ("fast", "resnet20", True), ("fast", "resnet20", False), ("fast", "resnet20", False),
+        ("speedrun", "airbench94", True), ("speedrun", "airbench94", False), ("speedrun", "airbench94", False)] * 2
+    assert requested == [256, 1024] * 4  # test images: as many as the random ones, then a whole batch
     train = load_dataset(DataSpec(data_dir=str(batches_dir), download=False)).train
     assert all(data.train.images.equal(train.images[:2 * 500]) for recipe, _, data in timed
                if data is not None and recipe == "fast")
     assert result["routes"]["fast"]["data_over_random"] == 2.0
-    assert "| fast | 1.000 | 2.000 | 2.000 | 1.00 | 1.00 |" in capsys.readouterr().out
+    assert "| fast | 1.000 | 2.000 | 2.000 | 1.00 | 1.00 | 1.00 |" in capsys.readouterr().out

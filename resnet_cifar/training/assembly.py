@@ -135,9 +135,10 @@ CPU_EVALUATION_BATCH = 256
 
 def evaluation_batch(train_batch: int, device: torch.device) -> int:
     """The batch the run evaluates with: on a GPU its training batch, at least 256 (a GPU gains from
-    the largest); on a CPU 256, where larger batches evaluate slower as their activations outgrow
-    the caches (airbench94 with 6-view TTA in bf16: 1.36x the images a second at 256 as at 1,024;
-    ResNet-20 1.9x; bench/README.md, "The evaluation batch on a CPU")."""
+    the largest); on a CPU 256, never slower there than larger ones (airbench94 with 6-view TTA in
+    bf16, in a fresh process: 1.36x the images a second of 1,024; after training steps, 1.07x; and
+    a budget's warm-up times a quarter of the images: bench/README.md, "The evaluation batch on a
+    CPU")."""
     return CPU_EVALUATION_BATCH if device.type == "cpu" else max(train_batch, 256)
 
 
