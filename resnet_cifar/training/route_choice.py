@@ -3,9 +3,9 @@ this machine.
 
 Each candidate's step, evaluation and build are timed on this device with its own configuration
 (model, batch, optimizer, precision, TTA) on a few batches of random images, the candidates taking
-turns, and cached per device like the precision choice; the epochs its budget then holds come from the same plan a
---time-budget run makes (time_budget.plan_steps), and the accuracy those epochs buy from the
-route's measured curve (recipes/routes.py). The best prediction wins; the chosen route's run then
+turns, and cached per device like the precision choice; the epochs its budget then holds come
+from the same plan a --time-budget run makes (time_budget.plan_steps), and the accuracy those
+epochs buy from the route's measured curve (recipes/routes.py). The best prediction wins; the chosen route's run then
 measures and plans its own steps as any --time-budget run does, and what it measured on the real
 images replaces the route's cached cost.
 """
@@ -27,6 +27,7 @@ from resnet_cifar.recipes.routes import ROUTES, Route
 from resnet_cifar.training import precision_choice
 from resnet_cifar.training.assembly import CPU_EVALUATION_BATCH, build_run, evaluation_batch
 from resnet_cifar.training.time_budget import (
+    ONE_CALL,
     UNTIMED_STEPS,
     BudgetPlan,
     measure_seconds,
@@ -35,7 +36,7 @@ from resnet_cifar.training.time_budget import (
 )
 from resnet_cifar.utils.devices import resolve_device
 from resnet_cifar.utils.durations import duration_seconds
-from resnet_cifar.utils.timings import process_age_s
+from resnet_cifar.utils.timings import process_age_s, seconds_per_call
 
 CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 # What a route's own --time-budget run measures before its plan (time_budget.measure_and_plan): its
@@ -221,8 +222,8 @@ def measure_costs(configs: list[TrainConfig], clock: Callable[[], float] = time.
     routes = [_TimedRoute.build(config, clock, data) for config in configs]
     for _ in range(TIMED_ROUNDS):
         for route in routes:
-            route.step_times.append(_seconds(route.one_step, clock))
-    return [route.cost(_seconds(route.one_batch, clock)) for route in routes]
+            route.step_times.append(seconds_per_call(route.one_step, clock, **ONE_CALL))
+    return [route.cost(seconds_per_call(route.one_batch, clock, **ONE_CALL)) for route in routes]
 
 
 @dataclass
@@ -243,19 +244,14 @@ class _TimedRoute:
         parts = build_run(replace(config, iterations=None, epochs=1, ema=None, time_budget=None, val_size=0), images)
         build_s = clock() - started
         one_step, one_batch = timed_calls(parts, config)
-        first_calls_s = _seconds(one_step, clock) + _seconds(one_batch, clock)
+        first_calls_s = (seconds_per_call(one_step, clock, **ONE_CALL)
+                         + seconds_per_call(one_batch, clock, **ONE_CALL))
         return cls(one_step, one_batch, parts.eval_loaders["test"].batch_size, build_s, first_calls_s)
 
     def cost(self, batch_s: float) -> RouteCost:
         step_s = statistics.median(self.step_times)
         return RouteCost(step_s, batch_s / self.batch_images,
                          self.build_s + max(0.0, self.first_calls_s - step_s - batch_s))
-
-
-def _seconds(call: Callable[[], None], clock: Callable[[], float]) -> float:
-    started = clock()
-    call()
-    return clock() - started
 
 
 def random_dataset(train_images: int, test_images: int) -> Dataset:

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 import torch
 
@@ -38,6 +39,8 @@ PER_EPOCH_S = 0.5  # checkpoint and curves after each epoch (bench/README.md, "T
 # from their first steps (bench/README.md, where the runs are listed).
 STEP_SLACK = 1.03
 FINAL_S = 3.0  # the final report's pictures
+# seconds_per_call's settings for one call's seconds
+ONE_CALL = MappingProxyType(dict(untimed=0, min_seconds=0.0, min_calls=1, max_calls=1))
 
 
 def measure_seconds(budget_s: float) -> float:
@@ -127,9 +130,8 @@ def measure_and_plan(config: TrainConfig, data: Dataset, dist: Distributed, star
     if config.compile:
         del parts, one_step, one_batch
         again_step, again_batch = timed_calls(build_run(copy_config, data, dist), config)
-        once = dict(untimed=0, min_seconds=0.0, min_calls=1, max_calls=1)
-        first_step_extra_s = max(0.0, seconds_per_call(again_step, clock, **once) - step_s)
-        first_batch_extra_s = max(0.0, seconds_per_call(again_batch, clock, **once) - batch_s)
+        first_step_extra_s = max(0.0, seconds_per_call(again_step, clock, **ONE_CALL) - step_s)
+        first_batch_extra_s = max(0.0, seconds_per_call(again_batch, clock, **ONE_CALL) - batch_s)
     repeat_s = build_s + first_step_extra_s + first_batch_extra_s
     plan = plan_steps(duration_seconds(config.time_budget), clock() - started, step_s, evaluation_s,
                       steps_per_epoch, config.eval_every, repeat_s)
