@@ -5,9 +5,9 @@ Each candidate's step, evaluation and build are timed on this device with its ow
 (model, batch, optimizer, precision, TTA) on a few batches of random images, the candidates taking
 turns, and cached per device like the precision choice; the epochs its budget then holds come
 from the same plan a --time-budget run makes (time_budget.plan_steps), and the accuracy those
-epochs buy from the route's measured curve (recipes/routes.py). The best prediction wins; the chosen route's run then
-measures and plans its own steps as any --time-budget run does, and what it measured on the real
-images replaces the route's cached cost.
+epochs buy from the route's measured curve (recipes/routes.py). The best prediction wins; the
+chosen route's run then measures and plans its own steps as any --time-budget run does, and what
+it measured on the real images replaces the route's cached cost.
 """
 from __future__ import annotations
 
